@@ -1,0 +1,235 @@
+//! The admin endpoints, one function each.
+
+use std::collections::BTreeMap;
+
+use http::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{AdminBody, AdminState, json, problem};
+use crate::config::{BUCKETS, StickyConfig, percent};
+use crate::routing::RouterError;
+use crate::routing::rollout::Action;
+use crate::routing::table::RouteTable;
+
+pub(super) async fn route(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Response<AdminBody> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                state.metrics.render(),
+            )));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET, ["admin", "routes"]) => {
+            json(StatusCode::OK, &table_json(&state.router.current()))
+        }
+        (&Method::PUT, ["admin", "routes", name, "split"]) => set_split(state, name, body).await,
+        (&Method::POST, ["admin", "routes", name, "rollback"]) => published(
+            state
+                .router
+                .rollback_route(
+                    name,
+                    format!("admin: rollback route {name} to its fallback"),
+                )
+                .await,
+        ),
+        (&Method::POST, ["admin", "rollback"]) => published(state.router.rollback().await),
+        (&Method::GET, ["admin", "versions"]) => versions(state),
+        (&Method::GET, ["admin", "routes", name, "rollout"]) => {
+            match state.rollouts.state(name).await {
+                Ok(s) => json(StatusCode::OK, &json!(s)),
+                Err(e) => error(e),
+            }
+        }
+        (&Method::POST, ["admin", "routes", name, "rollout", action]) => {
+            let action = match *action {
+                "start" => Action::Start,
+                "pause" => Action::Pause,
+                "resume" => Action::Resume,
+                "promote" => Action::Promote,
+                "abort" => Action::Abort,
+                other => {
+                    return problem(
+                        StatusCode::NOT_FOUND,
+                        format!("unknown rollout action {other:?}"),
+                    );
+                }
+            };
+            match state.rollouts.act(name, action).await {
+                Ok(s) => json(StatusCode::OK, &json!(s)),
+                Err(e) => error(e),
+            }
+        }
+        (&Method::GET, ["admin", "health"]) => health(state).await,
+        (&Method::POST, ["admin", "reload"]) => reload(state).await,
+        (&Method::GET, ["admin", "tap"]) => {
+            let events: Vec<Value> = state
+                .recent_writes
+                .lock()
+                .map(|q| {
+                    q.iter()
+                        .map(|e| json!({"entity": &*e.entity, "key": e.key, "side": e.side, "method": e.method.as_str(), "at_ms": e.at_ms}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json(StatusCode::OK, &json!({ "events": events }))
+        }
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint {method} {path}"),
+        ),
+    }
+}
+
+fn error(e: RouterError) -> Response<AdminBody> {
+    let status = match &e {
+        RouterError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        RouterError::Invalid(_) | RouterError::Build(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        RouterError::NoPrevious => StatusCode::CONFLICT,
+        RouterError::Control(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    problem(status, e)
+}
+
+fn published(r: Result<std::sync::Arc<RouteTable>, RouterError>) -> Response<AdminBody> {
+    match r {
+        Ok(t) => json(StatusCode::OK, &table_json(&t)),
+        Err(e) => error(e),
+    }
+}
+
+fn shares(t: &crate::routing::Route) -> Value {
+    let map: BTreeMap<String, f64> = t
+        .allocation
+        .shares()
+        .into_iter()
+        .map(|(n, b)| (n, f64::from(b) / 100.0))
+        .collect();
+    json!(map)
+}
+
+/// The table as JSON: version, time, reason and each route's split.
+pub fn table_json(t: &RouteTable) -> Value {
+    let routes: Vec<Value> = t
+        .routes
+        .iter()
+        .map(|r| {
+            let sticky = match &r.sticky {
+                StickyConfig::None => json!(null),
+                StickyConfig::Cookie(c) => json!({"cookie": c}),
+                StickyConfig::Header(h) => json!({"header": h.as_str()}),
+                StickyConfig::JwtClaim(c) => json!({"jwt_claim": c}),
+                StickyConfig::ClientIp => json!({"client_ip": true}),
+            };
+            json!({
+                "name": r.name,
+                "path_prefix": r.path_prefix(),
+                "split": shares(r),
+                "fallback": r.targets[r.fallback as usize].upstream.name,
+                "sticky": sticky,
+                "entity": r.entity,
+            })
+        })
+        .collect();
+    json!({"version": t.version, "created_at_ms": t.created_at_ms, "reason": t.reason, "routes": routes})
+}
+
+async fn set_split(state: &AdminState, name: &str, body: &[u8]) -> Response<AdminBody> {
+    let parsed: BTreeMap<String, f64> = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("body must be a JSON object of upstream to percent: {e}"),
+            );
+        }
+    };
+    let mut weights = Vec::with_capacity(parsed.len());
+    for (upstream, pct) in parsed {
+        let scaled = pct * 100.0;
+        if !(0.0..=100.0).contains(&pct) || (scaled - scaled.round()).abs() > 1e-6 {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{upstream}: {pct} must be 0..100 in steps of 0.01"),
+            );
+        }
+        weights.push((upstream, scaled.round() as u32));
+    }
+    let total: u32 = weights.iter().map(|(_, b)| b).sum();
+    if total != BUCKETS {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("split sums to {}, must be 100", percent(total)),
+        );
+    }
+    published(
+        state
+            .router
+            .set_split(name, weights, format!("admin: split of route {name}"))
+            .await,
+    )
+}
+
+fn versions(state: &AdminState) -> Response<AdminBody> {
+    let list: Vec<Value> = state
+        .router
+        .versions()
+        .iter()
+        .rev()
+        .map(|t| {
+            let splits: BTreeMap<&str, Value> = t.routes.iter().map(|r| (r.name.as_str(), shares(r))).collect();
+            json!({"version": t.version, "created_at_ms": t.created_at_ms, "reason": t.reason, "splits": splits})
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({"current": state.router.current().version, "versions": list}),
+    )
+}
+
+async fn health(state: &AdminState) -> Response<AdminBody> {
+    let ups: Vec<Value> = state
+        .router
+        .upstreams()
+        .await
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "url": format!("http://{}{}", u.authority, u.base_path),
+                "available": u.health.is_available(),
+                "probe_ok": u.health.probe_ok(),
+                "ejected": u.health.is_ejected(),
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &json!({"upstreams": ups}))
+}
+
+async fn reload(state: &AdminState) -> Response<AdminBody> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if state.reload.send(tx).await.is_err() {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(Ok(version)) => json(
+            StatusCode::OK,
+            &json!({"reloaded": true, "version": version}),
+        ),
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "reload was interrupted"),
+    }
+}

@@ -1,0 +1,154 @@
+//! The admin API on its own listener: route table, splits, rollbacks, versions, rollouts,
+//! health, reload, the write tap's recent events, `/metrics` and `/healthz`.
+
+mod handlers;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::routing::Router;
+use crate::routing::rollout::Rollouts;
+use crate::tap::WriteEvent;
+
+/// A reload request: the reply carries the new table version or the error text.
+pub type ReloadRequest = oneshot::Sender<Result<u64, String>>;
+
+/// What the admin API works on.
+pub struct AdminState {
+    /// The router.
+    pub router: Arc<Router>,
+    /// Rollout controller.
+    pub rollouts: Arc<Rollouts>,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+    /// Required bearer token.
+    pub token: Option<String>,
+    /// Asks the application to reload its config file.
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// The write tap's most recent events.
+    pub recent_writes: Arc<Mutex<VecDeque<WriteEvent>>>,
+}
+
+/// An admin response body.
+pub type AdminBody = Full<Bytes>;
+
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<AdminBody> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub(crate) fn problem(status: StatusCode, detail: impl std::fmt::Display) -> Response<AdminBody> {
+    let mut r = json(
+        status,
+        &serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "detail": detail.to_string(),
+        }),
+    );
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let Some(given) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(given) = given.strip_prefix("Bearer ") else {
+        return false;
+    };
+    // Constant-time comparison: the token must not leak through timing.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+async fn handle(
+    state: Arc<AdminState>,
+    req: Request<Incoming>,
+) -> Result<Response<AdminBody>, Infallible> {
+    if req.uri().path() != "/healthz" && !authorized(&state, &req) {
+        let mut r = problem(
+            StatusCode::UNAUTHORIZED,
+            "admin calls need Authorization: Bearer <admin_token>",
+        );
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return Ok(r);
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body: {e}"),
+            ));
+        }
+    };
+    Ok(handlers::route(&state, &parts.method, parts.uri.path(), &body).await)
+}
+
+/// Serves the admin API until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let svc = service_fn(move |req| handle(state.clone(), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+}

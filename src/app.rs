@@ -1,0 +1,242 @@
+//! Composition root: builds the router, gateway, admin API and background tasks, wires them,
+//! and owns their shutdown.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState, ReloadRequest};
+use crate::config::{Config, ConfigError};
+use crate::control::{ControlError, ControlStore};
+use crate::gateway::{self, Gateway, ServerSettings};
+use crate::routing::rollout::Rollouts;
+use crate::routing::{Router, RouterError, probe};
+use crate::tap::{self, WriteEvent};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Control database unavailable.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// Route table could not be built.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS files unusable.
+    #[error(transparent)]
+    Tls(#[from] gateway::tls::TlsError),
+}
+
+/// Recent write-tap events kept for `GET /admin/tap`.
+const RECENT_WRITES: usize = 256;
+
+/// A running gateway.
+pub struct Running {
+    /// Data-plane address actually bound.
+    pub addr: SocketAddr,
+    /// Admin address actually bound.
+    pub admin_addr: SocketAddr,
+    /// The router (for embedding and tests).
+    pub router: Arc<Router>,
+    /// Asks for a config reload.
+    pub reload: mpsc::Sender<ReloadRequest>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    data_plane: tokio::task::JoinHandle<bool>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+fn spawn_probes(
+    tasks: &TaskTracker,
+    router: &Router,
+    upstreams: Vec<Arc<crate::routing::Upstream>>,
+    token: &CancellationToken,
+) {
+    let cfg = router.config();
+    for up in upstreams {
+        if let Some(h) = cfg.upstream(&up.name).and_then(|u| u.health.clone()) {
+            tasks.spawn(probe::run(up, h, token.clone()));
+        }
+    }
+}
+
+/// Starts every part of the gateway for `config`.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    let prometheus = crate::metrics::install();
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let gw_cfg = config.gateway.clone();
+    let listener = bind(gw_cfg.listen).await?;
+    let admin_listener = bind(gw_cfg.admin_listen).await?;
+    let tls = match &gw_cfg.tls {
+        Some(t) => Some(gateway::tls::acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
+    let control = Arc::new(ControlStore::open(&gw_cfg.control).await?);
+    let router = Arc::new(Router::start(config, control).await?);
+
+    let (tap, mut tap_rx) = tap::channel(gw_cfg.tap_capacity);
+    let recent_writes: Arc<Mutex<VecDeque<WriteEvent>>> = Arc::new(Mutex::new(VecDeque::new()));
+    {
+        // Until the engines consume the tap, keep the newest events for operators.
+        let recent = recent_writes.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                let ev =
+                    tokio::select! { _ = token.cancelled() => return, ev = tap_rx.recv() => ev };
+                let Some(ev) = ev else { return };
+                if let Ok(mut q) = recent.lock() {
+                    if q.len() == RECENT_WRITES {
+                        q.pop_front();
+                    }
+                    q.push_back(ev);
+                }
+            }
+        });
+    }
+
+    let mut probe_token = shutdown.child_token();
+    spawn_probes(&tasks, &router, router.upstreams().await, &probe_token);
+
+    let rollouts = Rollouts::new(router.clone());
+    tasks.spawn(rollouts.clone().run(shutdown.clone()));
+
+    {
+        let router = router.clone();
+        let token = shutdown.clone();
+        let period = gw_cfg.control_poll;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! { _ = token.cancelled() => return, _ = tick.tick() => {} }
+                if let Err(e) = router.sync_from_control().await {
+                    metrics::counter!(crate::metrics::CONTROL_ERRORS).increment(1);
+                    tracing::warn!(error = %e, "cannot read the control database");
+                }
+            }
+        });
+    }
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
+    {
+        let router = router.clone();
+        let token = shutdown.clone();
+        let tasks2 = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let req = tokio::select! { _ = token.cancelled() => return, r = reload_rx.recv() => r };
+                let Some(reply) = req else { return };
+                let path = router.config().file.clone();
+                let result = match Config::load(&path) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(cfg) => router.reload(cfg).await.map_err(|e| format!("{}: {e}", path.display())),
+                };
+                match &result {
+                    Ok(table) => {
+                        probe_token.cancel();
+                        probe_token = token.child_token();
+                        spawn_probes(&tasks2, &router, router.upstreams().await, &probe_token);
+                        tracing::info!(version = table.version, "config reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "config reload rejected; the running table keeps serving"),
+                }
+                let _ = reply.send(result.map(|t| t.version));
+            }
+        });
+    }
+
+    let gw = Arc::new(Gateway::new(router.clone(), tap, &gw_cfg));
+    let settings = ServerSettings {
+        header_read: gw_cfg.timeouts.header_read,
+        max_header_bytes: gw_cfg.max_header_bytes,
+        max_connections: gw_cfg.max_connections,
+        tls,
+        drain_grace: gw_cfg.drain_grace,
+    };
+    let addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: gw_cfg.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            addr: gw_cfg.admin_listen,
+            source,
+        })?;
+    let data_plane = tokio::spawn(gateway::serve(listener, gw, settings, shutdown.clone()));
+    let state = Arc::new(AdminState {
+        router: router.clone(),
+        rollouts,
+        metrics: prometheus,
+        token: gw_cfg.admin_token.clone(),
+        reload: reload_tx.clone(),
+        recent_writes,
+    });
+    // The admin API outlives the data plane's drain so operators can watch it.
+    let admin_token = CancellationToken::new();
+    {
+        let admin_token2 = admin_token.clone();
+        tasks.spawn(async move { admin::serve(admin_listener, state, admin_token2).await });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            token.cancelled().await;
+            admin_token.cancel();
+        });
+    }
+    tracing::info!(%addr, %admin_addr, version = router.current().version, "strangler gateway listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        router,
+        reload: reload_tx,
+        shutdown,
+        tasks,
+        data_plane,
+    })
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests for up to the grace period, stops every
+    /// task. Returns whether the drain finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.cancel();
+        let drained = self.data_plane.await.unwrap_or(false);
+        self.tasks.close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait()).await;
+        drained
+    }
+
+    /// Asks for a reload and waits for its outcome.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.reload
+            .send(tx)
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        rx.await.map_err(|_| "reload interrupted".to_string())?
+    }
+}

@@ -1,0 +1,112 @@
+//! Control state in a database: route table versions and rollout progress, so a restarted
+//! gateway resumes where it was and several gateways serve the same table.
+
+mod postgres;
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::TableSpec;
+
+/// A control database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// SQLite said no.
+    #[error("control database (sqlite): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no.
+    #[error("control database (postgres): {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A stored record did not parse.
+    #[error("control database: stored record is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// The blocking worker died.
+    #[error("control database: worker failed: {0}")]
+    Worker(String),
+    /// The URL is not one we know.
+    #[error("control database: unsupported URL {0:?}")]
+    Url(String),
+}
+
+/// One published route table version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Version number, unique across all gateways sharing the database.
+    pub version: u64,
+    /// Publication time, Unix ms.
+    pub created_at_ms: u64,
+    /// Why it was published.
+    pub reason: String,
+    /// The allocations.
+    pub spec: TableSpec,
+}
+
+/// A control database, by backend.
+pub enum ControlStore {
+    /// Embedded SQLite file (or memory).
+    Sqlite(sqlite::SqliteControl),
+    /// PostgreSQL server.
+    Postgres(postgres::PgControl),
+}
+
+impl ControlStore {
+    /// Opens (and migrates) the control database at `url`.
+    pub async fn open(url: &str) -> Result<ControlStore, ControlError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(ControlStore::Sqlite(
+                sqlite::SqliteControl::open(path).await?,
+            ))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(ControlStore::Postgres(
+                postgres::PgControl::open(url).await?,
+            ))
+        } else {
+            Err(ControlError::Url(url.to_string()))
+        }
+    }
+
+    /// Inserts a version; `false` when another gateway already took that number.
+    pub async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.insert_version(rec).await,
+            ControlStore::Postgres(p) => p.insert_version(rec).await,
+        }
+    }
+
+    /// The newest version.
+    pub async fn latest(&self) -> Result<Option<VersionRecord>, ControlError> {
+        Ok(self.versions(1).await?.into_iter().next())
+    }
+
+    /// The newest `limit` versions, newest first.
+    pub async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.versions(limit).await,
+            ControlStore::Postgres(p) => p.versions(limit).await,
+        }
+    }
+
+    /// The newest version number only (cheap, for polling).
+    pub async fn latest_version(&self) -> Result<u64, ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.latest_version().await,
+            ControlStore::Postgres(p) => p.latest_version().await,
+        }
+    }
+
+    /// Stores a route's rollout state (JSON).
+    pub async fn save_rollout(&self, route: &str, state: &str) -> Result<(), ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.save_rollout(route, state).await,
+            ControlStore::Postgres(p) => p.save_rollout(route, state).await,
+        }
+    }
+
+    /// Every stored rollout state, by route.
+    pub async fn rollouts(&self) -> Result<Vec<(String, String)>, ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.rollouts().await,
+            ControlStore::Postgres(p) => p.rollouts().await,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Control state in PostgreSQL, for gateways on several machines. The connection is
+//! re-established on the next call after it drops.
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use super::{ControlError, VersionRecord};
+
+/// A PostgreSQL control database.
+pub struct PgControl {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS strangler_route_versions (
+    version BIGINT PRIMARY KEY,
+    created_at_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strangler_rollouts (
+    route TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);";
+
+async fn connect(url: &str) -> Result<Client, ControlError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "control database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl PgControl {
+    /// Connects and creates the tables if needed.
+    pub async fn open(url: &str) -> Result<PgControl, ControlError> {
+        let client = connect(url).await?;
+        // Two gateways starting together may race on CREATE TABLE IF NOT EXISTS.
+        client
+            .batch_execute("SELECT pg_advisory_lock(4242001)")
+            .await?;
+        let created = client.batch_execute(SCHEMA).await;
+        client
+            .batch_execute("SELECT pg_advisory_unlock(4242001)")
+            .await?;
+        created?;
+        Ok(PgControl {
+            url: url.to_string(),
+            client: Mutex::new(Some(client)),
+        })
+    }
+
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, ControlError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.url).await?);
+        }
+        Ok(guard)
+    }
+
+    pub(super) async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
+        let spec = serde_json::to_string(&rec.spec)?;
+        let guard = self.client().await?;
+        let Some(c) = guard.as_ref() else {
+            return Err(ControlError::Worker("no connection".into()));
+        };
+        let n = c
+            .execute(
+                "INSERT INTO strangler_route_versions (version, created_at_ms, reason, spec) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING",
+                &[&(rec.version as i64), &(rec.created_at_ms as i64), &rec.reason, &spec],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
+        let guard = self.client().await?;
+        let Some(c) = guard.as_ref() else {
+            return Err(ControlError::Worker("no connection".into()));
+        };
+        let rows = c
+            .query(
+                "SELECT version, created_at_ms, reason, spec FROM strangler_route_versions ORDER BY version DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let spec: String = row.try_get(3)?;
+            out.push(VersionRecord {
+                version: row.try_get::<_, i64>(0)? as u64,
+                created_at_ms: row.try_get::<_, i64>(1)? as u64,
+                reason: row.try_get(2)?,
+                spec: serde_json::from_str(&spec)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn latest_version(&self) -> Result<u64, ControlError> {
+        let guard = self.client().await?;
+        let Some(c) = guard.as_ref() else {
+            return Err(ControlError::Worker("no connection".into()));
+        };
+        let row = c
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM strangler_route_versions",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get::<_, i64>(0)? as u64)
+    }
+
+    pub(super) async fn save_rollout(&self, route: &str, state: &str) -> Result<(), ControlError> {
+        let guard = self.client().await?;
+        let Some(c) = guard.as_ref() else {
+            return Err(ControlError::Worker("no connection".into()));
+        };
+        c.execute(
+            "INSERT INTO strangler_rollouts (route, state) VALUES ($1, $2) ON CONFLICT (route) DO UPDATE SET state = excluded.state",
+            &[&route, &state],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn rollouts(&self) -> Result<Vec<(String, String)>, ControlError> {
+        let guard = self.client().await?;
+        let Some(c) = guard.as_ref() else {
+            return Err(ControlError::Worker("no connection".into()));
+        };
+        let rows = c
+            .query(
+                "SELECT route, state FROM strangler_rollouts ORDER BY route",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}

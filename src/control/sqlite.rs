@@ -1,0 +1,142 @@
+//! Control state in an SQLite file (the embedded default). Several processes may share the
+//! file: WAL mode and a busy timeout make concurrent gateways safe.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{ControlError, VersionRecord};
+
+/// An SQLite control database.
+pub struct SqliteControl {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS strangler_route_versions (
+    version INTEGER PRIMARY KEY,
+    created_at_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strangler_rollouts (
+    route TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);";
+
+impl SqliteControl {
+    /// Opens or creates the file (`:memory:` for a private in-memory database).
+    pub async fn open(path: &str) -> Result<SqliteControl, ControlError> {
+        let path = path.to_string();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ControlError> {
+            let conn = if path == ":memory:" {
+                Connection::open_in_memory()?
+            } else {
+                Connection::open(&path)?
+            };
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| ControlError::Worker(e.to_string()))??;
+        Ok(SqliteControl {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = conn
+                .lock()
+                .map_err(|_| ControlError::Worker("connection lock poisoned".into()))?;
+            f(&guard)
+        })
+        .await
+        .map_err(|e| ControlError::Worker(e.to_string()))?
+    }
+
+    pub(super) async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
+        let spec = serde_json::to_string(&rec.spec)?;
+        let (v, t, r) = (
+            rec.version as i64,
+            rec.created_at_ms as i64,
+            rec.reason.clone(),
+        );
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT INTO strangler_route_versions (version, created_at_ms, reason, spec) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (version) DO NOTHING",
+                params![v, t, r, spec],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT version, created_at_ms, reason, spec FROM strangler_route_versions ORDER BY version DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (version, created, reason, spec) = row?;
+                out.push(VersionRecord {
+                    version: version as u64,
+                    created_at_ms: created as u64,
+                    reason,
+                    spec: serde_json::from_str(&spec)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn latest_version(&self) -> Result<u64, ControlError> {
+        self.with(|c| {
+            let v: Option<i64> = c
+                .query_row(
+                    "SELECT max(version) FROM strangler_route_versions",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            Ok(v.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    pub(super) async fn save_rollout(&self, route: &str, state: &str) -> Result<(), ControlError> {
+        let (route, state) = (route.to_string(), state.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO strangler_rollouts (route, state) VALUES (?1, ?2) ON CONFLICT (route) DO UPDATE SET state = excluded.state",
+                params![route, state],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn rollouts(&self) -> Result<Vec<(String, String)>, ControlError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT route, state FROM strangler_rollouts ORDER BY route")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}

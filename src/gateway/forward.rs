@@ -1,0 +1,324 @@
+//! Forwarding one request: match → pick → forward → record, each step a plain function.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::headers;
+use crate::config::{GatewayConfig, StickyConfig};
+use crate::metrics as m;
+use crate::routing::router::now_ms;
+use crate::routing::{Route, Router, Upstream};
+use crate::tap::{Tap, WriteEvent};
+
+/// A request or response body: streamed from the peer, or a small one of our own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+static TARGET_HEADER: http::HeaderName = http::HeaderName::from_static("x-strangler-target");
+
+/// The data plane's shared state: router, pooled client, write tap.
+pub struct Gateway {
+    router: Arc<Router>,
+    client: Client<HttpConnector, ProxyBody>,
+    tap: Tap,
+    target_header: bool,
+    upstream_timeout: Duration,
+    tls: bool,
+}
+
+/// A local response: RFC 9457 problem details.
+pub fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "type": format!("urn:strangler:problem:{kind}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+fn is_write(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn class_index(status: StatusCode) -> usize {
+    (status.as_u16() / 100).clamp(1, 5) as usize - 1
+}
+
+/// What must be kept to send a bodiless idempotent request a second time.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Gateway {
+    /// Builds the data plane with one shared upstream connection pool.
+    pub fn new(router: Arc<Router>, tap: Tap, cfg: &GatewayConfig) -> Gateway {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.timeouts.connect));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.timeouts.idle)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Gateway {
+            router,
+            client,
+            tap,
+            target_header: cfg.target_header,
+            upstream_timeout: cfg.timeouts.upstream_response,
+            tls: cfg.tls.is_some(),
+        }
+    }
+
+    /// Serves one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let start = Instant::now();
+        let table = self.router.current();
+        let host = headers::request_host(req.uri(), req.headers());
+        let Some(route) = table.find(req.method(), host, req.uri().path(), req.headers()) else {
+            return Ok(problem(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                "no route matches this request",
+            ));
+        };
+        let Some(pick) = route.pick(req.headers(), client.ip()) else {
+            return Ok(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-healthy-upstream",
+                &format!("route {:?} has no available upstream", route.name),
+            ));
+        };
+        let method = req.method().clone();
+        let write_key = (is_write(&method) && route.entity.is_some())
+            .then(|| route_key(route, req.uri().path()));
+        let (parts, body) = req.into_parts();
+        let mut target = pick.target;
+        let replay = (is_idempotent(&method) && body.is_end_stream() && target != route.fallback)
+            .then(|| Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+            });
+        let upstream = &route.targets[target as usize].upstream;
+        let first = self.to_upstream(parts, Either::Left(body), upstream, client);
+        let t_up = Instant::now();
+        let mut outcome = self.send(first).await;
+        if let Err(Failure::Connect(_)) = &outcome {
+            self.note_failure(route, target);
+            let fallback = &route.targets[route.fallback as usize].upstream;
+            if let Some(r) = replay.filter(|_| fallback.health.is_available()) {
+                route.retries.increment(1);
+                target = route.fallback;
+                let mut again = Request::new(Either::Right(Full::new(Bytes::new())));
+                *again.method_mut() = r.method;
+                *again.uri_mut() = r.uri;
+                *again.version_mut() = r.version;
+                *again.headers_mut() = r.headers;
+                let (parts, body) = again.into_parts();
+                outcome = self
+                    .send(self.to_upstream(parts, body, fallback, client))
+                    .await;
+            }
+        }
+        let upstream_time = t_up.elapsed();
+        let t = &route.targets[target as usize];
+        let resp = match outcome {
+            Ok(resp) => {
+                let status = resp.status();
+                t.metrics.by_class[class_index(status)].increment(1);
+                t.metrics.latency.record(upstream_time.as_secs_f64());
+                if status.is_server_error() {
+                    self.note_failure(route, target);
+                } else {
+                    t.upstream.health.record_success();
+                }
+                if let Some(g) = &route.gate_stats {
+                    g.record(&t.upstream.name, status.is_server_error(), upstream_time);
+                }
+                if status.is_success()
+                    && let (Some(key), Some(entity)) = (write_key, &route.entity)
+                {
+                    self.tap.offer(WriteEvent {
+                        entity: entity.as_str().into(),
+                        key,
+                        side: t.upstream.name.clone(),
+                        method,
+                        at_ms: now_ms(),
+                    });
+                }
+                let (mut parts, body) = resp.into_parts();
+                headers::to_client(&mut parts.headers);
+                Response::from_parts(parts, Either::Left(body))
+            }
+            Err(failure) => {
+                if !matches!(failure, Failure::Connect(_)) {
+                    self.note_failure(route, target);
+                }
+                t.metrics.by_class[5].increment(1);
+                if let Some(g) = &route.gate_stats {
+                    g.record(&t.upstream.name, true, upstream_time);
+                }
+                failure.into_response(&t.upstream.name)
+            }
+        };
+        let mut resp = resp;
+        if self.target_header
+            && let Ok(v) = HeaderValue::from_str(&t.upstream.name)
+        {
+            resp.headers_mut().insert(TARGET_HEADER.clone(), v);
+        }
+        if let (Some(id), StickyConfig::Cookie(name)) = (pick.issue_cookie, &route.sticky) {
+            let secure = if self.tls { "; Secure" } else { "" };
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{name}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}"
+            )) {
+                resp.headers_mut().append(SET_COOKIE, v);
+            }
+        }
+        route
+            .added_latency
+            .record(start.elapsed().saturating_sub(upstream_time).as_secs_f64());
+        Ok(resp)
+    }
+
+    fn note_failure(&self, route: &Route, target: u8) {
+        let up = &route.targets[target as usize].upstream;
+        if let Some(period) = up.health.record_failure() {
+            tracing::warn!(upstream = %up.name, seconds = period.as_secs_f64(), "upstream ejected after consecutive failures");
+            metrics::counter!(m::EJECTIONS, "target" => up.name.clone()).increment(1);
+            metrics::gauge!(m::UPSTREAM_HEALTHY, "target" => up.name.clone()).set(0.0);
+        }
+    }
+
+    fn to_upstream(
+        &self,
+        mut parts: http::request::Parts,
+        body: ProxyBody,
+        up: &Upstream,
+        client: SocketAddr,
+    ) -> Request<ProxyBody> {
+        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        headers::to_upstream(
+            &mut parts.headers,
+            client.ip(),
+            self.tls,
+            original_host.as_ref(),
+        );
+        if up.rewrite_host {
+            parts.headers.remove(HOST);
+        } else if let Some(h) = original_host {
+            parts.headers.insert(HOST, h);
+        }
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path_and_query = if up.base_path.is_empty() {
+            parts.uri.path_and_query().cloned()
+        } else {
+            format!("{}{pq}", up.base_path).parse().ok()
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(up.authority.clone());
+        uri.path_and_query =
+            path_and_query.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        if let Ok(u) = Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+        // Upstreams are spoken to over HTTP/1.1 whatever the client used.
+        parts.version = http::Version::HTTP_11;
+        Request::from_parts(parts, body)
+    }
+
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, Failure> {
+        match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(e.to_string())),
+            Ok(Err(e)) => Err(Failure::Upstream(e.to_string())),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+}
+
+/// The entity key of a write: the first path segment after the route prefix.
+fn route_key(route: &Route, path: &str) -> Option<String> {
+    let rest = path.strip_prefix(route.path_prefix()).unwrap_or("");
+    rest.trim_start_matches('/')
+        .split('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Why forwarding failed.
+enum Failure {
+    /// TCP connect failed or was refused.
+    Connect(String),
+    /// The upstream broke the exchange.
+    Upstream(String),
+    /// No response head within the timeout.
+    Timeout,
+}
+
+impl Failure {
+    fn into_response(self, upstream: &str) -> Response<ProxyBody> {
+        match self {
+            Failure::Connect(e) => problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream-connect",
+                &format!("cannot connect to upstream {upstream:?}: {e}"),
+            ),
+            Failure::Upstream(e) => problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream-error",
+                &format!("upstream {upstream:?} failed: {e}"),
+            ),
+            Failure::Timeout => problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                &format!("upstream {upstream:?} sent no response in time"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The data plane: the HTTP server and forwarding to upstreams.
+
+pub mod forward;
+pub mod headers;
+pub mod server;
+pub mod tls;
+
+pub use forward::Gateway;
+pub use server::{ServerSettings, serve};

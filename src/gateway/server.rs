@@ -1,0 +1,144 @@
+//! The accept loop: connection limit, `TCP_NODELAY`, HTTP/1.1 (and HTTP/2 under TLS), and
+//! a graceful drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::forward::Gateway;
+use crate::metrics as m;
+
+/// Settings of the listener.
+#[derive(Clone)]
+pub struct ServerSettings {
+    /// Request head deadline, also the keep-alive idle limit.
+    pub header_read: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Most open client connections.
+    pub max_connections: usize,
+    /// TLS, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// How long a drain may take.
+    pub drain_grace: Duration,
+}
+
+/// Accepts and serves until `shutdown`, then drains in-flight requests for up to the grace
+/// period. Returns whether everything finished in time.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    settings: ServerSettings,
+    shutdown: CancellationToken,
+) -> bool {
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let tracker = TaskTracker::new();
+    let open = metrics::gauge!(m::CONNECTIONS);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (gw, settings, shutdown, open) =
+            (gw.clone(), settings.clone(), shutdown.clone(), open.clone());
+        tracker.spawn(async move {
+            open.increment(1.0);
+            connection(stream, peer, gw, &settings, shutdown).await;
+            open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tokio::time::timeout(settings.drain_grace, tracker.wait())
+        .await
+        .is_ok()
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    s: &ServerSettings,
+    shutdown: CancellationToken,
+) {
+    let service = service_fn(move |req| gw.clone().handle(req, peer));
+    match &s.tls {
+        None => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(s.header_read)
+                .max_buf_size(s.max_header_bytes)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        }
+        Some(acceptor) => {
+            let tls = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {
+                    Ok(Ok(tls)) => tls,
+                    _ => return,
+                },
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(tls);
+            if h2 {
+                let conn = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(s.max_header_bytes as u32)
+                    .serve_connection(io, service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            } else {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(s.header_read)
+                    .max_buf_size(s.max_header_bytes)
+                    .serve_connection(io, service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The `strangler` command line: parse, load config, call the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "strangler",
+    version,
+    about = "Move a monolith to services without downtime or lost writes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit.
+    Check {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demonstration on the embedded SQLite default.
+    Demo,
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => {
+            let cfg = strangler::config::Config::load(&config)?;
+            println!(
+                "{}: ok ({} upstreams, {} routes)",
+                config.display(),
+                cfg.upstreams.len(),
+                cfg.routes.len()
+            );
+            Ok(())
+        }
+        Command::Serve { config } => serve(config).await,
+        Command::Demo => strangler::demo::run().await.context("demo failed"),
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let cfg = strangler::config::Config::load(&path)?;
+    let running = strangler::app::start(cfg).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match running.reload().await {
+                Ok(v) => tracing::info!(version = v, "SIGHUP: config reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload rejected"),
+            },
+        }
+    }
+    tracing::info!("draining");
+    let drained = running.shutdown().await;
+    if !drained {
+        tracing::warn!("drain grace period ended with requests still in flight");
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Metric names, their descriptions, and the Prometheus recorder. Every metric the process
+//! emits is named here, once.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by route, target and status class.
+pub const REQUESTS: &str = "strangler_gateway_requests_total";
+/// Upstream latency to the response head.
+pub const UPSTREAM_LATENCY: &str = "strangler_gateway_upstream_latency_seconds";
+/// Time the gateway itself added to a request.
+pub const ADDED_LATENCY: &str = "strangler_gateway_added_latency_seconds";
+/// Requests retried on the fallback after a connect failure.
+pub const RETRIES: &str = "strangler_gateway_retries_total";
+/// Client connections open now.
+pub const CONNECTIONS: &str = "strangler_gateway_connections";
+/// Whether an upstream may receive traffic (1) or not (0).
+pub const UPSTREAM_HEALTHY: &str = "strangler_router_upstream_healthy";
+/// Passive ejections by upstream.
+pub const EJECTIONS: &str = "strangler_router_ejections_total";
+/// Version of the route table in force.
+pub const TABLE_VERSION: &str = "strangler_router_table_version";
+/// Share of a route held by an upstream, in percent.
+pub const ROUTE_SHARE: &str = "strangler_router_route_share_percent";
+/// Current rollout step of a route, in percent.
+pub const ROLLOUT_STEP: &str = "strangler_router_rollout_step_percent";
+/// Automatic rollbacks by route.
+pub const ROLLOUT_ROLLBACKS: &str = "strangler_router_rollout_rollbacks_total";
+/// Write-tap events dropped because the channel was full.
+pub const TAP_DROPPED: &str = "strangler_tap_dropped_total";
+/// Write-tap events sent.
+pub const TAP_SENT: &str = "strangler_tap_sent_total";
+/// Failed attempts to read or write the control database.
+pub const CONTROL_ERRORS: &str = "strangler_control_errors_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Another recorder may already be installed (embedding); ours still renders.
+                    let _ = metrics::set_global_recorder(recorder);
+                    describe();
+                    handle
+                }
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests by route, target and status class.");
+    describe_histogram!(
+        UPSTREAM_LATENCY,
+        Unit::Seconds,
+        "Upstream time to response head."
+    );
+    describe_histogram!(
+        ADDED_LATENCY,
+        Unit::Seconds,
+        "Time the gateway added to a request."
+    );
+    describe_counter!(
+        RETRIES,
+        "Idempotent requests retried on the fallback after a connect failure."
+    );
+    describe_gauge!(CONNECTIONS, "Client connections open now.");
+    describe_gauge!(
+        UPSTREAM_HEALTHY,
+        "1 when the upstream may receive traffic, 0 when not."
+    );
+    describe_counter!(EJECTIONS, "Passive ejections of an upstream.");
+    describe_gauge!(TABLE_VERSION, "Version of the route table in force.");
+    describe_gauge!(
+        ROUTE_SHARE,
+        "Share of a route's buckets held by an upstream, in percent."
+    );
+    describe_gauge!(ROLLOUT_STEP, "Current rollout step of a route, in percent.");
+    describe_counter!(
+        ROLLOUT_ROLLBACKS,
+        "Automatic rollbacks after a gate breach."
+    );
+    describe_counter!(
+        TAP_DROPPED,
+        "Write-tap events dropped because the channel was full."
+    );
+    describe_counter!(TAP_SENT, "Write-tap events handed to the engines.");
+    describe_counter!(
+        CONTROL_ERRORS,
+        "Failed reads or writes of the control database."
+    );
+}
