@@ -141,12 +141,17 @@ impl Gateway {
         let first = self.to_upstream(parts, Either::Left(body), upstream, client);
         let t_up = Instant::now();
         let mut outcome = self.send(first).await;
-        if let Err(Failure::Connect(_)) = &outcome {
+        // The first target's failure is recorded here; `failure_noted` keeps the final
+        // accounting from counting it twice.
+        let mut failure_noted = false;
+        if let Err(Failure::Connect(_) | Failure::Upstream(_)) = &outcome {
             self.note_failure(route, target);
+            failure_noted = true;
             let fallback = &route.targets[route.fallback as usize].upstream;
             if let Some(r) = replay.filter(|_| fallback.health.is_available()) {
                 route.retries.increment(1);
                 target = route.fallback;
+                failure_noted = false;
                 let mut again = Request::new(Either::Right(Full::new(Bytes::new())));
                 *again.method_mut() = r.method;
                 *again.uri_mut() = r.uri;
@@ -189,7 +194,7 @@ impl Gateway {
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(failure) => {
-                if !matches!(failure, Failure::Connect(_)) {
+                if !failure_noted {
                     self.note_failure(route, target);
                 }
                 t.metrics.by_class[5].increment(1);
