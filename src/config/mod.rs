@@ -259,7 +259,15 @@ impl Config {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.clone(),
-            message: e.to_string().trim_end().replace('\n', " | "),
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {}", e.message().trim_end())
+                }
+                None => e.message().trim_end().to_string(),
+            },
         })?;
         let mut cfg = from_raw(&file, raw)?;
         cfg.file = path.to_path_buf();

@@ -46,7 +46,7 @@ pub enum ControlStore {
     /// Embedded SQLite file (or memory).
     Sqlite(sqlite::SqliteControl),
     /// PostgreSQL server.
-    Postgres(postgres::PgControl),
+    Postgres(Box<postgres::PgControl>),
 }
 
 impl ControlStore {
@@ -57,9 +57,9 @@ impl ControlStore {
                 sqlite::SqliteControl::open(path).await?,
             ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(ControlStore::Postgres(
+            Ok(ControlStore::Postgres(Box::new(
                 postgres::PgControl::open(url).await?,
-            ))
+            )))
         } else {
             Err(ControlError::Url(url.to_string()))
         }

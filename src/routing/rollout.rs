@@ -278,7 +278,23 @@ impl Rollouts {
                 continue;
             };
             let (t, f) = stats.summary();
-            match judge(&plan, &t, &f) {
+            // Health checks pull a failing target out of traffic, which would starve the
+            // gates and hold forever: an unavailable target is a breach in itself.
+            let target_down = self
+                .router
+                .upstreams()
+                .await
+                .iter()
+                .any(|u| u.name == plan.target && !u.health.is_available());
+            let verdict = if target_down {
+                Verdict::Breach(format!(
+                    "target {:?} was taken out of traffic by health checks",
+                    plan.target
+                ))
+            } else {
+                judge(&plan, &t, &f)
+            };
+            match verdict {
                 Verdict::Breach(why) => {
                     tracing::error!(route = %rc.name, reason = %why, "rollout gate breached: rolling back");
                     metrics::counter!(m::ROLLOUT_ROLLBACKS, "route" => rc.name.clone())

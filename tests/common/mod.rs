@@ -16,6 +16,9 @@ use hyper_util::rt::TokioExecutor;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// Makes the header value of request `i`.
+pub type KeyFn = fn(usize) -> String;
+
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> TestClient {
@@ -198,27 +201,29 @@ pub fn spawn_binary(path: &std::path::Path) -> Process {
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .expect("gateway did not report listening");
+        let line =
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("gateway did not report listening");
+                }
+            };
         if line.contains("strangler gateway listening") {
-            let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-            let addr = v["fields"]["addr"]
-                .as_str()
-                .expect("addr")
-                .parse()
-                .expect("addr parses");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            let addr = v["fields"]["addr"].as_str().and_then(|a| a.parse().ok());
             let admin = v["fields"]["admin_addr"]
                 .as_str()
-                .expect("admin")
-                .parse()
-                .expect("admin parses");
-            return Process {
-                child,
-                addr,
-                admin,
-                stderr: rx,
-            };
+                .and_then(|a| a.parse().ok());
+            if let (Some(addr), Some(admin)) = (addr, admin) {
+                return Process {
+                    child,
+                    addr,
+                    admin,
+                    stderr: rx,
+                };
+            }
         }
     }
 }
@@ -229,7 +234,7 @@ pub async fn load(
     url: String,
     n: usize,
     concurrency: usize,
-    header: Option<(&'static str, fn(usize) -> String)>,
+    header: Option<(&'static str, KeyFn)>,
 ) -> Vec<(u16, String)> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut handles = Vec::new();

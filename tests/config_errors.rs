@@ -1,0 +1,198 @@
+//! Every kind of bad config gives its own precise error naming file, place and field.
+
+mod common;
+
+use std::path::Path;
+
+use strangler::config::Config;
+
+const UPSTREAMS: &str = "[upstreams.monolith]\nurl = \"http://127.0.0.1:3000\"\n[upstreams.users]\nurl = \"http://127.0.0.1:3001\"\n";
+
+fn error_of(text: &str) -> String {
+    match Config::parse(Path::new("config/demo.toml"), text) {
+        Ok(_) => panic!("config should have been refused:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn route(body: &str) -> String {
+    format!("{UPSTREAMS}[[routes]]\nname = \"users\"\n{body}\n")
+}
+
+#[test]
+fn split_not_summing_to_100() {
+    assert_eq!(
+        error_of(&route(
+            "split = { monolith = 100, users = 10 }\nfallback = \"monolith\""
+        )),
+        "config/demo.toml: route \"users\": split sums to 110, must be 100"
+    );
+    assert_eq!(
+        error_of(&route(
+            "split = { monolith = 50, users = 49.99 }\nfallback = \"monolith\""
+        )),
+        "config/demo.toml: route \"users\": split sums to 99.99, must be 100"
+    );
+}
+
+#[test]
+fn unknown_upstream() {
+    assert_eq!(
+        error_of(&route(
+            "split = { monolith = 90, nope = 10 }\nfallback = \"monolith\""
+        )),
+        "config/demo.toml: route \"users\": split: unknown upstream \"nope\""
+    );
+    assert_eq!(
+        error_of(&route("split = { monolith = 100 }\nfallback = \"ghost\"")),
+        "config/demo.toml: route \"users\": fallback: unknown upstream \"ghost\""
+    );
+}
+
+#[test]
+fn bad_durations_name_their_field() {
+    let e = error_of(
+        "[upstreams.monolith]\nurl = \"http://127.0.0.1:3000\"\nhealth = { path = \"/h\", interval = \"1 parsec\" }\n",
+    );
+    assert!(e.starts_with("config/demo.toml: upstream \"monolith\": health.interval: invalid duration \"1 parsec\""), "{e}");
+    let e = error_of(&route(
+        "split = { monolith = 90, users = 10 }\nfallback = \"monolith\"\nrollout = { target = \"users\", steps = [50, 100], hold = \"soon\" }",
+    ));
+    assert!(
+        e.starts_with("config/demo.toml: route \"users\": rollout.hold: invalid duration \"soon\""),
+        "{e}"
+    );
+    let e = error_of("[gateway]\ndrain_grace = \"0s\"\n");
+    assert_eq!(
+        e,
+        "config/demo.toml: gateway: drain_grace: must be greater than zero"
+    );
+}
+
+#[test]
+fn duplicate_route_names() {
+    let text = format!(
+        "{UPSTREAMS}[[routes]]\nname = \"users\"\nsplit = {{ monolith = 100 }}\n[[routes]]\nname = \"users\"\nsplit = {{ users = 100 }}\n"
+    );
+    assert_eq!(
+        error_of(&text),
+        "config/demo.toml: route \"users\": name: duplicate route name"
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_toml_point_at_the_line() {
+    let e = error_of(&route("split = { monolith = 100 }\nsplitt = 3"));
+    assert!(
+        e.starts_with("config/demo.toml: line 8, column 1: unknown field `splitt`"),
+        "{e}"
+    );
+    let e = error_of("[gateway\n");
+    assert!(e.starts_with("config/demo.toml: line 1, column "), "{e}");
+}
+
+#[test]
+fn other_invalid_values() {
+    for (body, expected) in [
+        (
+            "split = { monolith = 90, users = 10 }",
+            "fallback: required when the split names several upstreams",
+        ),
+        (
+            "split = { monolith = 99.995, users = 0.005 }\nfallback = \"monolith\"",
+            "split.monolith: 99.995 is finer than the 0.01 % granularity",
+        ),
+        (
+            "split = { monolith = 100 }\npath_prefix = \"api\"",
+            "path_prefix: \"api\" must start with /",
+        ),
+        (
+            "split = { monolith = 100 }\nmethods = [\"G T\"]",
+            "methods: \"G T\" is not an HTTP method",
+        ),
+        (
+            "split = { monolith = 100 }\nsticky = { cookie = \"a\", header = \"b\" }",
+            "sticky: set exactly one of cookie, header, jwt_claim, client_ip",
+        ),
+        (
+            "split = { monolith = 100 }\npins = [{ value = \"x\", upstream = \"users\" }]",
+            "pins[0]: set exactly one of header or cookie",
+        ),
+        (
+            "split = { monolith = 90, users = 10 }\nfallback = \"monolith\"\nrollout = { target = \"users\", steps = [50, 25, 100] }",
+            "rollout.steps: must be positive and strictly ascending",
+        ),
+        (
+            "split = { monolith = 90, users = 10 }\nfallback = \"monolith\"\nrollout = { target = \"users\", steps = [50] }",
+            "rollout.steps: must end at 100",
+        ),
+        (
+            "split = { monolith = 90, users = 10 }\nfallback = \"monolith\"\nrollout = { target = \"monolith\", steps = [100] }",
+            "rollout.target: must differ from the route's fallback",
+        ),
+    ] {
+        assert_eq!(
+            error_of(&route(body)),
+            format!("config/demo.toml: route \"users\": {expected}")
+        );
+    }
+    assert_eq!(
+        error_of("[upstreams.x]\nurl = \"https://a.example\"\n"),
+        "config/demo.toml: upstream \"x\": url: \"https://a.example\" must start with http://"
+    );
+    assert_eq!(
+        error_of("[gateway]\nlisten = \"localhost\"\n"),
+        "config/demo.toml: gateway: listen: \"localhost\" is not an IP:port address"
+    );
+}
+
+#[test]
+fn admin_off_loopback_requires_a_token() {
+    assert_eq!(
+        error_of("[gateway]\nadmin_listen = \"0.0.0.0:9090\"\n"),
+        "config/demo.toml: gateway: admin_listen: 0.0.0.0:9090 is not a loopback address, so admin_token must be set"
+    );
+    assert!(
+        Config::parse(
+            Path::new("x.toml"),
+            "[gateway]\nadmin_listen = \"0.0.0.0:9090\"\nadmin_token = \"s3cret\"\n"
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn check_command_reports_the_error_and_fails() {
+    let (_dir, path) = common::config_file(&route(
+        "split = { monolith = 100, users = 10 }\nfallback = \"monolith\"",
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: route \"users\": split sums to 110, must be 100",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    let ok = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap();
+    for entry in ok {
+        let p = entry.unwrap().path();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+            .args(["check", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shipped example {} must be valid: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
