@@ -34,10 +34,10 @@ enum Command {
     Demo,
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use std::io::IsTerminal;
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -51,7 +51,8 @@ fn init_logging() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    // The demo prints its own story; logs would only interleave with it.
+    init_logging(if matches!(cli.command, Command::Demo) { "warn" } else { "info" });
     match cli.command {
         Command::Check { config } => {
             let cfg = strangler::config::Config::load(&config)?;
