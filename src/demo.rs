@@ -40,10 +40,15 @@ async fn upstream(name: &'static str) -> Result<SocketAddr, DemoError> {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                    let body = format!("{{\"served_by\":\"{name}\",\"path\":\"{}\"}}", req.uri().path());
+                    let body = format!(
+                        "{{\"served_by\":\"{name}\",\"path\":\"{}\"}}",
+                        req.uri().path()
+                    );
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -52,20 +57,45 @@ async fn upstream(name: &'static str) -> Result<SocketAddr, DemoError> {
 
 type DemoClient = Client<HttpConnector, Full<Bytes>>;
 
-async fn call(c: &DemoClient, method: &str, url: &str, header: Option<(&str, &str)>, body: &str) -> Result<(u16, String, String), DemoError> {
+async fn call(
+    c: &DemoClient,
+    method: &str,
+    url: &str,
+    header: Option<(&str, &str)>,
+    body: &str,
+) -> Result<(u16, String, String), DemoError> {
     let mut b = Request::builder().method(method).uri(url);
     if let Some((k, v)) = header {
         b = b.header(k, v);
     }
-    let req = b.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| DemoError::Http(e.to_string()))?;
-    let resp = c.request(req).await.map_err(|e| DemoError::Http(e.to_string()))?;
+    let req = b
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| DemoError::Http(e.to_string()))?;
+    let resp = c
+        .request(req)
+        .await
+        .map_err(|e| DemoError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
-    let target = resp.headers().get("x-strangler-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let body = resp.into_body().collect().await.map_err(|e| DemoError::Http(e.to_string()))?.to_bytes();
+    let target = resp
+        .headers()
+        .get("x-strangler-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| DemoError::Http(e.to_string()))?
+        .to_bytes();
     Ok((status, target, String::from_utf8_lossy(&body).into_owned()))
 }
 
-async fn tally(c: &DemoClient, url: &str, users: usize) -> Result<HashMap<String, String>, DemoError> {
+async fn tally(
+    c: &DemoClient,
+    url: &str,
+    users: usize,
+) -> Result<HashMap<String, String>, DemoError> {
     let mut out = HashMap::new();
     for i in 0..users {
         let key = format!("user-{i}");
@@ -93,20 +123,32 @@ pub async fn run() -> Result<(), DemoError> {
             dir.display()
         ),
     )?;
-    let cfg = crate::config::Config::load(&path).map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    let cfg =
+        crate::config::Config::load(&path).map_err(|e| DemoError::Unexpected(e.to_string()))?;
     let gw = crate::app::start(cfg).await?;
     let c: DemoClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let url = format!("http://{}/api/users/1", gw.addr);
     let admin = format!("http://{}", gw.admin_addr);
-    println!("strangler demo: gateway on {}, admin on {}, monolith on {mono}, users service on {users}", gw.addr, gw.admin_addr);
+    println!(
+        "strangler demo: gateway on {}, admin on {}, monolith on {mono}, users service on {users}",
+        gw.addr, gw.admin_addr
+    );
     println!("control state: {}/control.db (SQLite)\n", dir.display());
 
     let before = tally(&c, &url, 2000).await?;
-    println!("1. split 90/10, sticky on x-user-id: 2000 users -> users service {:.1} %, monolith {:.1} %", share(&before, "users"), share(&before, "monolith"));
+    println!(
+        "1. split 90/10, sticky on x-user-id: 2000 users -> users service {:.1} %, monolith {:.1} %",
+        share(&before, "users"),
+        share(&before, "monolith")
+    );
 
     let first = before.get("user-42").cloned().unwrap_or_default();
     for _ in 0..200 {
-        if call(&c, "GET", &url, Some(("x-user-id", "user-42")), "").await?.1 != first {
+        if call(&c, "GET", &url, Some(("x-user-id", "user-42")), "")
+            .await?
+            .1
+            != first
+        {
             return Err(DemoError::Unexpected("user-42 changed upstream".into()));
         }
     }
@@ -115,20 +157,50 @@ pub async fn run() -> Result<(), DemoError> {
     let (_, pinned, _) = call(&c, "GET", &url, Some(("x-canary", "always")), "").await?;
     println!("3. a request with x-canary: always is pinned to {pinned}");
 
-    let (status, _, _) = call(&c, "PUT", &format!("{admin}/admin/routes/users/split"), None, r#"{"monolith": 75, "users": 25}"#).await?;
+    let (status, _, _) = call(
+        &c,
+        "PUT",
+        &format!("{admin}/admin/routes/users/split"),
+        None,
+        r#"{"monolith": 75, "users": 25}"#,
+    )
+    .await?;
     let after = tally(&c, &url, 2000).await?;
-    let to_users = before.iter().filter(|(k, v)| *v == "monolith" && after[*k] == "users").count();
-    let back = before.iter().filter(|(k, v)| *v == "users" && after[*k] == "monolith").count();
-    println!("4. PUT split 75/25 (HTTP {status}): users service now {:.1} %; {to_users} users moved monolith -> users, {back} moved back (must be 0)", share(&after, "users"));
+    let to_users = before
+        .iter()
+        .filter(|(k, v)| *v == "monolith" && after[*k] == "users")
+        .count();
+    let back = before
+        .iter()
+        .filter(|(k, v)| *v == "users" && after[*k] == "monolith")
+        .count();
+    println!(
+        "4. PUT split 75/25 (HTTP {status}): users service now {:.1} %; {to_users} users moved monolith -> users, {back} moved back (must be 0)",
+        share(&after, "users")
+    );
     if back != 0 {
-        return Err(DemoError::Unexpected("raising the share moved users back".into()));
+        return Err(DemoError::Unexpected(
+            "raising the share moved users back".into(),
+        ));
     }
 
     let (status, _, body) = call(&c, "POST", &format!("{admin}/admin/rollback"), None, "").await?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    println!("5. POST /admin/rollback (HTTP {status}): version {} \"{}\", users share {} %", v["version"], v["reason"].as_str().unwrap_or(""), v["routes"][0]["split"]["users"]);
+    println!(
+        "5. POST /admin/rollback (HTTP {status}): version {} \"{}\", users share {} %",
+        v["version"],
+        v["reason"].as_str().unwrap_or(""),
+        v["routes"][0]["split"]["users"]
+    );
 
-    let (status, side, _) = call(&c, "POST", &format!("http://{}/api/users/7", gw.addr), Some(("x-user-id", "user-7")), "{}").await?;
+    let (status, side, _) = call(
+        &c,
+        "POST",
+        &format!("http://{}/api/users/7", gw.addr),
+        Some(("x-user-id", "user-7")),
+        "{}",
+    )
+    .await?;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let (_, _, tap) = call(&c, "GET", &format!("{admin}/admin/tap"), None, "").await?;
     println!("6. POST /api/users/7 went to {side} (HTTP {status}); write tap saw: {tap}");
@@ -137,7 +209,12 @@ pub async fn run() -> Result<(), DemoError> {
     let v: serde_json::Value = serde_json::from_str(&versions).unwrap_or_default();
     println!("\nroute table versions (newest first):");
     for ver in v["versions"].as_array().into_iter().flatten() {
-        println!("  v{:<3} {:<40} users share {} %", ver["version"], ver["reason"].as_str().unwrap_or(""), ver["splits"]["users"]["users"]);
+        println!(
+            "  v{:<3} {:<40} users share {} %",
+            ver["version"],
+            ver["reason"].as_str().unwrap_or(""),
+            ver["splits"]["users"]["users"]
+        );
     }
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

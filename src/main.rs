@@ -52,7 +52,11 @@ fn init_logging(default: &str) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints its own story; logs would only interleave with it.
-    init_logging(if matches!(cli.command, Command::Demo) { "warn" } else { "info" });
+    init_logging(if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    });
     match cli.command {
         Command::Check { config } => {
             let cfg = strangler::config::Config::load(&config)?;

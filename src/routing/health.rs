@@ -53,8 +53,9 @@ impl Health {
     /// Whether requests may be sent to this upstream now.
     #[inline]
     pub fn is_available(&self) -> bool {
-        self.probe_ok.load(Ordering::Relaxed)
-            && self.ejected_until.load(Ordering::Relaxed) <= now_ms()
+        // The clock is read only while an ejection deadline is set.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        self.probe_ok.load(Ordering::Relaxed) && (until == 0 || until <= now_ms())
     }
 
     /// Whether passive ejection is in force.
@@ -73,7 +74,9 @@ impl Health {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        if self.ejections.load(Ordering::Relaxed) != 0 && !self.is_ejected() {
+        if self.ejected_until.load(Ordering::Relaxed) != 0 && !self.is_ejected() {
+            // Served well after an ejection ended: clear the deadline and the back-off.
+            self.ejected_until.store(0, Ordering::Relaxed);
             self.ejections.store(0, Ordering::Relaxed);
         }
     }

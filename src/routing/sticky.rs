@@ -1,6 +1,7 @@
 //! Reading a sticky key or a pin value out of a request: cookie, header, JWT claim or
 //! client address.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use base64::Engine as _;
@@ -44,9 +45,9 @@ pub fn jwt_claim(headers: &HeaderMap, claim: &str) -> Option<String> {
 
 /// What a request offers as its sticky key.
 #[derive(Debug, PartialEq)]
-pub enum StickyKey {
-    /// A key to hash.
-    Key(String),
+pub enum StickyKey<'a> {
+    /// A key to hash (borrowed from the request where possible).
+    Key(Cow<'a, str>),
     /// The configured cookie is missing: the gateway issues this value and uses it.
     Issue(String),
     /// No key source: draw a random bucket.
@@ -54,20 +55,20 @@ pub enum StickyKey {
 }
 
 /// Extracts the sticky key of a request for a route's sticky setting.
-pub fn extract(sticky: &StickyConfig, headers: &HeaderMap, client: IpAddr) -> StickyKey {
-    let found = match sticky {
+pub fn extract<'a>(sticky: &StickyConfig, headers: &'a HeaderMap, client: IpAddr) -> StickyKey<'a> {
+    let found: Option<Cow<'a, str>> = match sticky {
         StickyConfig::None => return StickyKey::Random,
         StickyConfig::Cookie(name) => match cookie(headers, name) {
-            Some(v) => Some(v.to_string()),
+            Some(v) => Some(Cow::Borrowed(v)),
             None => return StickyKey::Issue(new_session_id()),
         },
         StickyConfig::Header(name) => headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
-            .map(str::to_string),
-        StickyConfig::JwtClaim(claim) => jwt_claim(headers, claim),
-        StickyConfig::ClientIp => Some(client.to_string()),
+            .map(Cow::Borrowed),
+        StickyConfig::JwtClaim(claim) => jwt_claim(headers, claim).map(Cow::Owned),
+        StickyConfig::ClientIp => Some(Cow::Owned(client.to_string())),
     };
     found.map_or(StickyKey::Random, StickyKey::Key)
 }
@@ -117,11 +118,11 @@ mod tests {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         let h = headers(&[("x-user-id", "42")]);
         let hdr = StickyConfig::Header(http::HeaderName::from_static("x-user-id"));
-        assert_eq!(extract(&hdr, &h, ip), StickyKey::Key("42".into()));
+        assert_eq!(extract(&hdr, &h, ip), StickyKey::Key(Cow::Borrowed("42")));
         assert_eq!(extract(&hdr, &HeaderMap::new(), ip), StickyKey::Random);
         assert_eq!(
             extract(&StickyConfig::ClientIp, &h, ip),
-            StickyKey::Key("10.1.2.3".into())
+            StickyKey::Key(Cow::Owned("10.1.2.3".into()))
         );
         assert_eq!(extract(&StickyConfig::None, &h, ip), StickyKey::Random);
         match extract(&StickyConfig::Cookie("sid".into()), &h, ip) {

@@ -238,20 +238,40 @@ impl Route {
     }
 }
 
-/// Whether `path` is under `prefix`, on a segment boundary.
+/// Whether `path` is under `prefix` on a segment boundary (`prefix` normalized: no
+/// trailing slash except the root).
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    path.starts_with(prefix)
-        && (path.len() == prefix.len()
-            || prefix.ends_with('/')
-            || path.as_bytes()[prefix.len()] == b'/')
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'))
 }
 
-fn first_segment(path: &str) -> &str {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    rest.split('/').next().unwrap_or("")
+/// A path prefix without its trailing slashes (the root stays `/`).
+pub fn normalize_prefix(prefix: &str) -> &str {
+    let t = prefix.trim_end_matches('/');
+    if t.is_empty() { "/" } else { t }
+}
+
+/// The prefixes of `path` that end on a segment boundary, longest first, ending with `/`.
+fn boundaries(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(normalize_prefix(path));
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = match current.rfind('/') {
+            _ if current == "/" => None,
+            Some(0) => Some("/"),
+            Some(i) => Some(&current[..i]),
+            None => None,
+        };
+        Some(current)
+    })
+}
+
+/// Routes sharing one path prefix: host-specific ones and the rest, each in config order.
+#[derive(Debug, Default)]
+struct PrefixRoutes {
+    with_host: Vec<usize>,
+    any_host: Vec<usize>,
 }
 
 /// One published, immutable route table.
@@ -267,8 +287,8 @@ pub struct RouteTable {
     pub routes: Vec<Route>,
     /// What is persisted of this table.
     pub spec: TableSpec,
-    by_segment: AHashMap<String, Vec<usize>>,
-    rootish: Vec<usize>,
+    by_prefix: AHashMap<String, PrefixRoutes>,
+    has_host_routes: bool,
 }
 
 /// A table that could not be built from a spec.
@@ -314,15 +334,16 @@ impl RouteTable {
             .iter()
             .map(|r| (r.name.clone(), r.allocation.clone()))
             .collect();
-        let (by_segment, rootish) = index(&routes);
+        let by_prefix = index(&routes);
+        let has_host_routes = routes.iter().any(|r| r.host.is_some());
         Ok(RouteTable {
             version,
             created_at_ms,
             reason,
             routes,
             spec,
-            by_segment,
-            rootish,
+            by_prefix,
+            has_host_routes,
         })
     }
 
@@ -335,14 +356,25 @@ impl RouteTable {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<&Route> {
-        let candidates = self
-            .by_segment
-            .get(first_segment(path))
-            .unwrap_or(&self.rootish);
-        candidates
-            .iter()
-            .map(|i| &self.routes[*i])
-            .find(|r| r.matches(method, host, path, headers))
+        // Host-specific routes first (like virtual hosts), then the rest; within each pass
+        // the longest matching prefix wins, probed one segment boundary at a time.
+        if self.has_host_routes && host.is_some() {
+            let found = boundaries(path).find_map(|prefix| {
+                let list = &self.by_prefix.get(prefix)?.with_host;
+                list.iter()
+                    .map(|i| &self.routes[*i])
+                    .find(|r| r.matches(method, host, path, headers))
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        boundaries(path).find_map(|prefix| {
+            let list = &self.by_prefix.get(prefix)?.any_host;
+            list.iter()
+                .map(|i| &self.routes[*i])
+                .find(|r| r.matches(method, host, path, headers))
+        })
     }
 
     /// The route with this name.
@@ -404,7 +436,7 @@ fn build_route(
     Ok(Route {
         name: rc.name.clone(),
         host: rc.host.clone(),
-        path_prefix: rc.path_prefix.clone(),
+        path_prefix: normalize_prefix(&rc.path_prefix).to_string(),
         methods: rc.methods.clone(),
         headers: rc.headers.clone(),
         lookup,
@@ -425,35 +457,18 @@ fn build_route(
     })
 }
 
-/// Candidate lists by first path segment, each ordered host-specific first, then longest
-/// prefix, then config order; routes with a root prefix are candidates everywhere.
-fn index(routes: &[Route]) -> (AHashMap<String, Vec<usize>>, Vec<usize>) {
-    let order = |list: &mut Vec<usize>| {
-        list.sort_by_key(|i| {
-            (
-                routes[*i].host.is_none(),
-                usize::MAX - routes[*i].path_prefix.len(),
-                *i,
-            )
-        });
-    };
-    let is_root = |r: &Route| r.path_prefix == "/";
-    let mut rootish: Vec<usize> = (0..routes.len()).filter(|i| is_root(&routes[*i])).collect();
-    order(&mut rootish);
-    let mut by_segment: AHashMap<String, Vec<usize>> = AHashMap::new();
+/// Routes grouped by their exact (normalized) path prefix.
+fn index(routes: &[Route]) -> AHashMap<String, PrefixRoutes> {
+    let mut by_prefix: AHashMap<String, PrefixRoutes> = AHashMap::new();
     for (i, r) in routes.iter().enumerate() {
-        if !is_root(r) {
-            by_segment
-                .entry(first_segment(&r.path_prefix).to_string())
-                .or_default()
-                .push(i);
+        let entry = by_prefix.entry(r.path_prefix.clone()).or_default();
+        if r.host.is_some() {
+            entry.with_host.push(i);
+        } else {
+            entry.any_host.push(i);
         }
     }
-    for list in by_segment.values_mut() {
-        list.extend(rootish.iter().copied());
-        order(list);
-    }
-    (by_segment, rootish)
+    by_prefix
 }
 
 #[cfg(test)]
@@ -465,9 +480,11 @@ mod tests {
         assert!(prefix_matches("/api/users", "/api/users"));
         assert!(prefix_matches("/api/users", "/api/users/7"));
         assert!(!prefix_matches("/api/users", "/api/usersx"));
-        assert!(prefix_matches("/api/", "/api/x"));
+        assert!(prefix_matches("/api", "/api/x"));
         assert!(prefix_matches("/", "/anything"));
-        assert_eq!(first_segment("/api/users"), "api");
-        assert_eq!(first_segment("/"), "");
+        let b: Vec<&str> = boundaries("/api/users/7/").collect();
+        assert_eq!(b, ["/api/users/7", "/api/users", "/api", "/"]);
+        assert_eq!(boundaries("/").collect::<Vec<_>>(), ["/"]);
+        assert_eq!(normalize_prefix("/api/"), "/api");
     }
 }
