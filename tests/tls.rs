@@ -1,0 +1,113 @@
+//! HTTPS on the data plane: ALPN picks HTTP/2 or HTTP/1.1, requests reach a cleartext
+//! upstream, and the issued sticky cookie is `Secure`.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+fn connector(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+#[tokio::test]
+async fn https_serves_http2_and_http1_with_secure_cookies() {
+    let mono = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
+        .mount(&mono)
+        .await;
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_der = key.cert.der().clone();
+    let cfg = format!(
+        "{}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\nsticky = {{ cookie = \"sid\" }}\n",
+        gateway_section(),
+        mono.uri()
+    );
+    let (dir, path) = config_file(&cfg);
+    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let running = strangler::app::start(strangler::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+
+    // HTTP/2 over TLS.
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let tls = connector(&cert_der, &[b"h2"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://localhost/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert_eq!(resp.headers()["x-strangler-target"], "monolith");
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"monolith"
+    );
+    let seen = mono.received_requests().await.unwrap();
+    assert_eq!(
+        seen[0].headers["x-forwarded-proto"], "https",
+        "upstream learns the client used TLS"
+    );
+
+    // HTTP/1.1 over TLS.
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let tls = connector(&cert_der, &[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/x")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_certificate_file_is_reported_by_name() {
+    let cfg = format!(
+        "{}[gateway.tls]\ncert = \"{{dir}}/nope.pem\"\nkey = \"{{dir}}/nope.key\"\n",
+        gateway_section()
+    );
+    let (_dir, path) = config_file(&cfg);
+    let err = match strangler::app::start(strangler::config::Config::load(&path).unwrap()).await {
+        Ok(_) => panic!("must not start without its certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("nope.pem"), "{err}");
+}
