@@ -201,6 +201,7 @@ async fn longest_prefix_host_and_method_matching() {
 [[routes]]\nname = \"all\"\npath_prefix = \"/\"\nsplit = {{ monolith = 100 }}\n
 [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nsplit = {{ monolith = 100 }}\n
 [[routes]]\nname = \"users-get\"\npath_prefix = \"/api/users\"\nmethods = [\"GET\"]\nsplit = {{ users = 100 }}\n
+[[routes]]\nname = \"api-beta\"\npath_prefix = \"/api\"\nheaders = {{ \"x-beta\" = \"1\" }}\nsplit = {{ users = 100 }}\n
 [[routes]]\nname = \"admin-host\"\nhost = \"admin.example\"\npath_prefix = \"/api\"\nheaders = {{ \"x-tenant\" = \"a\" }}\nsplit = {{ users = 100 }}\n",
         gateway_section(),
         mono.uri(),
@@ -223,6 +224,14 @@ async fn longest_prefix_host_and_method_matching() {
         "monolith"
     );
     assert_eq!(get(&c, &gw.url("/other"), &[]).await.target(), "monolith");
+    // Same prefix, listed after the generic route: the header condition still wins.
+    assert_eq!(
+        get(&c, &gw.url("/api/x"), &[("x-beta", "1")])
+            .await
+            .target(),
+        "users"
+    );
+    assert_eq!(get(&c, &gw.url("/api/x"), &[]).await.target(), "monolith");
     assert_eq!(
         get(
             &c,

@@ -267,7 +267,7 @@ fn boundaries(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Routes sharing one path prefix: host-specific ones and the rest, each in config order.
+/// Routes sharing one path prefix: host-specific ones and the rest.
 #[derive(Debug, Default)]
 struct PrefixRoutes {
     with_host: Vec<usize>,
@@ -466,6 +466,19 @@ fn index(routes: &[Route]) -> AHashMap<String, PrefixRoutes> {
             entry.with_host.push(i);
         } else {
             entry.any_host.push(i);
+        }
+    }
+    // Within one prefix the more specific route wins: header conditions, then method
+    // conditions, then config order.
+    for entry in by_prefix.values_mut() {
+        for list in [&mut entry.with_host, &mut entry.any_host] {
+            list.sort_by_key(|i| {
+                (
+                    routes[*i].headers.is_empty(),
+                    routes[*i].methods.is_empty(),
+                    *i,
+                )
+            });
         }
     }
     by_prefix
