@@ -88,7 +88,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let gw_cfg = config.gateway.clone();
-    let listener = bind(gw_cfg.listen).await?;
+    let (addr, listeners) =
+        gateway::shards::bind(gw_cfg.listen, gw_cfg.threads).map_err(|source| AppError::Bind {
+            addr: gw_cfg.listen,
+            source,
+        })?;
     let admin_listener = bind(gw_cfg.admin_listen).await?;
     let tls = match &gw_cfg.tls {
         Some(t) => Some(gateway::tls::acceptor(&t.cert, &t.key)?),
@@ -169,7 +173,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         });
     }
 
-    let gw = Arc::new(Gateway::new(router.clone(), tap, &gw_cfg));
     let settings = ServerSettings {
         header_read: gw_cfg.timeouts.header_read,
         max_header_bytes: gw_cfg.max_header_bytes,
@@ -177,17 +180,18 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tls,
         drain_grace: gw_cfg.drain_grace,
     };
-    let addr = listener.local_addr().map_err(|source| AppError::Bind {
-        addr: gw_cfg.listen,
-        source,
-    })?;
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|source| AppError::Bind {
             addr: gw_cfg.admin_listen,
             source,
         })?;
-    let data_plane = tokio::spawn(gateway::serve(listener, gw, settings, shutdown.clone()));
+    let make_gateway = {
+        let (router, gw_cfg) = (router.clone(), gw_cfg.clone());
+        Arc::new(move || Gateway::new(router.clone(), tap.clone(), &gw_cfg))
+    };
+    let data_plane = gateway::shards::spawn(listeners, make_gateway, settings, shutdown.clone())
+        .map_err(|source| AppError::Bind { addr, source })?;
     let state = Arc::new(AdminState {
         router: router.clone(),
         rollouts,

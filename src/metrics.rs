@@ -49,6 +49,17 @@ pub fn install() -> PrometheusHandle {
             match recorder {
                 Ok(recorder) => {
                     let handle = recorder.handle();
+                    // Histogram samples queue up until drained: drain them on a timer so
+                    // memory stays bounded whether or not anyone scrapes.
+                    let upkeep = handle.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || {
+                            loop {
+                                std::thread::sleep(std::time::Duration::from_secs(1));
+                                upkeep.run_upkeep();
+                            }
+                        });
                     // Another recorder may already be installed (embedding); ours still renders.
                     let _ = metrics::set_global_recorder(recorder);
                     describe();

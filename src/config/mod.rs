@@ -81,6 +81,8 @@ pub struct GatewayConfig {
     pub tap_capacity: usize,
     /// Route table versions kept.
     pub history: usize,
+    /// Data-plane I/O threads, each with its own listener and upstream pool.
+    pub threads: usize,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Largest request head in bytes.

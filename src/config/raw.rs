@@ -50,6 +50,8 @@ pub struct RawGateway {
     pub tap_capacity: Option<usize>,
     /// How many route table versions to keep in memory and report.
     pub history: Option<usize>,
+    /// Data-plane I/O threads; the number of CPUs by default.
+    pub threads: Option<usize>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,

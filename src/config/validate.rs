@@ -132,6 +132,11 @@ fn gateway(ctx: &Ctx, g: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         return Err(ctx.err("tap_capacity: must be at least 1"));
     }
     let history = g.history.unwrap_or(50).max(2);
+    let threads = match g.threads {
+        Some(0) => return Err(ctx.err("threads: must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     Ok(GatewayConfig {
         listen: addr(ctx, "listen", &g.listen, "127.0.0.1:8080")?,
         admin_listen,
@@ -142,6 +147,7 @@ fn gateway(ctx: &Ctx, g: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         drain_grace: ctx.duration("drain_grace", &g.drain_grace, "30s")?,
         tap_capacity,
         history,
+        threads,
         timeouts: Timeouts {
             connect: ctx.duration("timeouts.connect", &g.timeouts.connect, "2s")?,
             header_read: ctx.duration("timeouts.header_read", &g.timeouts.header_read, "60s")?,

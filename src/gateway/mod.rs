@@ -3,6 +3,7 @@
 pub mod forward;
 pub mod headers;
 pub mod server;
+pub mod shards;
 pub mod tls;
 
 pub use forward::Gateway;

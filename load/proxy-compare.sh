@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Side-by-side proxy comparison on this machine, in one run: the same NGINX upstream (a small
+# fixed body) is hit directly and through Strangler, NGINX as a proxy and HAProxy, with the
+# same load generator and settings. Each system is measured ROUNDS times, interleaved, and
+# the medians are reported. Then the added p99 latency of Strangler over a direct hit is
+# measured at a fixed rate of half Strangler's throughput (oha -q).
+#
+#   bash load/proxy-compare.sh            # DURATION=10 CONNS=64 ROUNDS=3 THREADS=2
+#
+# Everything runs on 127.0.0.1; the load generator shares the machine's cores with the
+# proxies, exactly as it does for every system compared.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+UP=18081 NGX=18082 HAP=18083 STR=18084 STR_ADMIN=18094
+
+install_missing() {
+    local missing=()
+    for tool in nginx haproxy wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    command -v oha >/dev/null || cargo install oha --locked
+}
+install_missing
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --bin strangler 2>&1 | tail -1
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/upstream.pid;
+error_log $work/upstream.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UP reuseport backlog=4096;
+        location / { return 200 "hello from the upstream\n"; }
+    }
+}
+CONF
+cat > "$work/proxy.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $work/proxy.pid;
+error_log $work/proxy.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:$UP; keepalive 512; }
+    server {
+        listen 127.0.0.1:$NGX backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread 2
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend f
+    bind 127.0.0.1:$HAP
+    default_backend b
+backend b
+    server s1 127.0.0.1:$UP maxconn 1000
+CONF
+cat > "$work/strangler.toml" <<CONF
+[gateway]
+listen = "127.0.0.1:$STR"
+admin_listen = "127.0.0.1:$STR_ADMIN"
+control = "sqlite://$work/control.db"
+
+[upstreams.up]
+url = "http://127.0.0.1:$UP"
+
+[[routes]]
+name = "all"
+split = { up = 100 }
+CONF
+
+nginx -c "$work/upstream.conf" & pids+=($!)
+nginx -c "$work/proxy.conf" & pids+=($!)
+haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
+RUST_LOG=warn ./target/release/strangler serve --config "$work/strangler.toml" 2> "$work/strangler.log" & pids+=($!)
+for port in $UP $NGX $HAP $STR; do
+    up=0
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { up=1; break; }; sleep 0.1; done
+    [ "$up" = 1 ] || { echo "nothing listens on 127.0.0.1:$port; see $work" >&2; exit 1; }
+done
+
+declare -A URL=([direct]="http://127.0.0.1:$UP/" [strangler]="http://127.0.0.1:$STR/" [nginx]="http://127.0.0.1:$NGX/" [haproxy]="http://127.0.0.1:$HAP/")
+SYSTEMS=(direct strangler nginx haproxy)
+
+to_ms() { # wrk latency value (e.g. 412.00us, 2.31ms, 1.02s) to milliseconds
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+echo "warming up"
+for s in "${SYSTEMS[@]}"; do wrk -t"$THREADS" -c"$CONNS" -d2s "${URL[$s]}" >/dev/null; done
+
+echo "measuring: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, $ROUNDS rounds, interleaved"
+for r in $(seq 1 "$ROUNDS"); do
+    for s in "${SYSTEMS[@]}"; do
+        out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${URL[$s]}")
+        rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+        p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+        p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+        errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out")
+        echo "  round $r $s: $rps req/s, p50 $p50 ms, p99 $p99 ms ${errors:+($errors)}"
+        echo "$rps" >> "$work/$s.rps"; echo "$p50" >> "$work/$s.p50"; echo "$p99" >> "$work/$s.p99"
+    done
+done
+
+printf '\n%-10s %14s %10s %10s\n' system "req/s (median)" "p50 ms" "p99 ms"
+declare -A RPS
+for s in "${SYSTEMS[@]}"; do
+    RPS[$s]=$(median < "$work/$s.rps")
+    printf '%-10s %14.0f %10.3f %10.3f\n' "$s" "${RPS[$s]}" "$(median < "$work/$s.p50")" "$(median < "$work/$s.p99")"
+done
+
+half=$(awk -v r="${RPS[strangler]}" 'BEGIN { printf "%d", r / 2 }')
+echo
+echo "fixed rate $half req/s (half of Strangler's throughput): oha -z ${DURATION}s -c $CONNS -q $half"
+for r in $(seq 1 "$ROUNDS"); do
+    for s in direct strangler; do
+        p99=$(oha -z "${DURATION}s" -c "$CONNS" -q "$half" --no-tui --output-format json "${URL[$s]}" \
+            | python3 -c 'import json, sys; print("%.3f" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))')
+        echo "  round $r $s: p99 $p99 ms"
+        echo "$p99" >> "$work/$s.half"
+    done
+done
+d99=$(median < "$work/direct.half")
+s99=$(median < "$work/strangler.half")
+
+echo
+awk -v a="${RPS[strangler]}" -v b="${RPS[nginx]}" 'BEGIN { printf "throughput ratio strangler/nginx: %.2f\n", a / b }'
+awk -v a="${RPS[strangler]}" -v b="${RPS[haproxy]}" 'BEGIN { printf "throughput ratio strangler/haproxy: %.2f\n", a / b }'
+awk -v s="$s99" -v d="$d99" 'BEGIN { printf "added p99 latency at half load (ms): %.3f\n", s - d }'
