@@ -138,15 +138,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let svc = service_fn(move |req| handle(state.clone(), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-            }
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30));
+            crate::gateway::server::drive(b.serve_connection(TokioIo::new(stream), svc), &shutdown)
+                .await;
         });
     }
     tracker.close();

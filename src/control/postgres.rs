@@ -1,7 +1,7 @@
 //! Control state in PostgreSQL, for gateways on several machines. The connection is
 //! re-established on the next call after it drops.
 
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
 
 use super::{ControlError, VersionRecord};
@@ -53,20 +53,19 @@ impl PgControl {
         })
     }
 
-    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, ControlError> {
+    /// The connection, re-established first if it dropped.
+    async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, ControlError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = Some(connect(&self.url).await?);
         }
-        Ok(guard)
+        MutexGuard::try_map(guard, Option::as_mut)
+            .map_err(|_| ControlError::Worker("no connection".into()))
     }
 
     pub(super) async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
         let spec = serde_json::to_string(&rec.spec)?;
-        let guard = self.client().await?;
-        let Some(c) = guard.as_ref() else {
-            return Err(ControlError::Worker("no connection".into()));
-        };
+        let c = self.client().await?;
         let n = c
             .execute(
                 "INSERT INTO strangler_route_versions (version, created_at_ms, reason, spec) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING",
@@ -77,10 +76,7 @@ impl PgControl {
     }
 
     pub(super) async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
-        let guard = self.client().await?;
-        let Some(c) = guard.as_ref() else {
-            return Err(ControlError::Worker("no connection".into()));
-        };
+        let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT version, created_at_ms, reason, spec FROM strangler_route_versions ORDER BY version DESC LIMIT $1",
@@ -101,10 +97,7 @@ impl PgControl {
     }
 
     pub(super) async fn latest_version(&self) -> Result<u64, ControlError> {
-        let guard = self.client().await?;
-        let Some(c) = guard.as_ref() else {
-            return Err(ControlError::Worker("no connection".into()));
-        };
+        let c = self.client().await?;
         let row = c
             .query_one(
                 "SELECT coalesce(max(version), 0) FROM strangler_route_versions",
@@ -115,10 +108,7 @@ impl PgControl {
     }
 
     pub(super) async fn save_rollout(&self, route: &str, state: &str) -> Result<(), ControlError> {
-        let guard = self.client().await?;
-        let Some(c) = guard.as_ref() else {
-            return Err(ControlError::Worker("no connection".into()));
-        };
+        let c = self.client().await?;
         c.execute(
             "INSERT INTO strangler_rollouts (route, state) VALUES ($1, $2) ON CONFLICT (route) DO UPDATE SET state = excluded.state",
             &[&route, &state],
@@ -128,10 +118,7 @@ impl PgControl {
     }
 
     pub(super) async fn rollouts(&self) -> Result<Vec<(String, String)>, ControlError> {
-        let guard = self.client().await?;
-        let Some(c) = guard.as_ref() else {
-            return Err(ControlError::Worker("no connection".into()));
-        };
+        let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT route, state FROM strangler_rollouts ORDER BY route",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -77,6 +78,26 @@ pub async fn serve(
         .is_ok()
 }
 
+/// Drives a connection to its end, or to a graceful close once `shutdown` fires.
+pub async fn drive<C: GracefulConnection>(conn: C, shutdown: &CancellationToken) {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn http1(s: &ServerSettings) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(s.header_read)
+        .max_buf_size(s.max_header_bytes);
+    b
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -85,60 +106,28 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let service = service_fn(move |req| gw.clone().handle(req, peer));
-    match &s.tls {
-        None => {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(s.header_read)
-                .max_buf_size(s.max_header_bytes)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        }
-        Some(acceptor) => {
-            let tls = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {
-                    Ok(Ok(tls)) => tls,
-                    _ => return,
-                },
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = TokioIo::new(tls);
-            if h2 {
-                let conn = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(s.max_header_bytes as u32)
-                    .serve_connection(io, service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            } else {
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(s.header_read)
-                    .max_buf_size(s.max_header_bytes)
-                    .serve_connection(io, service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            }
-        }
+    let Some(acceptor) = &s.tls else {
+        return drive(
+            http1(s).serve_connection(TokioIo::new(stream), service),
+            &shutdown,
+        )
+        .await;
+    };
+    let tls = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {
+            Ok(Ok(tls)) => tls,
+            _ => return,
+        },
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    if h2 {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(s.max_header_bytes as u32);
+        drive(b.serve_connection(io, service), &shutdown).await;
+    } else {
+        drive(http1(s).serve_connection(io, service), &shutdown).await;
     }
 }
