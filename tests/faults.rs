@@ -196,3 +196,48 @@ async fn unreachable_upstream_gives_502_problem_and_slow_one_504() {
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["type"], "urn:strangler:problem:upstream-timeout");
 }
+
+#[tokio::test]
+async fn oversized_request_head_is_refused_and_the_gateway_keeps_serving() {
+    let mono = named_upstream("monolith").await;
+    let cfg = format!(
+        "{}[gateway.limits]\nmax_header_bytes = 16384\n[upstreams.monolith]\nurl = \"{}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n",
+        gateway_section(),
+        mono.uri()
+    );
+    let gw = start(&cfg).await;
+    let big = "x".repeat(40 * 1024);
+    let refused = match client()
+        .request(
+            http::Request::get(gw.url("/x"))
+                .header("x-big", big.as_str())
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+    {
+        Ok(resp) => resp.status() == 431,
+        Err(_) => true, // the connection was closed without a response
+    };
+    assert!(refused, "a 40 KiB header must not pass a 16 KiB limit");
+    assert_eq!(
+        get(&client(), &gw.url("/x"), &[("x-small", "1")])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn target_header_can_be_turned_off() {
+    let mono = named_upstream("monolith").await;
+    let cfg = format!(
+        "{}target_header = false\n[upstreams.monolith]\nurl = \"{}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n",
+        gateway_section(),
+        mono.uri()
+    );
+    let gw = start(&cfg).await;
+    let r = get(&client(), &gw.url("/x"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("x-strangler-target").is_none());
+}

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# Also builds target/debug/strangler, which the acceptance suite drives.
 cargo test --all-targets
-cargo build --bin strangler
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/acceptance/requirements.txt
