@@ -241,3 +241,54 @@ async fn target_header_can_be_turned_off() {
     assert_eq!(r.status, 200);
     assert!(r.headers.get("x-strangler-target").is_none());
 }
+
+/// An upstream that answers one request per connection, then closes it without saying so
+/// (as servers with a short keep-alive timeout do).
+async fn closing_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
+    let up = closing_upstream().await;
+    let cfg = format!(
+        "{}[upstreams.m]\nurl = \"http://{up}\"\n[[routes]]\nname = \"r\"\nsplit = {{ m = 100 }}\n",
+        gateway_section()
+    );
+    let gw = start(&cfg).await;
+    let c = client();
+    for i in 0..20 {
+        let r = send(
+            &c,
+            if i % 2 == 0 { "GET" } else { "POST" },
+            &gw.url("/x"),
+            &[],
+            "body",
+        )
+        .await;
+        assert_eq!(r.status, 200, "request {i} hit a stale pooled connection");
+        assert_eq!(&r.body[..], b"ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -10,26 +10,27 @@ use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::headers;
+use super::pool::{Pool, PooledBody, SendError};
 use crate::config::{GatewayConfig, StickyConfig};
 use crate::metrics as m;
 use crate::routing::router::now_ms;
 use crate::routing::{Route, Router, Upstream};
 use crate::tap::{Tap, WriteEvent};
 
-/// A request or response body: streamed from the peer, or a small one of our own.
+/// A request body for an upstream: the client's, streamed, or a small one of our own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// A response body for a client: the upstream's, streamed, or a small one of our own.
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 static TARGET_HEADER: http::HeaderName = http::HeaderName::from_static("x-strangler-target");
 
 /// The data plane's shared state: router, pooled client, write tap.
 pub struct Gateway {
     router: Arc<Router>,
-    client: Client<HttpConnector, ProxyBody>,
+    pool: Arc<Pool>,
     tap: Tap,
     target_header: bool,
     upstream_timeout: Duration,
@@ -37,7 +38,7 @@ pub struct Gateway {
 }
 
 /// A local response: RFC 9457 problem details.
-pub fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<ProxyBody> {
+pub fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<ResponseBody> {
     let body = serde_json::json!({
         "type": format!("urn:strangler:problem:{kind}"),
         "title": status.canonical_reason().unwrap_or("error"),
@@ -82,19 +83,14 @@ struct Replay {
 impl Gateway {
     /// Builds the data plane with one shared upstream connection pool.
     pub fn new(router: Arc<Router>, tap: Tap, cfg: &GatewayConfig) -> Gateway {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.timeouts.connect));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.timeouts.idle)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(
+            cfg.timeouts.connect,
+            cfg.timeouts.idle,
+            cfg.pool_max_idle_per_host,
+        );
         Gateway {
             router,
-            client,
+            pool,
             tap,
             target_header: cfg.target_header,
             upstream_timeout: cfg.timeouts.upstream_response,
@@ -107,7 +103,7 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
         client: SocketAddr,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
         let table = self.router.current();
         let host = headers::request_host(req.uri(), req.headers());
@@ -140,7 +136,7 @@ impl Gateway {
         let upstream = &route.targets[target as usize].upstream;
         let first = self.to_upstream(parts, Either::Left(body), upstream, client);
         let t_up = Instant::now();
-        let mut outcome = self.send(first).await;
+        let mut outcome = self.send(upstream, first).await;
         // The first target's failure is recorded here; `failure_noted` keeps the final
         // accounting from counting it twice.
         let mut failure_noted = false;
@@ -159,7 +155,7 @@ impl Gateway {
                 *again.headers_mut() = r.headers;
                 let (parts, body) = again.into_parts();
                 outcome = self
-                    .send(self.to_upstream(parts, body, fallback, client))
+                    .send(fallback, self.to_upstream(parts, body, fallback, client))
                     .await;
             }
         }
@@ -252,35 +248,40 @@ impl Gateway {
             self.tls,
             original_host.as_ref(),
         );
-        if up.rewrite_host {
-            parts.headers.remove(HOST);
-        } else if let Some(h) = original_host {
+        // Requests go out in origin form, so Host is always set here.
+        let host = match original_host {
+            Some(h) if !up.rewrite_host => Some(h),
+            _ => HeaderValue::from_str(up.authority.as_str()).ok(),
+        };
+        if let Some(h) = host {
             parts.headers.insert(HOST, h);
         }
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let path_and_query = if up.base_path.is_empty() {
-            parts.uri.path_and_query().cloned()
+        parts.uri = if up.base_path.is_empty() {
+            match parts.uri.path_and_query() {
+                Some(pq) => Uri::from(pq.clone()),
+                None => Uri::from_static("/"),
+            }
         } else {
-            format!("{}{pq}", up.base_path).parse().ok()
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            format!("{}{pq}", up.base_path)
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"))
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(up.authority.clone());
-        uri.path_and_query =
-            path_and_query.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-        if let Ok(u) = Uri::from_parts(uri) {
-            parts.uri = u;
-        }
         // Upstreams are spoken to over HTTP/1.1 whatever the client used.
         parts.version = http::Version::HTTP_11;
         Request::from_parts(parts, body)
     }
 
-    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+    async fn send(
+        &self,
+        up: &Upstream,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, Failure> {
+        match tokio::time::timeout(self.upstream_timeout, self.pool.send(&up.authority, req)).await
+        {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(e.to_string())),
-            Ok(Err(e)) => Err(Failure::Upstream(e.to_string())),
+            Ok(Err(SendError::Connect(e))) => Err(Failure::Connect(e)),
+            Ok(Err(SendError::Upstream(e))) => Err(Failure::Upstream(e)),
             Err(_) => Err(Failure::Timeout),
         }
     }
@@ -307,7 +308,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_response(self, upstream: &str) -> Response<ProxyBody> {
+    fn into_response(self, upstream: &str) -> Response<ResponseBody> {
         match self {
             Failure::Connect(e) => problem(
                 StatusCode::BAD_GATEWAY,
