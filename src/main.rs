@@ -5,11 +5,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-// Per-request allocations are small and cross threads: mimalloc measured faster than glibc
-// malloc on the proxy load (see load/proxy-compare.sh).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "strangler",
