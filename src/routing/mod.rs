@@ -2,6 +2,7 @@
 //! health, rollout plans, and the router that publishes versions and rolls back.
 
 pub mod health;
+pub mod matching;
 pub mod probe;
 pub mod rollout;
 pub mod router;
