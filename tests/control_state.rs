@@ -201,3 +201,148 @@ async fn unreachable_control_database_refuses_to_start_with_a_clear_error() {
     };
     assert!(err.starts_with("control database (postgres):"), "{err}");
 }
+
+/// A TCP proxy to `target` whose link can be cut and restored, for injecting a network
+/// partition between the gateway and its control database.
+struct CutLink {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutLink {
+    async fn start(target: std::net::SocketAddr) -> CutLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue; // link down: drop the connection at once
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        CutLink { addr, up }
+    }
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn rollback_works_while_the_control_database_is_unreachable_and_is_persisted_after() {
+    let Some(url) = postgres_url() else { return };
+    let db_url = fresh_postgres_db(&url).await;
+    // Route the gateway's control connection through a link we can cut.
+    let host_port = db_url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let target: std::net::SocketAddr = tokio::net::lookup_host(host_port.as_str())
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let link = CutLink::start(target).await;
+    let proxied = db_url.replace(&host_port, &link.addr.to_string());
+    let mono = named_upstream("monolith").await;
+    let users = named_upstream("users").await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(
+        &config(&proxied, &mono.uri(), &users.uri()),
+        dir.path(),
+        "g.toml",
+    )
+    .await;
+    let c = client();
+    let admin = format!("http://{}", gw.admin_addr);
+    assert_eq!(
+        send(
+            &c,
+            "PUT",
+            &format!("{admin}/admin/routes/users/split"),
+            &[],
+            r#"{"monolith": 40, "users": 60}"#
+        )
+        .await
+        .status,
+        200
+    );
+
+    link.set(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // An ordinary change needs the database and is refused...
+    let r = send(
+        &c,
+        "PUT",
+        &format!("{admin}/admin/routes/users/split"),
+        &[],
+        r#"{"monolith": 30, "users": 70}"#,
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // ...but a rollback takes effect at once.
+    let r = send(
+        &c,
+        "POST",
+        &format!("{admin}/admin/routes/users/rollback"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["routes"][0]["split"]["monolith"], 100.0);
+    for i in 0..50 {
+        let t = get(
+            &c,
+            &format!("http://{}/x", gw.addr),
+            &[("cookie", &format!("sid=k{i}"))],
+        )
+        .await
+        .target();
+        assert_eq!(t, "monolith");
+    }
+
+    link.set(true);
+    let (client_db, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = client_db
+            .query_one(
+                "SELECT reason, spec FROM strangler_route_versions ORDER BY version DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let reason: String = row.get(0);
+        if reason.contains("persisted after a control database outage") {
+            let spec: serde_json::Value = serde_json::from_str(&row.get::<_, String>(1)).unwrap();
+            let spans = spec["routes"]["users"]["spans"].as_array().unwrap();
+            assert!(spans.iter().all(|s| s["upstream"] == "monolith"), "{spec}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollback was not persisted after the outage; newest: {reason}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The gateway kept its rollback rather than adopting the database's older table.
+    let routes = get(&c, &format!("{admin}/admin/routes"), &[]).await.json();
+    assert_eq!(routes["routes"][0]["split"]["monolith"], 100.0);
+    gw.shutdown().await;
+}

@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS strangler_rollouts (
 );";
 
 async fn connect(url: &str) -> Result<Client, ControlError> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    // A partition that drops packets must not hold the control lock for minutes.
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(std::time::Duration::from_secs(3));
+    let (client, conn) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "control database connection closed");

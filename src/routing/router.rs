@@ -3,6 +3,7 @@
 //! gateway's change seen in the control database).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,6 +51,9 @@ pub struct Router {
     inputs: tokio::sync::Mutex<Inputs>,
     control: Arc<ControlStore>,
     history_len: usize,
+    /// The table in force was applied while the control database was unreachable and still
+    /// has to be persisted.
+    unpersisted: AtomicBool,
 }
 
 /// Unix time in milliseconds.
@@ -167,6 +171,7 @@ impl Router {
             inputs: tokio::sync::Mutex::new(inputs),
             control,
             history_len,
+            unpersisted: AtomicBool::new(false),
         };
         // Fill the in-memory history from the database so rollback works right after start.
         let mut stored = router.control.versions(history_len).await?;
@@ -291,6 +296,8 @@ impl Router {
                 spec: spec.clone(),
             };
             if self.control.insert_version(&rec).await? {
+                // Anything applied offline is part of what was just stored.
+                self.unpersisted.store(false, Ordering::SeqCst);
                 let table = Arc::new(self.build(
                     inputs,
                     rec.spec,
@@ -309,14 +316,13 @@ impl Router {
         ))
     }
 
-    /// Sets a route's split (upstream → buckets), moving only the buckets that change hands.
-    pub async fn set_split(
+    /// The current spec with a route's split changed.
+    fn split_spec(
         &self,
+        inputs: &Inputs,
         route: &str,
-        weights: Vec<(String, u32)>,
-        reason: String,
-    ) -> Result<Arc<RouteTable>, RouterError> {
-        let inputs = self.inputs.lock().await;
+        weights: &[(String, u32)],
+    ) -> Result<TableSpec, RouterError> {
         let rc = inputs
             .config
             .route(route)
@@ -341,9 +347,50 @@ impl Router {
             .cloned()
             .unwrap_or_else(|| Allocation::initial(&rc.split, &rc.fallback));
         spec.routes
-            .insert(route.to_string(), current.rebalance(&weights, &rc.fallback));
+            .insert(route.to_string(), current.rebalance(weights, &rc.fallback));
         spec.restores = None;
+        Ok(spec)
+    }
+
+    /// Sets a route's split (upstream → buckets), moving only the buckets that change hands.
+    pub async fn set_split(
+        &self,
+        route: &str,
+        weights: Vec<(String, u32)>,
+        reason: String,
+    ) -> Result<Arc<RouteTable>, RouterError> {
+        let inputs = self.inputs.lock().await;
+        let spec = self.split_spec(&inputs, route, &weights)?;
         self.publish(&inputs, spec, reason).await
+    }
+
+    /// Publishes a rollback. If the control database cannot take it, the rollback still
+    /// takes effect here at once and is persisted as soon as the database answers again:
+    /// an outage must never block going back.
+    async fn publish_rollback(
+        &self,
+        inputs: &Inputs,
+        spec: TableSpec,
+        reason: String,
+    ) -> Result<Arc<RouteTable>, RouterError> {
+        match self.publish(inputs, spec.clone(), reason.clone()).await {
+            Err(RouterError::Control(e)) => {
+                metrics::counter!(m::CONTROL_ERRORS).increment(1);
+                tracing::error!(error = %e, "control database unavailable: rollback applied locally, to be persisted when it returns");
+                let version = self.current.load().version + 1;
+                let table = Arc::new(self.build(
+                    inputs,
+                    spec,
+                    version,
+                    now_ms(),
+                    format!("{reason} (not yet persisted)"),
+                )?);
+                self.unpersisted.store(true, Ordering::SeqCst);
+                self.install(table.clone());
+                Ok(table)
+            }
+            other => other,
+        }
     }
 
     /// Sends a route entirely to its fallback.
@@ -352,17 +399,15 @@ impl Router {
         route: &str,
         reason: String,
     ) -> Result<Arc<RouteTable>, RouterError> {
-        let fallback = {
-            let inputs = self.inputs.lock().await;
-            inputs
-                .config
-                .route(route)
-                .ok_or_else(|| RouterError::UnknownRoute(route.into()))?
-                .fallback
-                .clone()
-        };
-        self.set_split(route, vec![(fallback, BUCKETS)], reason)
-            .await
+        let inputs = self.inputs.lock().await;
+        let fallback = inputs
+            .config
+            .route(route)
+            .ok_or_else(|| RouterError::UnknownRoute(route.into()))?
+            .fallback
+            .clone();
+        let spec = self.split_spec(&inputs, route, &[(fallback, BUCKETS)])?;
+        self.publish_rollback(&inputs, spec, reason).await
     }
 
     /// Publishes again the table that preceded the current one.
@@ -379,7 +424,7 @@ impl Router {
         let mut spec = previous.spec.clone();
         spec.restores = Some(previous.version);
         spec.config_fingerprint = inputs.config.fingerprint;
-        self.publish(
+        self.publish_rollback(
             &inputs,
             spec,
             format!("rollback to version {}", previous.version),
@@ -412,6 +457,23 @@ impl Router {
 
     /// Adopts a newer version published by another gateway; true when one was adopted.
     pub async fn sync_from_control(&self) -> Result<bool, RouterError> {
+        if self.unpersisted.load(Ordering::SeqCst) {
+            // Never adopt the database's older view over a rollback made while it was away.
+            let inputs = self.inputs.lock().await;
+            let current = self.current.load_full();
+            let reason = current
+                .reason
+                .trim_end_matches(" (not yet persisted)")
+                .to_string();
+            self.publish(
+                &inputs,
+                current.spec.clone(),
+                format!("{reason} (persisted after a control database outage)"),
+            )
+            .await?;
+            self.unpersisted.store(false, Ordering::SeqCst);
+            return Ok(false);
+        }
         let latest = self.control.latest_version().await?;
         if latest <= self.current.load().version {
             return Ok(false);
