@@ -232,6 +232,13 @@ async fn rollout_steps_hold_and_roll_back_on_a_breach() {
     );
     let gw = start(&cfg).await;
     let c = client();
+    let act = |action: &str| {
+        let (c, url) = (
+            c.clone(),
+            gw.admin(&format!("/admin/routes/users/rollout/{action}")),
+        );
+        async move { send(&c, "POST", &url, &[], "").await }
+    };
     // A quiet route: the rollout starts but holds without traffic, never aborting.
     let st = send(
         &c,
@@ -301,96 +308,19 @@ async fn rollout_steps_hold_and_roll_back_on_a_breach() {
         "breach counted"
     );
     // Operator actions.
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/pause"),
-            &[],
-            ""
-        )
-        .await
-        .status,
-        422
-    );
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/start"),
-            &[],
-            ""
-        )
-        .await
-        .json()["status"],
-        "running"
-    );
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/pause"),
-            &[],
-            ""
-        )
-        .await
-        .json()["status"],
-        "paused"
-    );
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/resume"),
-            &[],
-            ""
-        )
-        .await
-        .json()["status"],
-        "running"
-    );
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/promote"),
-            &[],
-            ""
-        )
-        .await
-        .json()["status"],
-        "completed"
-    );
+    assert_eq!(act("pause").await.status, 422);
+    assert_eq!(act("start").await.json()["status"], "running");
+    assert_eq!(act("pause").await.json()["status"], "paused");
+    assert_eq!(act("resume").await.json()["status"], "running");
+    assert_eq!(act("promote").await.json()["status"], "completed");
     assert_eq!(
         get(&c, &gw.admin("/admin/routes"), &[]).await.json()["routes"][0]["split"]["users"],
         100.0
     );
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/abort"),
-            &[],
-            ""
-        )
-        .await
-        .json()["status"],
-        "aborted"
-    );
+    assert_eq!(act("abort").await.json()["status"], "aborted");
     assert_eq!(
         get(&c, &gw.admin("/admin/routes"), &[]).await.json()["routes"][0]["split"]["monolith"],
         100.0
     );
-    assert_eq!(
-        send(
-            &c,
-            "POST",
-            &gw.admin("/admin/routes/users/rollout/explode"),
-            &[],
-            ""
-        )
-        .await
-        .status,
-        404
-    );
+    assert_eq!(act("explode").await.status, 404);
 }
