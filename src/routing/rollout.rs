@@ -2,6 +2,7 @@
 //! compare the target with the fallback. Pass → next step after the hold time; breach →
 //! automatic rollback; too little traffic → hold (never abort).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,13 +130,21 @@ impl Rollouts {
         })
     }
 
-    /// The stored state of a route's rollout.
-    pub async fn state(&self, route: &str) -> Result<RolloutState, RouterError> {
+    /// The stored state of every route's rollout, by route.
+    async fn states(&self) -> Result<HashMap<String, RolloutState>, RouterError> {
         let all = self.router.control().rollouts().await?;
         Ok(all
             .into_iter()
-            .find(|(r, _)| r == route)
-            .and_then(|(_, s)| serde_json::from_str(&s).ok())
+            .filter_map(|(route, s)| Some((route, serde_json::from_str(&s).ok()?)))
+            .collect())
+    }
+
+    /// The stored state of a route's rollout.
+    pub async fn state(&self, route: &str) -> Result<RolloutState, RouterError> {
+        Ok(self
+            .states()
+            .await?
+            .remove(route)
             .unwrap_or_else(RolloutState::idle))
     }
 
@@ -268,9 +277,10 @@ impl Rollouts {
     pub async fn tick(&self) -> Result<(), RouterError> {
         let _guard = self.lock.lock().await;
         let cfg = self.router.config();
+        let mut states = self.states().await?;
         for rc in cfg.routes.iter().filter(|r| r.rollout.is_some()) {
             let (plan, fallback) = self.plan(&rc.name)?;
-            let mut st = self.state(&rc.name).await?;
+            let mut st = states.remove(&rc.name).unwrap_or_else(RolloutState::idle);
             if st.status != Status::Running {
                 continue;
             }
@@ -280,12 +290,11 @@ impl Rollouts {
             let (t, f) = stats.summary();
             // Health checks pull a failing target out of traffic, which would starve the
             // gates and hold forever: an unavailable target is a breach in itself.
-            let target_down = self
-                .router
-                .upstreams()
-                .await
-                .iter()
-                .any(|u| u.name == plan.target && !u.health.is_available());
+            let table = self.router.current();
+            let target_down = table
+                .route(&rc.name)
+                .and_then(|r| r.target_index(&plan.target).map(|i| &r.targets[i as usize]))
+                .is_some_and(|t| !t.upstream.health.is_available());
             let verdict = if target_down {
                 Verdict::Breach(format!(
                     "target {:?} was taken out of traffic by health checks",

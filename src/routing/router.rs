@@ -280,8 +280,9 @@ impl Router {
         spec: TableSpec,
         reason: String,
     ) -> Result<Arc<RouteTable>, RouterError> {
-        // Build once up front so an unbuildable spec is refused before anything is stored.
-        self.build(inputs, spec.clone(), 0, 0, String::new())?;
+        // Built before anything is stored, so an unbuildable spec is refused; the version,
+        // time and reason are filled in once the database has given a version number.
+        let mut table = self.build(inputs, spec.clone(), 0, 0, String::new())?;
         let mut version = self
             .control
             .latest_version()
@@ -298,13 +299,10 @@ impl Router {
             if self.control.insert_version(&rec).await? {
                 // Anything applied offline is part of what was just stored.
                 self.unpersisted.store(false, Ordering::SeqCst);
-                let table = Arc::new(self.build(
-                    inputs,
-                    rec.spec,
-                    rec.version,
-                    rec.created_at_ms,
-                    rec.reason,
-                )?);
+                table.version = rec.version;
+                table.created_at_ms = rec.created_at_ms;
+                table.reason = rec.reason;
+                let table = Arc::new(table);
                 self.install(table.clone());
                 tracing::info!(version, reason = %reason, "published route table");
                 return Ok(table);
