@@ -226,7 +226,7 @@ async fn rollout_steps_hold_and_roll_back_on_a_breach() {
         .mount(&users)
         .await;
     let cfg = format!(
-        "{}{}rollout = {{ target = \"users\", steps = [10, 50, 100], hold = \"200ms\", window = \"2s\", min_requests = 20 }}\n",
+        "{}{}rollout = {{ target = \"users\", steps = [10, 50, 100], hold = \"200ms\", window = \"2s\", min_requests = 20, max_p99_ratio = 1000.0 }}\n",
         gateway_section(),
         two_upstreams(&mono.uri(), &users.uri())
     );
@@ -263,21 +263,23 @@ async fn rollout_steps_hold_and_roll_back_on_a_breach() {
             .contains("too little traffic"),
         "{st}"
     );
-    // Healthy traffic: it advances.
-    let mut step = 0;
+    // Healthy traffic: it advances. (The latency gate is set wide: two different local servers
+    // on a busy CI machine differ in p99 by chance; the breach below is by error rate.)
+    let mut st = serde_json::Value::Null;
     for _ in 0..40 {
         load(&c, gw.url("/api/users"), 200, 8, None).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        step = get(&c, &gw.admin("/admin/routes/users/rollout"), &[])
+        st = get(&c, &gw.admin("/admin/routes/users/rollout"), &[])
             .await
-            .json()["step"]
-            .as_u64()
-            .unwrap();
-        if step >= 1 {
+            .json();
+        if st["step"].as_u64().unwrap() >= 1 {
             break;
         }
     }
-    assert!(step >= 1, "healthy gates must advance the rollout");
+    assert!(
+        st["step"].as_u64().unwrap() >= 1,
+        "healthy gates must advance the rollout: {st}"
+    );
     // Now the target starts failing: the gate breaches and the route goes back to its fallback.
     users.reset().await;
     Mock::given(any())
