@@ -16,6 +16,8 @@ use crate::control::{ControlError, ControlStore};
 use crate::gateway::{self, Gateway, ServerSettings};
 use crate::routing::rollout::Rollouts;
 use crate::routing::{Router, RouterError, probe};
+use crate::sync::status::SyncStatus;
+use crate::sync::{SyncEngine, SyncError, SyncWaker};
 use crate::tap::{self, WriteEvent};
 
 /// Why the gateway could not start.
@@ -42,6 +44,9 @@ pub enum AppError {
     /// TLS files unusable.
     #[error(transparent)]
     Tls(#[from] gateway::tls::TlsError),
+    /// The sync engine cannot start (side unreachable, mapping wrong, capture missing).
+    #[error("sync: {0}")]
+    Sync(#[from] SyncError),
 }
 
 /// Recent write-tap events kept for `GET /admin/tap`.
@@ -99,19 +104,34 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         None => None,
     };
     let control = Arc::new(ControlStore::open(&gw_cfg.control).await?);
-    let router = Arc::new(Router::start(config, control).await?);
+    let router = Arc::new(Router::start(config, control.clone()).await?);
+
+    let sync_status = Arc::new(SyncStatus::default());
+    let sync_waker = Arc::new(arc_swap::ArcSwap::from_pointee(SyncWaker::default()));
+    let mut sync_token = shutdown.child_token();
+    start_sync(
+        &tasks,
+        &router.config().sync,
+        &control,
+        &sync_status,
+        &sync_waker,
+        &sync_token,
+    )
+    .await?;
 
     let (tap, mut tap_rx) = tap::channel(gw_cfg.tap_capacity);
     let recent_writes: Arc<Mutex<VecDeque<WriteEvent>>> = Arc::new(Mutex::new(VecDeque::new()));
     {
-        // Until the engines consume the tap, keep the newest events for operators.
+        // Each write wakes the sync engine for its entity; the newest are kept for operators.
         let recent = recent_writes.clone();
         let token = shutdown.clone();
+        let waker = sync_waker.clone();
         tasks.spawn(async move {
             loop {
                 let ev =
                     tokio::select! { _ = token.cancelled() => return, ev = tap_rx.recv() => ev };
                 let Some(ev) = ev else { return };
+                waker.load().wake(&ev.entity);
                 if let Ok(mut q) = recent.lock() {
                     if q.len() == RECENT_WRITES {
                         q.pop_front();
@@ -147,6 +167,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
     {
+        let (control, sync_status, sync_waker) =
+            (control.clone(), sync_status.clone(), sync_waker.clone());
         let router = router.clone();
         let token = shutdown.clone();
         let tasks2 = tasks.clone();
@@ -157,7 +179,19 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 let path = router.config().file.clone();
                 let result = match Config::load(&path) {
                     Err(e) => Err(e.to_string()),
-                    Ok(cfg) => router.reload(cfg).await.map_err(|e| format!("{}: {e}", path.display())),
+                    Ok(cfg) => {
+                        let sync = cfg.sync.clone();
+                        let table = router.reload(cfg).await.map_err(|e| format!("{}: {e}", path.display()));
+                        if table.is_ok() {
+                            // Restart the sync engine on the new mapping: a paused entity resumes once it fits.
+                            sync_token.cancel();
+                            sync_token = token.child_token();
+                            if let Err(e) = start_sync(&tasks2, &sync, &control, &sync_status, &sync_waker, &sync_token).await {
+                                tracing::error!(error = %e, "sync engine not restarted after reload");
+                            }
+                        }
+                        table
+                    }
                 };
                 match &result {
                     Ok(table) => {
@@ -199,6 +233,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         token: gw_cfg.admin_token.clone(),
         reload: reload_tx.clone(),
         recent_writes,
+        sync: sync_status,
     });
     // The admin API outlives the data plane's drain so operators can watch it.
     let admin_token = CancellationToken::new();
@@ -221,6 +256,38 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tasks,
         data_plane,
     })
+}
+
+/// A checked sync engine for `strangler sync run`, storing conflicts in the control database.
+pub async fn sync_engine(config: &Config) -> Result<SyncEngine, AppError> {
+    crate::metrics::install();
+    let control = Arc::new(ControlStore::open(&config.gateway.control).await?);
+    let engine = SyncEngine::new(config.sync.clone(), Some(control));
+    for w in engine.check().await? {
+        tracing::warn!("{w}");
+    }
+    Ok(engine)
+}
+
+/// Checks and starts the sync engine for `cfg` when it has entities.
+async fn start_sync(
+    tasks: &TaskTracker,
+    cfg: &crate::config::sync::SyncConfig,
+    control: &Arc<ControlStore>,
+    status: &Arc<SyncStatus>,
+    waker: &Arc<arc_swap::ArcSwap<SyncWaker>>,
+    token: &CancellationToken,
+) -> Result<(), SyncError> {
+    if cfg.entities.is_empty() {
+        return Ok(());
+    }
+    let engine = SyncEngine::new(cfg.clone(), Some(control.clone())).with_status(status.clone());
+    for w in engine.check().await? {
+        tracing::warn!("{w}");
+    }
+    waker.store(Arc::new(engine.waker()));
+    tasks.spawn(engine.run(token.clone()));
+    Ok(())
 }
 
 impl Running {

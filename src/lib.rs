@@ -15,4 +15,6 @@ pub mod demo;
 pub mod gateway;
 pub mod metrics;
 pub mod routing;
+pub mod store;
+pub mod sync;
 pub mod tap;

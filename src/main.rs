@@ -32,6 +32,33 @@ enum Command {
     },
     /// Run a self-contained demonstration on the embedded SQLite default.
     Demo,
+    /// The sync engine on its own: install or remove capture, or run it.
+    Sync {
+        #[command(subcommand)]
+        action: SyncAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncAction {
+    /// Create changelog tables and capture triggers on every side (idempotent).
+    Install {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Remove every trace of capture from every side.
+    Uninstall {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the sync engine until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -70,7 +97,43 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => serve(config).await,
         Command::Demo => strangler::demo::run().await.context("demo failed"),
+        Command::Sync { action } => sync(action).await,
     }
+}
+
+async fn sync(action: SyncAction) -> anyhow::Result<()> {
+    use strangler::sync::SyncEngine;
+    match action {
+        SyncAction::Install { config } => {
+            let cfg = strangler::config::Config::load(&config)?;
+            SyncEngine::install(&cfg.sync).await?;
+            println!("capture installed for {} entities", cfg.sync.entities.len());
+        }
+        SyncAction::Uninstall { config } => {
+            let cfg = strangler::config::Config::load(&config)?;
+            SyncEngine::uninstall(&cfg.sync).await?;
+            println!("capture removed");
+        }
+        SyncAction::Run { config } => {
+            use tokio::signal::unix::{SignalKind, signal};
+            let cfg = strangler::config::Config::load(&config)?;
+            let token = tokio_util::sync::CancellationToken::new();
+            let engine = strangler::app::sync_engine(&cfg).await?;
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let stop = token.clone();
+            tokio::spawn(async move {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                stop.cancel();
+            });
+            tracing::info!(
+                entities = cfg.sync.entities.len(),
+                "strangler sync engine running"
+            );
+            engine.run(token).await;
+        }
+    }
+    Ok(())
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {

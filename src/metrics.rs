@@ -33,6 +33,23 @@ pub const TAP_SENT: &str = "strangler_tap_sent_total";
 /// Failed attempts to read or write the control database.
 pub const CONTROL_ERRORS: &str = "strangler_control_errors_total";
 
+/// Sync lag per entity and direction.
+pub const SYNC_LAG: &str = "strangler_sync_lag_seconds";
+/// 1 when an entity's lag in a direction exceeds its tolerance.
+pub const SYNC_LAG_EXCEEDED: &str = "strangler_sync_lag_exceeded";
+/// Changes applied per entity and direction.
+pub const SYNC_APPLIED: &str = "strangler_sync_changes_applied_total";
+/// Conflicts per entity and policy.
+pub const SYNC_CONFLICTS: &str = "strangler_sync_conflicts_total";
+/// Retries after a failed round, per link.
+pub const SYNC_RETRIES: &str = "strangler_sync_retries_total";
+/// 1 when an entity is paused (schema drift, bad row).
+pub const SYNC_PAUSED: &str = "strangler_sync_entity_paused";
+/// Schema drift seen per entity.
+pub const SYNC_DRIFT: &str = "strangler_sync_schema_drift_total";
+/// Capture timestamps clamped because they ran ahead of the engine's clock.
+pub const SYNC_CLOCK_CLAMPED: &str = "strangler_sync_clock_clamped_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -111,5 +128,29 @@ fn describe() {
     describe_counter!(
         CONTROL_ERRORS,
         "Failed reads or writes of the control database."
+    );
+    describe_gauge!(
+        SYNC_LAG,
+        Unit::Seconds,
+        "Sync lag per entity and direction."
+    );
+    describe_gauge!(
+        SYNC_LAG_EXCEEDED,
+        "1 when an entity's lag in a direction exceeds its lag tolerance."
+    );
+    describe_counter!(SYNC_APPLIED, "Changes applied per entity and direction.");
+    describe_counter!(SYNC_CONFLICTS, "Conflicts settled per entity and policy.");
+    describe_counter!(
+        SYNC_RETRIES,
+        "Sync rounds retried after a failure, per link."
+    );
+    describe_gauge!(
+        SYNC_PAUSED,
+        "1 when an entity is paused by schema drift or a bad row."
+    );
+    describe_counter!(SYNC_DRIFT, "Schema drift detected per entity.");
+    describe_counter!(
+        SYNC_CLOCK_CLAMPED,
+        "Capture timestamps clamped because they ran ahead of the engine's clock."
     );
 }

@@ -72,6 +72,8 @@ pub(super) async fn route(
         }
         (&Method::GET, ["admin", "health"]) => health(state).await,
         (&Method::POST, ["admin", "reload"]) => reload(state).await,
+        (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
+        (&Method::GET, ["admin", "conflicts"]) => conflicts(state).await,
         (&Method::GET, ["admin", "tap"]) => {
             let events: Vec<Value> = state
                 .recent_writes
@@ -89,6 +91,22 @@ pub(super) async fn route(
             format!("no admin endpoint {method} {path}"),
         ),
     }
+}
+
+/// Conflicts stored in the control database, newest first (the in-memory list when it is down).
+async fn conflicts(state: &AdminState) -> Response<AdminBody> {
+    const LIMIT: usize = 500;
+    let list: Vec<Value> = match state.router.control().conflicts(LIMIT).await {
+        Ok(records) => records
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "control database unavailable; listing in-memory conflicts");
+            state.sync.conflicts(LIMIT)
+        }
+    };
+    json(StatusCode::OK, &json!({ "conflicts": list }))
 }
 
 fn error(e: RouterError) -> Response<AdminBody> {

@@ -43,6 +43,8 @@ pub struct AdminState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// The write tap's most recent events.
     pub recent_writes: Arc<Mutex<VecDeque<WriteEvent>>>,
+    /// The sync engine's status.
+    pub sync: Arc<crate::sync::status::SyncStatus>,
 }
 
 /// An admin response body.

@@ -2,6 +2,7 @@
 //! the route and the field, and the defaults a production gateway starts from.
 
 mod raw;
+pub mod sync;
 mod validate;
 
 use std::net::SocketAddr;
@@ -58,6 +59,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+    /// Sides, entities and settings of the sync engine.
+    pub sync: sync::SyncConfig,
 }
 
 /// The validated `[gateway]` section.

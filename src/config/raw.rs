@@ -20,12 +20,15 @@ pub struct RawConfig {
     /// `[[routes]]`: request matching and percentage splits.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
-    /// `[sides.NAME]`: databases of the sync engine (validated by the sync engine).
+    /// `[sides.NAME]`: databases of the sync engine (checked in `config::sync`).
     #[serde(default)]
     pub sides: Option<toml::Table>,
-    /// `[[entities]]`: entity mappings of the sync engine (validated by the sync engine).
+    /// `[[entities]]`: entity mappings of the sync engine.
     #[serde(default)]
     pub entities: Option<Vec<toml::Table>>,
+    /// `[sync]`: sync engine settings.
+    #[serde(default)]
+    pub sync: Option<toml::Table>,
 }
 
 /// `[gateway]` as written.

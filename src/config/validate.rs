@@ -79,7 +79,14 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         routes.push(route(&ctx, r, &names)?);
     }
+    let sync = super::sync::from_raw(
+        file,
+        raw.sides.as_ref(),
+        raw.sync.as_ref(),
+        raw.entities.as_deref(),
+    )?;
     Ok(Config {
+        sync,
         file: PathBuf::from(file),
         fingerprint: 0,
         gateway,

@@ -109,4 +109,20 @@ impl ControlStore {
             ControlStore::Postgres(p) => p.rollouts().await,
         }
     }
+
+    /// Appends conflict records (JSON).
+    pub async fn record_conflicts(&self, records: Vec<String>) -> Result<(), ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.record_conflicts(records).await,
+            ControlStore::Postgres(p) => p.record_conflicts(records).await,
+        }
+    }
+
+    /// The newest `limit` conflict records (JSON), newest first.
+    pub async fn conflicts(&self, limit: usize) -> Result<Vec<String>, ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.conflicts(limit).await,
+            ControlStore::Postgres(p) => p.conflicts(limit).await,
+        }
+    }
 }

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS strangler_route_versions (
 CREATE TABLE IF NOT EXISTS strangler_rollouts (
     route TEXT PRIMARY KEY,
     state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strangler_conflicts (
+    id BIGSERIAL PRIMARY KEY,
+    record TEXT NOT NULL
 );";
 
 async fn connect(url: &str) -> Result<Client, ControlError> {
@@ -131,5 +135,26 @@ impl PgControl {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
+    }
+
+    pub(super) async fn record_conflicts(&self, records: Vec<String>) -> Result<(), ControlError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO strangler_conflicts (record) SELECT unnest($1::text[])",
+            &[&records],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn conflicts(&self, limit: usize) -> Result<Vec<String>, ControlError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT record FROM strangler_conflicts ORDER BY id DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 }

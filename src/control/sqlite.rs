@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS strangler_route_versions (
 CREATE TABLE IF NOT EXISTS strangler_rollouts (
     route TEXT PRIMARY KEY,
     state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strangler_conflicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    record TEXT NOT NULL
 );";
 
 impl SqliteControl {
@@ -135,6 +139,32 @@ impl SqliteControl {
             let mut stmt =
                 c.prepare("SELECT route, state FROM strangler_rollouts ORDER BY route")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn record_conflicts(&self, records: Vec<String>) -> Result<(), ControlError> {
+        self.with(move |c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("INSERT INTO strangler_conflicts (record) VALUES (?1)")?;
+                for r in &records {
+                    stmt.execute([r])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn conflicts(&self, limit: usize) -> Result<Vec<String>, ControlError> {
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare("SELECT record FROM strangler_conflicts ORDER BY id DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

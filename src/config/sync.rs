@@ -1,0 +1,649 @@
+//! The sync engine's part of the file: `[sides.NAME]`, `[sync]` and `[[entities]]`, checked
+//! for everything that can be checked without a database (names, policies, transforms).
+//! Checks against the real schemas happen when the engine starts (`sync::mapping`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, parse_duration};
+
+/// The sync engine's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct SyncConfig {
+    /// Databases by side name.
+    pub sides: BTreeMap<String, SideConfig>,
+    /// Entities in file order.
+    pub entities: Vec<EntityConfig>,
+    /// Engine settings.
+    pub settings: SyncSettings,
+}
+
+/// `[sync]`: engine settings.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Poll interval when nothing wakes the engine.
+    pub poll: Duration,
+    /// Most changes read from one side per round (whole source transactions are kept).
+    pub batch: usize,
+    /// Capture timestamps further ahead of the engine's clock than this are clamped.
+    pub max_clock_skew: Duration,
+    /// Longest back-off between retries after a failure.
+    pub retry_max: Duration,
+    /// How often each entity's schema is re-read for drift.
+    pub schema_check: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            poll: Duration::from_millis(50),
+            batch: 5000,
+            max_clock_skew: Duration::from_millis(500),
+            retry_max: Duration::from_secs(5),
+            schema_check: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One side: a named database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideConfig {
+    /// Side name (`monolith`, `users`, …).
+    pub name: String,
+    /// `sqlite://FILE`, `postgres://…` or `mysql://…`.
+    pub database: String,
+}
+
+/// An entity's table on one side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityTable {
+    /// Side name.
+    pub side: String,
+    /// Table name.
+    pub table: String,
+    /// Key columns (must be the primary key or a unique index).
+    pub key: Vec<String>,
+}
+
+/// How a conflict on a row or a column is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// The later write by capture clock wins; ties go to deletes, then the larger image.
+    LastWriteWins,
+    /// The priority side wins.
+    Priority,
+    /// Columns changed on one side only keep that change; columns changed on both fall back to last-write-wins.
+    FieldMerge,
+    /// Numeric column: both sides' deltas are applied to the common base.
+    Counter,
+    /// The larger value wins.
+    Max,
+    /// The smaller value wins.
+    Min,
+    /// A non-null value beats a null; otherwise last-write-wins.
+    PreferNonNull,
+    /// A rule registered in code under this name.
+    Custom(String),
+}
+
+impl Policy {
+    /// Parses a policy name as written in the file.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        Ok(match text {
+            "last_write_wins" => Policy::LastWriteWins,
+            "priority" => Policy::Priority,
+            "field_merge" => Policy::FieldMerge,
+            "counter" => Policy::Counter,
+            "max" => Policy::Max,
+            "min" => Policy::Min,
+            "prefer_non_null" => Policy::PreferNonNull,
+            other => match other.strip_prefix("custom:") {
+                Some(name) if !name.is_empty() => Policy::Custom(name.to_string()),
+                _ => {
+                    return Err(format!(
+                        "unknown policy {other:?}; use last_write_wins, priority, field_merge, \
+                         counter, max, min, prefer_non_null or custom:NAME"
+                    ));
+                }
+            },
+        })
+    }
+
+    /// The policy's name as written in the file.
+    pub fn name(&self) -> String {
+        match self {
+            Policy::LastWriteWins => "last_write_wins".into(),
+            Policy::Priority => "priority".into(),
+            Policy::FieldMerge => "field_merge".into(),
+            Policy::Counter => "counter".into(),
+            Policy::Max => "max".into(),
+            Policy::Min => "min".into(),
+            Policy::PreferNonNull => "prefer_non_null".into(),
+            Policy::Custom(n) => format!("custom:{n}"),
+        }
+    }
+}
+
+/// Column type families, for cast transforms and compatibility checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TypeFamily {
+    /// Whole numbers.
+    Integer,
+    /// Fractional numbers (float, decimal).
+    Real,
+    /// Strings.
+    Text,
+    /// Booleans.
+    Boolean,
+    /// Dates and times.
+    Time,
+    /// JSON documents.
+    Json,
+    /// Bytes.
+    Blob,
+}
+
+impl TypeFamily {
+    /// Parses a family name (`integer`, `real`, `text`, `boolean`, `time`, `json`, `blob`).
+    pub fn parse(text: &str) -> Result<TypeFamily, String> {
+        Ok(match text {
+            "integer" => TypeFamily::Integer,
+            "real" => TypeFamily::Real,
+            "text" => TypeFamily::Text,
+            "boolean" => TypeFamily::Boolean,
+            "time" => TypeFamily::Time,
+            "json" => TypeFamily::Json,
+            "blob" => TypeFamily::Blob,
+            other => {
+                return Err(format!(
+                    "unknown type {other:?}; use integer, real, text, boolean, time, json or blob"
+                ));
+            }
+        })
+    }
+}
+
+/// A value transform between the entity's left side (`columns_from`) and its right side.
+/// Each is written left → right; the engine applies the inverse right → left.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// Lower-case the left column's text on its way right (the way back is unchanged).
+    Lower(String),
+    /// Upper-case on its way right.
+    Upper(String),
+    /// Trim whitespace on its way right.
+    Trim(String),
+    /// Cast the left column to this type on the right (and back to the left's type).
+    Cast(String, TypeFamily),
+    /// A right column with no left counterpart, set to a constant when a row is inserted on the right.
+    Default(String, serde_json::Value),
+    /// Split one left column into two right columns at the first separator; joined on the way back.
+    Split {
+        /// Left column.
+        column: String,
+        /// Right columns.
+        into: [String; 2],
+        /// Separator.
+        separator: String,
+    },
+    /// Join two left columns into one right column; split at the first separator on the way back.
+    Join {
+        /// Left columns.
+        columns: [String; 2],
+        /// Right column.
+        into: String,
+        /// Separator.
+        separator: String,
+    },
+}
+
+/// One entity: a table and key on each of two sides, mapped column by column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityConfig {
+    /// Entity name.
+    pub name: String,
+    /// The side the column map is written from.
+    pub left: EntityTable,
+    /// The other side.
+    pub right: EntityTable,
+    /// Left column → right column renames, key columns included.
+    pub columns: Vec<(String, String)>,
+    /// Value transforms.
+    pub transforms: Vec<Transform>,
+    /// Source of truth for repair.
+    pub authority: String,
+    /// Side that wins under the priority policy (default: the authority).
+    pub priority: String,
+    /// Row policy.
+    pub conflict: Policy,
+    /// Per-column overrides, by left column name.
+    pub column_conflict: BTreeMap<String, Policy>,
+    /// Lag above which the entity is flagged.
+    pub lag_tolerance: Duration,
+}
+
+impl EntityConfig {
+    /// The entity's table on `side`.
+    pub fn table(&self, side: &str) -> Option<&EntityTable> {
+        [&self.left, &self.right]
+            .into_iter()
+            .find(|t| t.side == side)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSide {
+    database: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    poll: Option<String>,
+    batch: Option<usize>,
+    max_clock_skew: Option<String>,
+    retry_max: Option<String>,
+    schema_check: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    table: String,
+    key: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransform {
+    column: Option<String>,
+    op: Option<String>,
+    cast: Option<String>,
+    default: Option<toml::Value>,
+    split: Option<String>,
+    join: Option<Vec<String>>,
+    into: Option<toml::Value>,
+    separator: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEntity {
+    name: String,
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
+    columns_from: Option<String>,
+    #[serde(default)]
+    transforms: Vec<RawTransform>,
+    authority: Option<String>,
+    priority: Option<String>,
+    conflict: Option<String>,
+    #[serde(default)]
+    column_conflict: BTreeMap<String, String>,
+    lag_tolerance: Option<String>,
+    #[serde(flatten)]
+    tables: BTreeMap<String, toml::Value>,
+}
+
+fn invalid(file: &str, place: String, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_string(),
+        place,
+        message: message.into(),
+    }
+}
+
+fn positive(
+    file: &str,
+    place: &str,
+    field: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else { return Ok(default) };
+    let d =
+        parse_duration(text).map_err(|e| invalid(file, place.into(), format!("{field}: {e}")))?;
+    if d.is_zero() {
+        return Err(invalid(
+            file,
+            place.into(),
+            format!("{field}: must be greater than zero"),
+        ));
+    }
+    Ok(d)
+}
+
+/// Validates the sync sections of a file.
+pub fn from_raw(
+    file: &str,
+    sides: Option<&toml::Table>,
+    settings: Option<&toml::Table>,
+    entities: Option<&[toml::Table]>,
+) -> Result<SyncConfig, ConfigError> {
+    let mut out = SyncConfig::default();
+    for (name, v) in sides.into_iter().flatten() {
+        let place = format!("side {name:?}: ");
+        let raw: RawSide = v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(file, place.clone(), e.message().to_string()))?;
+        let known = ["sqlite://", "postgres://", "postgresql://", "mysql://"];
+        if !known.iter().any(|p| raw.database.starts_with(p)) {
+            return Err(invalid(
+                file,
+                place,
+                format!(
+                    "database: {:?} must start with sqlite://, postgres:// or mysql://",
+                    raw.database
+                ),
+            ));
+        }
+        out.sides.insert(
+            name.clone(),
+            SideConfig {
+                name: name.clone(),
+                database: raw.database,
+            },
+        );
+    }
+    let s: RawSettings = match settings {
+        Some(t) => toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                invalid(file, "sync: ".into(), e.message().to_string())
+            })?,
+        None => RawSettings::default(),
+    };
+    let d = SyncSettings::default();
+    out.settings = SyncSettings {
+        poll: positive(file, "sync: ", "poll", s.poll.as_deref(), d.poll)?,
+        batch: match s.batch {
+            Some(0) => return Err(invalid(file, "sync: ".into(), "batch: must be at least 1")),
+            Some(b) => b,
+            None => d.batch,
+        },
+        max_clock_skew: positive(
+            file,
+            "sync: ",
+            "max_clock_skew",
+            s.max_clock_skew.as_deref(),
+            d.max_clock_skew,
+        )?,
+        retry_max: positive(
+            file,
+            "sync: ",
+            "retry_max",
+            s.retry_max.as_deref(),
+            d.retry_max,
+        )?,
+        schema_check: positive(
+            file,
+            "sync: ",
+            "schema_check",
+            s.schema_check.as_deref(),
+            d.schema_check,
+        )?,
+    };
+    let mut names = HashSet::new();
+    for t in entities.into_iter().flatten() {
+        let name = t.get("name").and_then(|v| v.as_str()).unwrap_or("");
+        let place = format!("entity {name:?}: ");
+        let raw: RawEntity = toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(file, place.clone(), e.message().to_string()))?;
+        if raw.name.is_empty() {
+            return Err(invalid(file, place, "name: must not be empty"));
+        }
+        if !names.insert(raw.name.clone()) {
+            return Err(invalid(file, place, "name: duplicate entity name"));
+        }
+        out.entities.push(entity(file, &place, raw, &out.sides)?);
+    }
+    Ok(out)
+}
+
+fn entity(
+    file: &str,
+    place: &str,
+    raw: RawEntity,
+    sides: &BTreeMap<String, SideConfig>,
+) -> Result<EntityConfig, ConfigError> {
+    let err = |m: String| invalid(file, place.to_string(), m);
+    let mut tables = Vec::new();
+    for (side, v) in &raw.tables {
+        if !sides.contains_key(side) {
+            return Err(err(format!(
+                "{side}: not a side (sides are: {}); entity keys are name, columns, columns_from, \
+                 transforms, authority, priority, conflict, column_conflict, lag_tolerance and side names",
+                sides.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let t: RawTable = v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| err(format!("{side}: {}", e.message())))?;
+        if t.key.is_empty() {
+            return Err(err(format!("{side}: key: must name at least one column")));
+        }
+        tables.push(EntityTable {
+            side: side.clone(),
+            table: t.table,
+            key: t.key,
+        });
+    }
+    if tables.len() != 2 {
+        return Err(err(format!(
+            "must map exactly two sides, found {}",
+            tables.len()
+        )));
+    }
+    let from = raw.columns_from.clone().or_else(|| {
+        if tables.iter().any(|t| t.side == "monolith") {
+            Some("monolith".into())
+        } else {
+            raw.authority.clone()
+        }
+    });
+    let Some(from) = from else {
+        return Err(err(
+            "columns_from: say which side the column map is written from".into(),
+        ));
+    };
+    let Some(li) = tables.iter().position(|t| t.side == from) else {
+        return Err(err(format!(
+            "columns_from: {from:?} is not one of the entity's sides"
+        )));
+    };
+    let left = tables.remove(li);
+    let right = tables.remove(0);
+    let authority = raw.authority.clone().unwrap_or_else(|| left.side.clone());
+    for (field, v) in [
+        ("authority", &authority),
+        ("priority", raw.priority.as_ref().unwrap_or(&authority)),
+    ] {
+        if *v != left.side && *v != right.side {
+            return Err(err(format!(
+                "{field}: {v:?} is not one of the entity's sides"
+            )));
+        }
+    }
+    let columns: Vec<(String, String)> = raw.columns.into_iter().collect();
+    let mut right_used = HashSet::new();
+    for (_, r) in &columns {
+        if !right_used.insert(r.clone()) {
+            return Err(err(format!(
+                "columns: {:?} column {r:?} is mapped twice",
+                right.side
+            )));
+        }
+    }
+    let left_cols: HashSet<&str> = columns.iter().map(|(l, _)| l.as_str()).collect();
+    for k in &left.key {
+        if !left_cols.contains(k.as_str()) {
+            return Err(err(format!(
+                "{}: key column {k:?} must be in columns",
+                left.side
+            )));
+        }
+    }
+    for k in &right.key {
+        if !right_used.contains(k) {
+            return Err(err(format!(
+                "{}: key column {k:?} must be a target in columns",
+                right.side
+            )));
+        }
+    }
+    let mut transforms = Vec::new();
+    for (i, t) in raw.transforms.iter().enumerate() {
+        let tx = transform(t).map_err(|m| err(format!("transforms[{i}]: {m}")))?;
+        let mapped = |c: &str| -> Result<(), ConfigError> {
+            if left_cols.contains(c) {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "transforms[{i}]: column {c:?} is not a left column in columns"
+                )))
+            }
+        };
+        match &tx {
+            Transform::Lower(c)
+            | Transform::Upper(c)
+            | Transform::Trim(c)
+            | Transform::Cast(c, _) => mapped(c)?,
+            Transform::Split { column, into, .. } => {
+                if left_cols.contains(column.as_str())
+                    || into.iter().any(|c| right_used.contains(c))
+                {
+                    return Err(err(format!(
+                        "transforms[{i}]: split columns must not also be in columns"
+                    )));
+                }
+            }
+            Transform::Join { columns, into, .. } => {
+                if columns.iter().any(|c| left_cols.contains(c.as_str()))
+                    || right_used.contains(into)
+                {
+                    return Err(err(format!(
+                        "transforms[{i}]: join columns must not also be in columns"
+                    )));
+                }
+            }
+            Transform::Default(c, _) => {
+                if right_used.contains(c) {
+                    return Err(err(format!(
+                        "transforms[{i}]: default column {c:?} is already mapped"
+                    )));
+                }
+            }
+        }
+        transforms.push(tx);
+    }
+    let conflict = Policy::parse(raw.conflict.as_deref().unwrap_or("last_write_wins"))
+        .map_err(|m| err(format!("conflict: {m}")))?;
+    if matches!(
+        conflict,
+        Policy::Counter | Policy::Max | Policy::Min | Policy::PreferNonNull
+    ) {
+        return Err(err(format!(
+            "conflict: {} is a column policy; set it in column_conflict",
+            conflict.name()
+        )));
+    }
+    let mut column_conflict = BTreeMap::new();
+    for (c, p) in raw.column_conflict {
+        if !left_cols.contains(c.as_str()) {
+            return Err(err(format!(
+                "column_conflict: {c:?} is not a left column in columns"
+            )));
+        }
+        let p = Policy::parse(&p).map_err(|m| err(format!("column_conflict.{c}: {m}")))?;
+        if p == Policy::FieldMerge {
+            return Err(err(format!(
+                "column_conflict.{c}: field_merge is a row policy"
+            )));
+        }
+        column_conflict.insert(c, p);
+    }
+    let lag_tolerance = positive(
+        file,
+        place,
+        "lag_tolerance",
+        raw.lag_tolerance.as_deref(),
+        Duration::from_secs(2),
+    )?;
+    Ok(EntityConfig {
+        name: raw.name,
+        priority: raw.priority.unwrap_or_else(|| authority.clone()),
+        left,
+        right,
+        columns,
+        transforms,
+        authority,
+        conflict,
+        column_conflict,
+        lag_tolerance,
+    })
+}
+
+fn pair(v: &toml::Value, what: &str) -> Result<[String; 2], String> {
+    let arr = v
+        .as_array()
+        .ok_or(format!("{what}: must be a list of two column names"))?;
+    match arr.as_slice() {
+        [a, b] => match (a.as_str(), b.as_str()) {
+            (Some(a), Some(b)) => Ok([a.to_string(), b.to_string()]),
+            _ => Err(format!("{what}: must be a list of two column names")),
+        },
+        _ => Err(format!("{what}: must be a list of two column names")),
+    }
+}
+
+fn transform(t: &RawTransform) -> Result<Transform, String> {
+    let sep = t.separator.clone().unwrap_or_else(|| " ".into());
+    if sep.is_empty() {
+        return Err("separator: must not be empty".into());
+    }
+    if let Some(column) = &t.split {
+        let into = pair(t.into.as_ref().ok_or("split needs into = [a, b]")?, "into")?;
+        return Ok(Transform::Split {
+            column: column.clone(),
+            into,
+            separator: sep,
+        });
+    }
+    if let Some(cols) = &t.join {
+        let columns = pair(
+            &toml::Value::Array(cols.iter().cloned().map(toml::Value::String).collect()),
+            "join",
+        )?;
+        let into = t
+            .into
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .ok_or("join needs into = \"column\"")?
+            .to_string();
+        return Ok(Transform::Join {
+            columns,
+            into,
+            separator: sep,
+        });
+    }
+    let column = t.column.clone().ok_or("needs column, split or join")?;
+    if let Some(c) = &t.cast {
+        return Ok(Transform::Cast(column, TypeFamily::parse(c)?));
+    }
+    if let Some(v) = &t.default {
+        let json = serde_json::to_value(v).map_err(|e| format!("default: {e}"))?;
+        return Ok(Transform::Default(column, json));
+    }
+    match t.op.as_deref() {
+        Some("lower") => Ok(Transform::Lower(column)),
+        Some("upper") => Ok(Transform::Upper(column)),
+        Some("trim") => Ok(Transform::Trim(column)),
+        Some(o) => Err(format!("op: unknown {o:?}; use lower, upper or trim")),
+        None => Err("needs op, cast or default".into()),
+    }
+}

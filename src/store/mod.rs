@@ -1,0 +1,431 @@
+//! Database access for the sync engine, one backend per database kind: schema introspection,
+//! installing capture (changelog table and triggers), reading captured changes, and applying
+//! a batch of writes together with its checkpoint in one transaction.
+
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use crate::config::sync::TypeFamily;
+
+/// A row image: column → value.
+pub type Row = Map<String, Value>;
+
+/// Separator of key values in a changelog key text.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// MariaDB / MySQL said no.
+    #[error("mysql: {0}")]
+    Mysql(#[from] mysql_async::Error),
+    /// A stored image did not parse.
+    #[error("changelog row {seq}: image is not a JSON object: {message}")]
+    Image {
+        /// Changelog sequence number.
+        seq: i64,
+        /// Parser message.
+        message: String,
+    },
+    /// The blocking worker died.
+    #[error("sqlite worker failed: {0}")]
+    Worker(String),
+    /// The URL is not one we know.
+    #[error("unsupported database URL {0:?}")]
+    Url(String),
+    /// A value cannot be written to this database.
+    #[error("{0}")]
+    Value(String),
+}
+
+/// What a captured change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Row inserted.
+    Insert,
+    /// Row updated.
+    Update,
+    /// Row deleted.
+    Delete,
+}
+
+impl Op {
+    fn parse(s: &str) -> Op {
+        match s {
+            "I" => Op::Insert,
+            "D" => Op::Delete,
+            _ => Op::Update,
+        }
+    }
+}
+
+/// One captured change, as read from a side's changelog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Changelog sequence number on its side.
+    pub seq: i64,
+    /// Table.
+    pub table: String,
+    /// Operation.
+    pub op: Op,
+    /// Row before (updates, deletes).
+    pub old: Option<Row>,
+    /// Row after (inserts, updates).
+    pub new: Option<Row>,
+    /// Source transaction id, where the database exposes one.
+    pub tx: Option<String>,
+    /// Capture time by the database's clock, Unix µs.
+    pub ts_us: i64,
+    /// Key values joined by [`KEY_SEPARATOR`].
+    pub pk: String,
+}
+
+/// A column as the database describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// Declared type, as the database spells it.
+    pub declared: String,
+    /// Type family.
+    pub family: TypeFamily,
+    /// NULL allowed.
+    pub nullable: bool,
+    /// Has a default (or is generated).
+    pub has_default: bool,
+}
+
+/// A table's columns and unique keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    /// Columns in table order.
+    pub columns: Vec<Column>,
+    /// Primary key and unique indexes, each as its column list.
+    pub unique_keys: Vec<Vec<String>>,
+}
+
+impl TableInfo {
+    /// Looks up a column.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Whether `key` (in any order) is the primary key or a unique index.
+    pub fn is_unique(&self, key: &[String]) -> bool {
+        let want: HashSet<&String> = key.iter().collect();
+        self.unique_keys
+            .iter()
+            .any(|k| k.len() == key.len() && k.iter().all(|c| want.contains(c)))
+    }
+}
+
+/// A table to capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureSpec {
+    /// Table.
+    pub table: String,
+    /// Key columns.
+    pub key: Vec<String>,
+}
+
+/// One write the engine applies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert, or update the given columns of the existing row.
+    Upsert {
+        /// Table.
+        table: String,
+        /// Key columns (a unique key of the table).
+        key: Vec<String>,
+        /// Columns to write, key included.
+        row: Row,
+        /// Extra columns set only when the row is new.
+        insert_only: Row,
+    },
+    /// Delete by key.
+    Delete {
+        /// Table.
+        table: String,
+        /// Key column → value.
+        key: Row,
+    },
+}
+
+impl Write {
+    /// Table written.
+    pub fn table(&self) -> &str {
+        match self {
+            Write::Upsert { table, .. } | Write::Delete { table, .. } => table,
+        }
+    }
+
+    /// Key text as the changelog stores it.
+    pub fn pk(&self) -> String {
+        match self {
+            Write::Upsert { key, row, .. } => key_text(key.iter().map(|k| row.get(k))),
+            Write::Delete { key, .. } => key_text(key.values().map(Some)),
+        }
+    }
+}
+
+/// Renders key values the way every backend's trigger renders them.
+pub fn key_text<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> String {
+    let mut out = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(KEY_SEPARATOR);
+        }
+        match v {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+/// One target transaction: writes, the checkpoint they carry, and changelog housekeeping.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyBatch {
+    /// Writes in order.
+    pub writes: Vec<Write>,
+    /// Side the changes came from.
+    pub source: String,
+    /// Source changelog sequence numbers this batch covers (the checkpoint).
+    pub applied: Vec<i64>,
+    /// Checkpoint entries for `source` below this are no longer needed.
+    pub prune_below: Option<i64>,
+    /// This side's own changelog rows to delete (already applied to the peer).
+    pub consumed: Vec<i64>,
+    /// This side's changelog rows read this round: anything else on a written key is a race.
+    pub seen: HashSet<i64>,
+}
+
+/// A side's database.
+pub enum Store {
+    /// Embedded SQLite file.
+    Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL.
+    Postgres(Box<postgres::PgStore>),
+    /// MariaDB / MySQL.
+    Mysql(Box<mysql::MyStore>),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+            Store::Mysql($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(Box::new(
+                postgres::PgStore::connect(url).await?,
+            )))
+        } else if url.starts_with("mysql://") {
+            Ok(Store::Mysql(Box::new(mysql::MyStore::connect(url).await?)))
+        } else {
+            Err(StoreError::Url(url.to_string()))
+        }
+    }
+
+    /// The backend's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+            Store::Mysql(_) => "mysql",
+        }
+    }
+
+    /// A table's columns and keys; `None` when there is no such table.
+    pub async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {
+        each!(self, s => s.table_info(table).await)
+    }
+
+    /// Creates the changelog and the capture triggers (idempotent).
+    pub async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+        each!(self, s => s.install(specs).await)
+    }
+
+    /// Removes the triggers, the changelog and every other table the engine made.
+    pub async fn uninstall(&mut self, tables: &[String]) -> Result<(), StoreError> {
+        each!(self, s => s.uninstall(tables).await)
+    }
+
+    /// Whether capture is installed.
+    pub async fn installed(&mut self) -> Result<bool, StoreError> {
+        each!(self, s => s.installed().await)
+    }
+
+    /// Up to about `limit` committed changes in sequence order, never splitting a source
+    /// transaction where the database names it.
+    pub async fn read_changes(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+    ) -> Result<Vec<Change>, StoreError> {
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = each!(self, s => s.read_changes(limit + 1, tables).await)?;
+        if rows.len() > limit {
+            let last_tx = rows[limit].tx.clone();
+            rows.truncate(limit);
+            if let Some(tx) = last_tx {
+                // Drop the trailing part of a transaction that continues past the limit,
+                // unless it is the only one: then read it whole.
+                let keep = rows.iter().rposition(|c| c.tx.as_ref() != Some(&tx));
+                match keep {
+                    Some(i) => rows.truncate(i + 1),
+                    None => {
+                        rows = each!(self, s => s.read_tx(&tx).await)?;
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Which of `seqs` from `source` this side has already applied.
+    pub async fn applied(
+        &mut self,
+        source: &str,
+        seqs: &[i64],
+    ) -> Result<HashSet<i64>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        each!(self, s => s.applied(source, seqs).await)
+    }
+
+    /// Applies a batch in one transaction, uncaptured. `Ok(false)`: rolled back because a
+    /// written key has a change on this side that was not read this round.
+    pub async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        each!(self, s => s.apply(batch).await)
+    }
+
+    /// Woken when the database signals a new capture (PostgreSQL `NOTIFY`).
+    pub fn notified(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match self {
+            Store::Postgres(p) => Some(p.notified()),
+            _ => None,
+        }
+    }
+
+    /// Changes waiting in this side's changelog.
+    pub async fn backlog(&mut self) -> Result<i64, StoreError> {
+        each!(self, s => s.backlog().await)
+    }
+}
+
+/// Maps a declared column type to its family.
+pub fn family(declared: &str) -> TypeFamily {
+    let t = declared.to_ascii_lowercase();
+    if t.contains("interval") || t.contains("date") || t.contains("time") {
+        TypeFamily::Time
+    } else if t.contains("bool") {
+        TypeFamily::Boolean
+    } else if t.contains("int") || t == "serial" || t == "bigserial" {
+        TypeFamily::Integer
+    } else if ["real", "floa", "doub", "numeric", "decimal", "money"]
+        .iter()
+        .any(|k| t.contains(k))
+    {
+        TypeFamily::Real
+    } else if t.contains("json") {
+        TypeFamily::Json
+    } else if t.contains("blob") || t.contains("bytea") || t.contains("binary") {
+        TypeFamily::Blob
+    } else {
+        TypeFamily::Text
+    }
+}
+
+/// Parses a stored JSON image.
+fn image(seq: i64, text: Option<String>) -> Result<Option<Row>, StoreError> {
+    match text {
+        None => Ok(None),
+        Some(t) => match serde_json::from_str::<Value>(&t) {
+            Ok(Value::Object(m)) => Ok(Some(m)),
+            Ok(_) => Err(StoreError::Image {
+                seq,
+                message: "not an object".into(),
+            }),
+            Err(e) => Err(StoreError::Image {
+                seq,
+                message: e.to_string(),
+            }),
+        },
+    }
+}
+
+/// Quotes an identifier with double quotes (SQLite, PostgreSQL).
+fn dq(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Quotes an identifier with backticks (MariaDB / MySQL).
+fn bq(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+/// Whether the race check finds a change on a written key that was not read this round.
+fn raced<'a>(
+    written: &HashSet<(String, String)>,
+    found: impl Iterator<Item = (i64, &'a str, &'a str)>,
+    seen: &HashSet<i64>,
+) -> bool {
+    for (seq, tbl, pk) in found {
+        if !seen.contains(&seq) && written.contains(&(tbl.to_string(), pk.to_string())) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The (table, key text) pairs a batch writes.
+fn written_keys(batch: &ApplyBatch) -> HashSet<(String, String)> {
+    batch
+        .writes
+        .iter()
+        .map(|w| (w.table().to_string(), w.pk()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_and_key_text() {
+        assert_eq!(family("BIGINT"), TypeFamily::Integer);
+        assert_eq!(family("character varying(20)"), TypeFamily::Text);
+        assert_eq!(family("timestamp with time zone"), TypeFamily::Time);
+        assert_eq!(family("numeric(10,2)"), TypeFamily::Real);
+        assert_eq!(family("jsonb"), TypeFamily::Json);
+        let a = Value::from(7);
+        let b = Value::from("x");
+        assert_eq!(key_text([Some(&a), Some(&b)].into_iter()), "7\u{1f}x");
+    }
+}

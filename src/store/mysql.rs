@@ -1,0 +1,463 @@
+//! MariaDB / MySQL side: three triggers per table write `JSON_OBJECT` images; the engine's
+//! session sets `@strangler_applying`, which the triggers read to stay silent. The source
+//! transaction id comes from `information_schema.innodb_trx` (triggers run as their definer).
+
+use std::collections::HashSet;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Params, TxOpts, Value as My};
+use serde_json::Value;
+
+use super::{
+    ApplyBatch, CaptureSpec, Change, Column, Op, StoreError, TableInfo, Write, bq, family, image,
+    raced, written_keys,
+};
+
+/// A MariaDB / MySQL database.
+pub struct MyStore {
+    conn: Conn,
+}
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS _strangler_changes (
+        seq BIGINT AUTO_INCREMENT PRIMARY KEY,
+        tbl VARCHAR(64) NOT NULL, op CHAR(1) NOT NULL, old LONGTEXT, new LONGTEXT, tx VARCHAR(40),
+        ts BIGINT NOT NULL, pk VARCHAR(512) NOT NULL,
+        KEY _strangler_changes_key (tbl, pk)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS _strangler_applied (src VARCHAR(64) NOT NULL, seq BIGINT NOT NULL,
+        PRIMARY KEY (src, seq)) ENGINE=InnoDB",
+];
+
+/// Most placeholders put in one statement.
+const MAX_PARAMS: usize = 30_000;
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn my(v: &Value) -> My {
+    match v {
+        Value::Null => My::NULL,
+        Value::Bool(b) => My::Int(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => My::Int(i),
+            None => match n.as_u64() {
+                Some(u) => My::UInt(u),
+                None => My::Double(n.as_f64().unwrap_or(0.0)),
+            },
+        },
+        Value::String(s) => My::Bytes(s.as_bytes().to_vec()),
+        other => My::Bytes(other.to_string().into_bytes()),
+    }
+}
+
+type ChangeRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+);
+
+fn changes(rows: Vec<ChangeRow>) -> Result<Vec<Change>, StoreError> {
+    rows.into_iter()
+        .map(|(seq, table, op, old, new, tx, ts_us, pk)| {
+            Ok(Change {
+                seq,
+                table,
+                op: Op::parse(&op),
+                old: image(seq, old)?,
+                new: image(seq, new)?,
+                tx,
+                ts_us,
+                pk,
+            })
+        })
+        .collect()
+}
+
+impl MyStore {
+    /// Connects (3 s timeout); the session reads committed data and marks its writes as the engine's.
+    pub async fn connect(url: &str) -> Result<MyStore, StoreError> {
+        let opts = Opts::from_url(url).map_err(|e| StoreError::Value(format!("mysql URL: {e}")))?;
+        let mut conn = tokio::time::timeout(std::time::Duration::from_secs(3), Conn::new(opts))
+            .await
+            .map_err(|_| StoreError::Value("mysql: connect timed out after 3s".into()))??;
+        conn.query_drop(
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET @strangler_applying = 1",
+        )
+        .await?;
+        Ok(MyStore { conn })
+    }
+
+    pub(super) async fn table_info(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<TableInfo>, StoreError> {
+        let rows: Vec<(String, String, String, Option<String>, String)> = self
+            .conn
+            .exec(
+                "SELECT column_name, column_type, is_nullable, column_default, extra \
+                 FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? \
+                 ORDER BY ordinal_position",
+                (table,),
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let columns = rows
+            .into_iter()
+            .map(|(name, declared, nullable, dflt, extra)| Column {
+                family: if declared.starts_with("tinyint(1)") {
+                    crate::config::sync::TypeFamily::Boolean
+                } else {
+                    family(&declared)
+                },
+                nullable: nullable == "YES",
+                has_default: dflt.is_some_and(|d| d != "NULL")
+                    || extra.contains("auto_increment")
+                    || extra.contains("GENERATED"),
+                declared,
+                name,
+            })
+            .collect();
+        let keys: Vec<(String, String)> = self
+            .conn
+            .exec(
+                "SELECT index_name, column_name FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND non_unique = 0 \
+                 ORDER BY index_name, seq_in_index",
+                (table,),
+            )
+            .await?;
+        let mut unique_keys: Vec<(String, Vec<String>)> = Vec::new();
+        for (idx, col) in keys {
+            match unique_keys.last_mut() {
+                Some((i, cols)) if *i == idx => cols.push(col),
+                _ => unique_keys.push((idx, vec![col])),
+            }
+        }
+        Ok(Some(TableInfo {
+            columns,
+            unique_keys: unique_keys.into_iter().map(|(_, k)| k).collect(),
+        }))
+    }
+
+    pub(super) async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+        for s in SCHEMA {
+            self.conn.query_drop(s).await?;
+        }
+        for s in specs {
+            let info = self.table_info(&s.table).await?.ok_or_else(|| {
+                StoreError::Value(format!("mysql: table {:?} does not exist", s.table))
+            })?;
+            let obj = |row: &str| {
+                let parts: Vec<String> = info
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}, {row}.{}", lit(&c.name), bq(&c.name)))
+                    .collect();
+                format!("JSON_OBJECT({})", parts.join(", "))
+            };
+            let pk = |row: &str| {
+                let parts: Vec<String> = s
+                    .key
+                    .iter()
+                    .map(|k| format!("COALESCE({row}.{}, '')", bq(k)))
+                    .collect();
+                format!("CONCAT_WS(CHAR(31), {})", parts.join(", "))
+            };
+            for (suffix, event, op, old, new, row) in [
+                ("ai", "INSERT", "I", "NULL".to_string(), obj("NEW"), "NEW"),
+                ("au", "UPDATE", "U", obj("OLD"), obj("NEW"), "NEW"),
+                ("ad", "DELETE", "D", obj("OLD"), "NULL".to_string(), "OLD"),
+            ] {
+                let trig = bq(&format!("_strangler_{}_{suffix}", s.table));
+                self.conn
+                    .query_drop(format!("DROP TRIGGER IF EXISTS {trig}"))
+                    .await?;
+                self.conn
+                    .query_drop(format!(
+                        "CREATE TRIGGER {trig} AFTER {event} ON {t} FOR EACH ROW
+                         BEGIN
+                           IF @strangler_applying IS NULL THEN
+                             INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) VALUES (
+                               {name}, '{op}', {old}, {new},
+                               (SELECT CAST(trx_id AS CHAR) FROM information_schema.innodb_trx
+                                 WHERE trx_mysql_thread_id = CONNECTION_ID() LIMIT 1),
+                               CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), {pk});
+                           END IF;
+                         END",
+                        t = bq(&s.table),
+                        name = lit(&s.table),
+                        pk = pk(row),
+                    ))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn uninstall(&mut self, _tables: &[String]) -> Result<(), StoreError> {
+        let trigs: Vec<String> = self
+            .conn
+            .query(
+                "SELECT trigger_name FROM information_schema.triggers \
+                 WHERE trigger_schema = DATABASE() AND trigger_name LIKE '\\_strangler\\_%'",
+            )
+            .await?;
+        for t in trigs {
+            self.conn
+                .query_drop(format!("DROP TRIGGER IF EXISTS {}", bq(&t)))
+                .await?;
+        }
+        self.conn
+            .query_drop("DROP TABLE IF EXISTS _strangler_changes, _strangler_applied")
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn installed(&mut self) -> Result<bool, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .query_first(
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = '_strangler_changes'",
+            )
+            .await?;
+        Ok(n.unwrap_or(0) > 0)
+    }
+
+    pub(super) async fn read_changes(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+    ) -> Result<Vec<Change>, StoreError> {
+        let marks = vec!["?"; tables.len()].join(",");
+        let mut params: Vec<My> = tables.iter().map(|t| My::from(t.as_str())).collect();
+        params.push(My::UInt(limit as u64));
+        let rows: Vec<ChangeRow> = self
+            .conn
+            .exec(
+                format!(
+                    "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
+                     WHERE tbl IN ({marks}) ORDER BY seq LIMIT ?"
+                ),
+                Params::Positional(params),
+            )
+            .await?;
+        changes(rows)
+    }
+
+    pub(super) async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<ChangeRow> = self
+            .conn
+            .exec(
+                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE tx = ? ORDER BY seq",
+                (txid,),
+            )
+            .await?;
+        changes(rows)
+    }
+
+    pub(super) async fn applied(
+        &mut self,
+        source: &str,
+        seqs: &[i64],
+    ) -> Result<HashSet<i64>, StoreError> {
+        let mut out = HashSet::new();
+        for chunk in seqs.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut params = vec![My::from(source)];
+            params.extend(chunk.iter().map(|s| My::Int(*s)));
+            let rows: Vec<i64> = self
+                .conn
+                .exec(
+                    format!(
+                        "SELECT seq FROM _strangler_applied WHERE src = ? AND seq IN ({marks})"
+                    ),
+                    Params::Positional(params),
+                )
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
+        let mut i = 0;
+        while i < batch.writes.len() {
+            let first = &batch.writes[i];
+            let width = match first {
+                Write::Upsert {
+                    row, insert_only, ..
+                } => row.len() + insert_only.len(),
+                Write::Delete { key, .. } => key.len(),
+            }
+            .max(1);
+            let mut j = i + 1;
+            while j < batch.writes.len()
+                && same_run(first, &batch.writes[j])
+                && (j - i + 1) * width <= MAX_PARAMS
+            {
+                j += 1;
+            }
+            let (sql, params) = statement(&batch.writes[i..j]);
+            tx.exec_drop(sql, Params::Positional(params)).await?;
+            i = j;
+        }
+        for chunk in batch.applied.chunks(MAX_PARAMS / 2) {
+            let marks = vec!["(?, ?)"; chunk.len()].join(",");
+            let params: Vec<My> = chunk
+                .iter()
+                .flat_map(|s| [My::from(batch.source.as_str()), My::Int(*s)])
+                .collect();
+            tx.exec_drop(
+                format!("INSERT IGNORE INTO _strangler_applied (src, seq) VALUES {marks}"),
+                Params::Positional(params),
+            )
+            .await?;
+        }
+        if let Some(below) = batch.prune_below {
+            tx.exec_drop(
+                "DELETE FROM _strangler_applied WHERE src = ? AND seq < ?",
+                (batch.source.as_str(), below),
+            )
+            .await?;
+        }
+        for chunk in batch.consumed.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            tx.exec_drop(
+                format!("DELETE FROM _strangler_changes WHERE seq IN ({marks})"),
+                Params::Positional(chunk.iter().map(|s| My::Int(*s)).collect()),
+            )
+            .await?;
+        }
+        let written: Vec<(String, String)> = written_keys(batch).into_iter().collect();
+        let set: HashSet<(String, String)> = written.iter().cloned().collect();
+        for chunk in written.chunks(MAX_PARAMS / 2) {
+            let marks = vec!["(?, ?)"; chunk.len()].join(",");
+            let params: Vec<My> = chunk
+                .iter()
+                .flat_map(|(t, p)| [My::from(t.as_str()), My::from(p.as_str())])
+                .collect();
+            let found: Vec<(i64, String, String)> = tx
+                .exec(
+                    format!(
+                        "SELECT seq, tbl, pk FROM _strangler_changes WHERE (tbl, pk) IN ({marks})"
+                    ),
+                    Params::Positional(params),
+                )
+                .await?;
+            if raced(
+                &set,
+                found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
+                &batch.seen,
+            ) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn backlog(&mut self) -> Result<i64, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .query_first("SELECT count(*) FROM _strangler_changes")
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+}
+
+fn same_run(a: &Write, b: &Write) -> bool {
+    match (a, b) {
+        (
+            Write::Upsert {
+                table: t1,
+                row: r1,
+                insert_only: i1,
+                ..
+            },
+            Write::Upsert {
+                table: t2,
+                row: r2,
+                insert_only: i2,
+                ..
+            },
+        ) => t1 == t2 && r1.keys().eq(r2.keys()) && i1.keys().eq(i2.keys()),
+        (Write::Delete { table: t1, key: k1 }, Write::Delete { table: t2, key: k2 }) => {
+            t1 == t2 && k1.keys().eq(k2.keys())
+        }
+        _ => false,
+    }
+}
+
+fn statement(run: &[Write]) -> (String, Vec<My>) {
+    let mut params = Vec::new();
+    match &run[0] {
+        Write::Upsert {
+            table,
+            key,
+            row,
+            insert_only,
+        } => {
+            let cols: Vec<String> = row
+                .keys()
+                .chain(insert_only.keys())
+                .map(|c| bq(c))
+                .collect();
+            let one = format!("({})", vec!["?"; cols.len()].join(","));
+            for w in run {
+                if let Write::Upsert {
+                    row, insert_only, ..
+                } = w
+                {
+                    params.extend(row.values().chain(insert_only.values()).map(my));
+                }
+            }
+            let mut updates: Vec<String> = row
+                .keys()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = VALUES({0})", bq(c)))
+                .collect();
+            if updates.is_empty() {
+                updates.push(format!("{0} = {0}", bq(&key[0])));
+            }
+            (
+                format!(
+                    "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+                    bq(table),
+                    cols.join(", "),
+                    vec![one; run.len()].join(","),
+                    updates.join(", ")
+                ),
+                params,
+            )
+        }
+        Write::Delete { table, key } => {
+            let cols: Vec<String> = key.keys().map(|c| bq(c)).collect();
+            let one = format!("({})", vec!["?"; cols.len()].join(","));
+            for w in run {
+                if let Write::Delete { key, .. } = w {
+                    params.extend(key.values().map(my));
+                }
+            }
+            (
+                format!(
+                    "DELETE FROM {} WHERE ({}) IN ({})",
+                    bq(table),
+                    cols.join(", "),
+                    vec![one; run.len()].join(",")
+                ),
+                params,
+            )
+        }
+    }
+}

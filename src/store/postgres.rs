@@ -1,0 +1,419 @@
+//! PostgreSQL side: one generic trigger function capturing `to_jsonb` images; the engine's
+//! own transactions set `strangler.applying` locally, which the trigger reads to stay silent.
+//! Each capture also sends `NOTIFY strangler_changes` so an engine can wake at once.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls};
+
+use super::{
+    ApplyBatch, CaptureSpec, Change, Column, Op, StoreError, TableInfo, Write, dq, family, image,
+    raced, written_keys,
+};
+
+/// A PostgreSQL database.
+pub struct PgStore {
+    client: Client,
+    driver: tokio::task::JoinHandle<()>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _strangler_changes (
+    seq bigserial PRIMARY KEY,
+    tbl text NOT NULL, op char(1) NOT NULL, old text, new text, tx text,
+    ts bigint NOT NULL, pk text NOT NULL);
+CREATE INDEX IF NOT EXISTS _strangler_changes_key ON _strangler_changes (tbl, pk);
+CREATE TABLE IF NOT EXISTS _strangler_applied (src text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (src, seq));
+CREATE OR REPLACE FUNCTION _strangler_capture() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  r jsonb;
+  k text := NULL;
+  i int;
+BEGIN
+  IF current_setting('strangler.applying', true) = 'on' THEN RETURN NULL; END IF;
+  IF TG_OP = 'DELETE' THEN r := to_jsonb(OLD); ELSE r := to_jsonb(NEW); END IF;
+  FOR i IN 0 .. TG_NARGS - 1 LOOP
+    IF i = 0 THEN k := coalesce(r ->> TG_ARGV[i], '');
+    ELSE k := k || chr(31) || coalesce(r ->> TG_ARGV[i], ''); END IF;
+  END LOOP;
+  INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) VALUES (
+    TG_TABLE_NAME, left(TG_OP, 1),
+    CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD)::text END,
+    CASE WHEN TG_OP <> 'DELETE' THEN r::text END,
+    pg_current_xact_id()::text,
+    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+    k);
+  PERFORM pg_notify('strangler_changes', TG_TABLE_NAME);
+  RETURN NULL;
+END
+$fn$;";
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl PgStore {
+    /// Connects (3 s timeout) and listens for capture notifications.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let mut cfg: tokio_postgres::Config = url.parse()?;
+        cfg.connect_timeout(std::time::Duration::from_secs(3));
+        let (client, mut conn) = cfg.connect(NoTls).await?;
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let n = notify.clone();
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => n.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        n.notify_one();
+                        break;
+                    }
+                }
+            }
+        });
+        client.batch_execute("LISTEN strangler_changes").await?;
+        Ok(PgStore {
+            client,
+            driver,
+            notify,
+        })
+    }
+
+    /// Woken when a capture trigger fires on this database.
+    pub fn notified(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.notify.clone()
+    }
+
+    pub(super) async fn table_info(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<TableInfo>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT column_name::text, data_type::text, is_nullable = 'YES', \
+                        column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER' \
+                 FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+                &[&table],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let columns = rows
+            .iter()
+            .map(|r| {
+                let declared: String = r.get(1);
+                Column {
+                    name: r.get(0),
+                    family: family(&declared),
+                    declared,
+                    nullable: r.get(2),
+                    has_default: r.get(3),
+                }
+            })
+            .collect();
+        let keys = self
+            .client
+            .query(
+                "SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                 FROM pg_index i \
+                 JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisunique AND i.indpred IS NULL \
+                 GROUP BY i.indexrelid",
+                &[&table],
+            )
+            .await?;
+        let unique_keys = keys.iter().map(|r| r.get::<_, Vec<String>>(0)).collect();
+        Ok(Some(TableInfo {
+            columns,
+            unique_keys,
+        }))
+    }
+
+    pub(super) async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await?;
+        // Serialize concurrent installs (CREATE OR REPLACE FUNCTION races otherwise).
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7305612)")
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        for s in specs {
+            let args: Vec<String> = s.key.iter().map(|k| lit(k)).collect();
+            let trig = dq(&format!("_strangler_{}", s.table));
+            tx.batch_execute(&format!(
+                "DROP TRIGGER IF EXISTS {trig} ON {t};
+                 CREATE TRIGGER {trig} AFTER INSERT OR UPDATE OR DELETE ON {t}
+                 FOR EACH ROW EXECUTE FUNCTION _strangler_capture({args});",
+                t = dq(&s.table),
+                args = args.join(", ")
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn uninstall(&mut self, _tables: &[String]) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT t.tgname::text, c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                 JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = '_strangler_capture'",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let (trig, table): (String, String) = (r.get(0), r.get(1));
+            tx.batch_execute(&format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                dq(&trig),
+                dq(&table)
+            ))
+            .await?;
+        }
+        tx.batch_execute(
+            "DROP FUNCTION IF EXISTS _strangler_capture();
+             DROP TABLE IF EXISTS _strangler_changes;
+             DROP TABLE IF EXISTS _strangler_applied;",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn installed(&mut self) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .query_one("SELECT to_regclass('_strangler_changes') IS NOT NULL", &[])
+            .await?;
+        Ok(r.get(0))
+    }
+
+    fn changes(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Change>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let seq: i64 = r.get(0);
+            let op: String = r.get(2);
+            out.push(Change {
+                seq,
+                table: r.get(1),
+                op: Op::parse(&op),
+                old: image(seq, r.get(3))?,
+                new: image(seq, r.get(4))?,
+                tx: r.get(5),
+                ts_us: r.get(6),
+                pk: r.get(7),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn read_changes(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+    ) -> Result<Vec<Change>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                 WHERE tbl = ANY($2) ORDER BY seq LIMIT $1",
+                &[&(limit as i64), &tables],
+            )
+            .await?;
+        Self::changes(rows)
+    }
+
+    pub(super) async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes WHERE tx = $1 ORDER BY seq",
+                &[&txid],
+            )
+            .await?;
+        Self::changes(rows)
+    }
+
+    pub(super) async fn applied(
+        &mut self,
+        source: &str,
+        seqs: &[i64],
+    ) -> Result<HashSet<i64>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT seq FROM _strangler_applied WHERE src = $1 AND seq = ANY($2)",
+                &[&source, &seqs],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let tx = self.client.transaction().await?;
+        tx.batch_execute("SET LOCAL strangler.applying = 'on'")
+            .await?;
+        let mut i = 0;
+        while i < batch.writes.len() {
+            // Consecutive writes of the same kind to the same table go in one statement.
+            let first = &batch.writes[i];
+            let mut j = i + 1;
+            while j < batch.writes.len() && same_run(first, &batch.writes[j]) {
+                j += 1;
+            }
+            let run = &batch.writes[i..j];
+            let rows: Vec<Value> = run
+                .iter()
+                .map(|w| match w {
+                    Write::Upsert {
+                        row, insert_only, ..
+                    } => {
+                        let mut m = row.clone();
+                        m.extend(insert_only.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        Value::Object(m)
+                    }
+                    Write::Delete { key, .. } => Value::Object(key.clone()),
+                })
+                .collect();
+            let json = Value::Array(rows).to_string();
+            tx.execute(&statement(first), &[&json]).await?;
+            i = j;
+        }
+        if !batch.applied.is_empty() {
+            tx.execute(
+                "INSERT INTO _strangler_applied (src, seq) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
+                &[&batch.source, &batch.applied],
+            )
+            .await?;
+        }
+        if let Some(below) = batch.prune_below {
+            tx.execute(
+                "DELETE FROM _strangler_applied WHERE src = $1 AND seq < $2",
+                &[&batch.source, &below],
+            )
+            .await?;
+        }
+        if !batch.consumed.is_empty() {
+            tx.execute(
+                "DELETE FROM _strangler_changes WHERE seq = ANY($1)",
+                &[&batch.consumed],
+            )
+            .await?;
+        }
+        let written = written_keys(batch);
+        if !written.is_empty() {
+            let tables: Vec<&str> = written
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let pks: Vec<&str> = written.iter().map(|(_, p)| p.as_str()).collect();
+            let found = tx
+                .query(
+                    "SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ANY($1) AND pk = ANY($2)",
+                    &[&tables, &pks],
+                )
+                .await?;
+            let found: Vec<(i64, String, String)> = found
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            if raced(
+                &written,
+                found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
+                &batch.seen,
+            ) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn backlog(&mut self) -> Result<i64, StoreError> {
+        Ok(self
+            .client
+            .query_one("SELECT count(*) FROM _strangler_changes", &[])
+            .await?
+            .get(0))
+    }
+}
+
+fn same_run(a: &Write, b: &Write) -> bool {
+    match (a, b) {
+        (
+            Write::Upsert {
+                table: t1,
+                row: r1,
+                insert_only: i1,
+                ..
+            },
+            Write::Upsert {
+                table: t2,
+                row: r2,
+                insert_only: i2,
+                ..
+            },
+        ) => t1 == t2 && r1.keys().eq(r2.keys()) && i1.keys().eq(i2.keys()),
+        (Write::Delete { table: t1, key: k1 }, Write::Delete { table: t2, key: k2 }) => {
+            t1 == t2 && k1.keys().eq(k2.keys())
+        }
+        _ => false,
+    }
+}
+
+fn statement(w: &Write) -> String {
+    match w {
+        Write::Upsert {
+            table,
+            key,
+            row,
+            insert_only,
+        } => {
+            let cols: Vec<String> = row
+                .keys()
+                .chain(insert_only.keys())
+                .map(|c| dq(c))
+                .collect();
+            let updates: Vec<String> = row
+                .keys()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", dq(c)))
+                .collect();
+            let action = if updates.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {}", updates.join(", "))
+            };
+            format!(
+                "INSERT INTO {t} ({c}) SELECT {c} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb) \
+                 ON CONFLICT ({k}) DO {action}",
+                t = dq(table),
+                c = cols.join(", "),
+                k = key.iter().map(|k| dq(k)).collect::<Vec<_>>().join(", ")
+            )
+        }
+        Write::Delete { table, key } => {
+            let k: Vec<String> = key.keys().map(|c| dq(c)).collect();
+            format!(
+                "DELETE FROM {t} WHERE ({k}) IN (SELECT {k} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb))",
+                t = dq(table),
+                k = k.join(", ")
+            )
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! SQLite side: capture by triggers guarded by a one-row flag table (SQLite has one writer at a
+//! time, so the flag the engine sets inside its own transaction is seen only by its writes).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use serde_json::Value;
+
+use super::{
+    ApplyBatch, CaptureSpec, Change, Column, Op, StoreError, TableInfo, Write, dq, family, image,
+    raced, written_keys,
+};
+
+/// An SQLite database.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _strangler_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, tx TEXT,
+    ts INTEGER NOT NULL, pk TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS _strangler_changes_key ON _strangler_changes (tbl, pk);
+CREATE TABLE IF NOT EXISTS _strangler_applied (src TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (src, seq));
+CREATE TABLE IF NOT EXISTS _strangler_guard (applying INTEGER NOT NULL);
+INSERT INTO _strangler_guard SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _strangler_guard);";
+
+const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
+
+impl SqliteStore {
+    /// Opens the file (created if missing).
+    pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let path = path.to_string();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Worker("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    pub(super) async fn table_info(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<TableInfo>, StoreError> {
+        let table = table.to_string();
+        self.with(move |c| {
+            let mut columns = Vec::new();
+            let mut pk: Vec<(i64, String)> = Vec::new();
+            let mut stmt = c.prepare(
+                "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)",
+            )?;
+            let mut rows = stmt.query([&table])?;
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                let declared: String = r.get(1)?;
+                let notnull: i64 = r.get(2)?;
+                let dflt: Option<String> = r.get(3)?;
+                let pkpos: i64 = r.get(4)?;
+                if pkpos > 0 {
+                    pk.push((pkpos, name.clone()));
+                }
+                columns.push(Column {
+                    family: family(&declared),
+                    declared,
+                    nullable: notnull == 0 && pkpos == 0,
+                    has_default: dflt.is_some() || (pkpos > 0 && notnull == 0),
+                    name,
+                });
+            }
+            if columns.is_empty() {
+                return Ok(None);
+            }
+            pk.sort();
+            let mut unique_keys = vec![pk.into_iter().map(|(_, n)| n).collect::<Vec<_>>()];
+            let mut idx =
+                c.prepare("SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1")?;
+            let names: Vec<String> = idx
+                .query_map([&table], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for n in names {
+                let mut cols =
+                    c.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
+                let key: Vec<String> = cols
+                    .query_map([&n], |r| r.get::<_, Option<String>>(0))?
+                    .filter_map(|r| r.transpose())
+                    .collect::<Result<_, _>>()?;
+                unique_keys.push(key);
+            }
+            unique_keys.retain(|k| !k.is_empty());
+            Ok(Some(TableInfo {
+                columns,
+                unique_keys,
+            }))
+        })
+        .await
+    }
+
+    pub(super) async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+        let specs = specs.to_vec();
+        let mut infos = Vec::new();
+        for s in &specs {
+            let info = self.table_info(&s.table).await?.ok_or_else(|| {
+                StoreError::Value(format!("sqlite: table {:?} does not exist", s.table))
+            })?;
+            infos.push(info);
+        }
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            for (s, info) in specs.iter().zip(&infos) {
+                let obj = |row: &str| {
+                    let parts: Vec<String> = info
+                        .columns
+                        .iter()
+                        .map(|col| {
+                            format!(
+                                "'{}', {row}.{}",
+                                col.name.replace('\'', "''"),
+                                dq(&col.name)
+                            )
+                        })
+                        .collect();
+                    format!("json_object({})", parts.join(", "))
+                };
+                let pk = |row: &str| {
+                    s.key
+                        .iter()
+                        .map(|k| format!("COALESCE(CAST({row}.{} AS TEXT), '')", dq(k)))
+                        .collect::<Vec<_>>()
+                        .join(" || char(31) || ")
+                };
+                let name = s.table.replace('\'', "''");
+                for (suffix, event, op, old, new, row) in [
+                    ("ai", "INSERT", "I", "NULL".to_string(), obj("NEW"), "NEW"),
+                    ("au", "UPDATE", "U", obj("OLD"), obj("NEW"), "NEW"),
+                    ("ad", "DELETE", "D", obj("OLD"), "NULL".to_string(), "OLD"),
+                ] {
+                    let trig = dq(&format!("_strangler_{}_{suffix}", s.table));
+                    tx.execute_batch(&format!(
+                        "DROP TRIGGER IF EXISTS {trig};
+                         CREATE TRIGGER {trig} AFTER {event} ON {t}
+                         WHEN (SELECT applying FROM _strangler_guard) = 0
+                         BEGIN
+                           INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk)
+                           VALUES ('{name}', '{op}', {old}, {new}, NULL, {NOW_US}, {pk});
+                         END;",
+                        t = dq(&s.table),
+                        pk = pk(row),
+                    ))?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn uninstall(&mut self, tables: &[String]) -> Result<(), StoreError> {
+        let tables = tables.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for t in &tables {
+                for suffix in ["ai", "au", "ad"] {
+                    tx.execute_batch(&format!(
+                        "DROP TRIGGER IF EXISTS {};",
+                        dq(&format!("_strangler_{t}_{suffix}"))
+                    ))?;
+                }
+            }
+            // Triggers of tables no longer in the config.
+            let left: Vec<String> = tx
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_strangler\\_%' ESCAPE '\\'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for t in left {
+                tx.execute_batch(&format!("DROP TRIGGER IF EXISTS {};", dq(&t)))?;
+            }
+            tx.execute_batch(
+                "DROP TABLE IF EXISTS _strangler_changes;
+                 DROP TABLE IF EXISTS _strangler_applied;
+                 DROP TABLE IF EXISTS _strangler_guard;",
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn installed(&mut self) -> Result<bool, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT 1 FROM sqlite_master WHERE name = '_strangler_changes'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+        })
+        .await
+    }
+
+    pub(super) async fn read_changes(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+    ) -> Result<Vec<Change>, StoreError> {
+        let tables = Value::from(tables.to_vec()).to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
+                 WHERE tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![limit as i64, tables], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (seq, table, op, old, new, tx, ts_us, pk) = r?;
+                out.push(Change {
+                    seq,
+                    table,
+                    op: Op::parse(&op),
+                    old: image(seq, old)?,
+                    new: image(seq, new)?,
+                    tx,
+                    ts_us,
+                    pk,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn read_tx(&mut self, _tx: &str) -> Result<Vec<Change>, StoreError> {
+        // SQLite triggers cannot see a transaction id; changes carry none.
+        Ok(Vec::new())
+    }
+
+    pub(super) async fn applied(
+        &mut self,
+        source: &str,
+        seqs: &[i64],
+    ) -> Result<HashSet<i64>, StoreError> {
+        let (source, seqs) = (source.to_string(), seqs.to_vec());
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT 1 FROM _strangler_applied WHERE src = ?1 AND seq = ?2")?;
+            let mut out = HashSet::new();
+            for s in seqs {
+                if stmt.exists(rusqlite::params![source, s])? {
+                    out.insert(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let batch = batch.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE _strangler_guard SET applying = 1", [])?;
+            for w in &batch.writes {
+                write(&tx, w)?;
+            }
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO _strangler_applied (src, seq) VALUES (?1, ?2)",
+                )?;
+                for s in &batch.applied {
+                    ins.execute(rusqlite::params![batch.source, s])?;
+                }
+                if let Some(below) = batch.prune_below {
+                    tx.execute(
+                        "DELETE FROM _strangler_applied WHERE src = ?1 AND seq < ?2",
+                        rusqlite::params![batch.source, below],
+                    )?;
+                }
+                let mut del = tx.prepare_cached("DELETE FROM _strangler_changes WHERE seq = ?1")?;
+                for s in &batch.consumed {
+                    del.execute([s])?;
+                }
+                let mut check = tx.prepare_cached(
+                    "SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ?1 AND pk = ?2",
+                )?;
+                let written = written_keys(&batch);
+                for (t, pk) in &written {
+                    let found: Vec<(i64, String, String)> = check
+                        .query_map([t, pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?;
+                    if raced(
+                        &written,
+                        found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
+                        &batch.seen,
+                    ) {
+                        return Ok(false);
+                    }
+                }
+            }
+            tx.execute("UPDATE _strangler_guard SET applying = 0", [])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn backlog(&mut self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.query_row("SELECT count(*) FROM _strangler_changes", [], |r| r.get(0))?))
+            .await
+    }
+}
+
+fn sql(v: &Value) -> Sql {
+    match v {
+        Value::Null => Sql::Null,
+        Value::Bool(b) => Sql::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Sql::Integer(i),
+            None => Sql::Real(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => Sql::Text(s.clone()),
+        other => Sql::Text(other.to_string()),
+    }
+}
+
+fn write(tx: &rusqlite::Transaction, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::Upsert {
+            table,
+            key,
+            row,
+            insert_only,
+        } => {
+            let cols: Vec<&String> = row.keys().chain(insert_only.keys()).collect();
+            let names: Vec<String> = cols.iter().map(|c| dq(c)).collect();
+            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            let updates: Vec<String> = row
+                .keys()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = excluded.{0}", dq(c)))
+                .collect();
+            let conflict = key.iter().map(|k| dq(k)).collect::<Vec<_>>().join(", ");
+            let action = if updates.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {}", updates.join(", "))
+            };
+            let stmt = format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({conflict}) DO {action}",
+                dq(table),
+                names.join(", "),
+                marks.join(", ")
+            );
+            let values: Vec<Sql> = row.values().chain(insert_only.values()).map(sql).collect();
+            tx.prepare_cached(&stmt)?
+                .execute(params_from_iter(values))?;
+        }
+        Write::Delete { table, key } => {
+            let cond: Vec<String> = key
+                .keys()
+                .enumerate()
+                .map(|(i, k)| format!("{} = ?{}", dq(k), i + 1))
+                .collect();
+            let stmt = format!("DELETE FROM {} WHERE {}", dq(table), cond.join(" AND "));
+            let values: Vec<Sql> = key.values().map(sql).collect();
+            tx.prepare_cached(&stmt)?
+                .execute(params_from_iter(values))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Conflict resolution: a key changed on both sides since it last synced. Every policy is a
+//! pure function of the two sides' changes, so re-running a round after a crash settles a
+//! conflict the same way.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::sync::{EntityConfig, Policy};
+use crate::store::Row;
+
+/// One side's net change to a key, in the entity's left form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideChange {
+    /// Side name.
+    pub side: String,
+    /// Row before this side's first change (`None` for an insert).
+    pub base: Option<Row>,
+    /// Row after this side's last change (`None` when it ended deleted).
+    pub row: Option<Row>,
+    /// Capture stamp of the last change: (physical µs, sequence).
+    pub stamp: (i64, i64),
+}
+
+/// A custom column rule, registered in code under a name and chosen with `custom:NAME`.
+pub trait ConflictRule: Send + Sync {
+    /// The value a column takes, given the common base and both sides' values.
+    fn resolve(&self, column: &str, base: Option<&Value>, left: &Value, right: &Value) -> Value;
+}
+
+/// Custom rules by name.
+pub type Rules = HashMap<String, Arc<dyn ConflictRule>>;
+
+/// How a conflict was settled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    /// The row both sides end with (`None`: deleted on both).
+    pub row: Option<Row>,
+    /// `left`, `right` or `merged`.
+    pub outcome: &'static str,
+}
+
+/// Orders two changes for last-write-wins: later stamp; on a tie a delete; then the larger image.
+fn later(a: &SideChange, b: &SideChange) -> Ordering {
+    a.stamp
+        .0
+        .cmp(&b.stamp.0)
+        .then_with(|| b.row.is_some().cmp(&a.row.is_some()))
+        .then_with(|| {
+            let ta = a.row.as_ref().map(|r| Value::Object(r.clone()).to_string());
+            let tb = b.row.as_ref().map(|r| Value::Object(r.clone()).to_string());
+            ta.cmp(&tb)
+        })
+        .then_with(|| a.side.cmp(&b.side))
+}
+
+fn pick(left: &SideChange, right: &SideChange, left_wins: bool) -> Resolution {
+    if left_wins {
+        Resolution {
+            row: left.row.clone(),
+            outcome: "left",
+        }
+    } else {
+        Resolution {
+            row: right.row.clone(),
+            outcome: "right",
+        }
+    }
+}
+
+fn number(v: Option<&Value>) -> f64 {
+    v.and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn num_value(x: f64, like: &Value) -> Value {
+    if like.is_i64() || like.is_u64() || (like.is_null() && x.fract() == 0.0) {
+        Value::from(x.round() as i64)
+    } else {
+        serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> Ordering {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// Settles a conflict on one key under the entity's policies.
+pub fn resolve(
+    entity: &EntityConfig,
+    rules: &Rules,
+    left: &SideChange,
+    right: &SideChange,
+) -> Resolution {
+    let lww_left = later(left, right) == Ordering::Greater;
+    let mut res = match entity.conflict {
+        Policy::Priority => pick(left, right, entity.priority == left.side),
+        Policy::Custom(ref name) => match (&left.row, &right.row, rules.get(name)) {
+            (Some(l), Some(r), Some(rule)) => {
+                let base = left.base.as_ref().or(right.base.as_ref());
+                let mut out = l.clone();
+                for (c, lv) in l {
+                    let rv = r.get(c).unwrap_or(&Value::Null);
+                    out.insert(
+                        c.clone(),
+                        rule.resolve(c, base.and_then(|b| b.get(c)), lv, rv),
+                    );
+                }
+                return Resolution {
+                    row: Some(out),
+                    outcome: "merged",
+                };
+            }
+            _ => pick(left, right, lww_left),
+        },
+        Policy::FieldMerge => match (&left.row, &right.row) {
+            (Some(l), Some(r)) => {
+                let base = left.base.as_ref().or(right.base.as_ref());
+                let mut out = Row::new();
+                for (c, lv) in l {
+                    let rv = r.get(c).unwrap_or(&Value::Null);
+                    let bv = base.and_then(|b| b.get(c));
+                    let lch = bv != Some(lv);
+                    let rch = bv != Some(rv);
+                    let v = match (lch, rch) {
+                        (true, false) => lv.clone(),
+                        (false, true) => rv.clone(),
+                        _ if lww_left => lv.clone(),
+                        _ => rv.clone(),
+                    };
+                    out.insert(c.clone(), v);
+                }
+                Resolution {
+                    row: Some(out),
+                    outcome: "merged",
+                }
+            }
+            _ => pick(left, right, lww_left),
+        },
+        _ => pick(left, right, lww_left),
+    };
+    // Column policies refine a surviving row when both sides still have one.
+    if let (Some(row), Some(l), Some(r)) = (res.row.as_mut(), &left.row, &right.row) {
+        let base = left.base.as_ref().or(right.base.as_ref());
+        let mut touched = false;
+        for (c, p) in &entity.column_conflict {
+            let lv = l.get(c).unwrap_or(&Value::Null);
+            let rv = r.get(c).unwrap_or(&Value::Null);
+            let bv = base.and_then(|b| b.get(c));
+            let v = match p {
+                Policy::Counter => {
+                    let b = number(bv);
+                    num_value(b + (number(Some(lv)) - b) + (number(Some(rv)) - b), lv)
+                }
+                Policy::Max => std::cmp::max_by(lv, rv, |a, b| compare(a, b)).clone(),
+                Policy::Min => std::cmp::min_by(lv, rv, |a, b| compare(a, b)).clone(),
+                Policy::PreferNonNull => match (lv.is_null(), rv.is_null()) {
+                    (false, true) => lv.clone(),
+                    (true, false) => rv.clone(),
+                    _ if lww_left => lv.clone(),
+                    _ => rv.clone(),
+                },
+                Policy::Priority => {
+                    if entity.priority == left.side {
+                        lv.clone()
+                    } else {
+                        rv.clone()
+                    }
+                }
+                Policy::Custom(name) => match rules.get(name) {
+                    Some(rule) => rule.resolve(c, bv, lv, rv),
+                    None => continue,
+                },
+                _ => {
+                    if lww_left {
+                        lv.clone()
+                    } else {
+                        rv.clone()
+                    }
+                }
+            };
+            if row.get(c) != Some(&v) {
+                touched = true;
+            }
+            row.insert(c.clone(), v);
+        }
+        if touched {
+            res.outcome = "merged";
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::sync::{EntityTable, SyncSettings};
+    use serde_json::json;
+
+    fn entity(conflict: Policy, columns: &[(&str, Policy)]) -> EntityConfig {
+        let _ = SyncSettings::default();
+        let t = |s: &str| EntityTable {
+            side: s.into(),
+            table: "t".into(),
+            key: vec!["id".into()],
+        };
+        EntityConfig {
+            name: "e".into(),
+            left: t("a"),
+            right: t("b"),
+            columns: vec![],
+            transforms: vec![],
+            authority: "a".into(),
+            priority: "a".into(),
+            conflict,
+            column_conflict: columns
+                .iter()
+                .map(|(c, p)| (c.to_string(), p.clone()))
+                .collect(),
+            lag_tolerance: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn ch(side: &str, base: Value, row: Value, ts: i64) -> SideChange {
+        let obj = |v: Value| v.as_object().cloned();
+        SideChange {
+            side: side.into(),
+            base: obj(base),
+            row: obj(row),
+            stamp: (ts, 1),
+        }
+    }
+
+    #[test]
+    fn policies() {
+        let base = json!({"id": 1, "name": "x", "email": "e", "stock": 10});
+        let l = ch(
+            "a",
+            base.clone(),
+            json!({"id": 1, "name": "L", "email": "e", "stock": 7}),
+            100,
+        );
+        let r = ch(
+            "b",
+            base.clone(),
+            json!({"id": 1, "name": "x", "email": "R", "stock": 12}),
+            200,
+        );
+        let rules = Rules::new();
+        let lww = resolve(&entity(Policy::LastWriteWins, &[]), &rules, &l, &r);
+        assert_eq!(lww.row.unwrap()["name"], "x");
+        let pr = resolve(&entity(Policy::Priority, &[]), &rules, &l, &r);
+        assert_eq!(pr.row.unwrap()["name"], "L");
+        let fm = resolve(
+            &entity(Policy::FieldMerge, &[("stock", Policy::Counter)]),
+            &rules,
+            &l,
+            &r,
+        );
+        let row = fm.row.unwrap();
+        assert_eq!(
+            (
+                row["name"].clone(),
+                row["email"].clone(),
+                row["stock"].clone()
+            ),
+            (json!("L"), json!("R"), json!(9))
+        );
+        // Tie: the delete wins.
+        let d = ch("b", base.clone(), Value::Null, 100);
+        assert_eq!(
+            resolve(&entity(Policy::LastWriteWins, &[]), &rules, &l, &d).row,
+            None
+        );
+    }
+}

@@ -1,0 +1,874 @@
+//! The engine proper. Entities are grouped by the pair of sides they connect (a link); each
+//! link runs one loop: read both changelogs, map every change to the entity's left form,
+//! settle keys changed on both sides, then apply to the first side, apply to the second side
+//! (deleting the second side's consumed changes in the same transaction) and finally delete
+//! the first side's consumed changes. Each apply carries its checkpoint (`_strangler_applied`),
+//! so a change re-read after a crash is recognised and not applied twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::conflict::{self, ConflictRule, Rules, SideChange};
+use super::mapping::{Mapping, MappingError, used_columns};
+use super::status::{SyncStatus, link_name};
+use crate::config::sync::{EntityConfig, SyncConfig, SyncSettings};
+use crate::control::ControlStore;
+use crate::metrics as m;
+use crate::store::{ApplyBatch, CaptureSpec, Change, Op, Row, Store, StoreError, TableInfo, Write};
+
+/// Longest a single database call may take before the round is retried.
+const OP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A sync failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A mapping does not fit the databases.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// A database call failed.
+    #[error("side {side:?}: {source}")]
+    Store {
+        /// Side.
+        side: String,
+        /// What the database said.
+        #[source]
+        source: StoreError,
+    },
+    /// A database call took too long.
+    #[error("side {side:?}: {what} timed out after {}s", OP_TIMEOUT.as_secs())]
+    Timeout {
+        /// Side.
+        side: String,
+        /// The call.
+        what: &'static str,
+    },
+    /// Capture has not been installed on a side.
+    #[error("side {side:?}: capture is not installed; run `strangler sync install --config FILE`")]
+    NotInstalled {
+        /// Side.
+        side: String,
+    },
+    /// The config names a side with no `[sides.NAME]`.
+    #[error("side {0:?} is not configured")]
+    UnknownSide(String),
+}
+
+async fn timed<T>(
+    side: &str,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, SyncError> {
+    match tokio::time::timeout(OP_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|source| SyncError::Store {
+            side: side.into(),
+            source,
+        }),
+        Err(_) => Err(SyncError::Timeout {
+            side: side.into(),
+            what,
+        }),
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Wakes the links that carry an entity (fed by the gateway's write tap).
+#[derive(Clone, Default)]
+pub struct SyncWaker {
+    by_entity: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl SyncWaker {
+    /// Wakes the link that carries `entity`; false when no link does.
+    pub fn wake(&self, entity: &str) -> bool {
+        match self.by_entity.get(entity) {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The sync engine for one configuration.
+pub struct SyncEngine {
+    cfg: SyncConfig,
+    status: Arc<SyncStatus>,
+    control: Option<Arc<ControlStore>>,
+    rules: Rules,
+    wakes: HashMap<String, Arc<Notify>>,
+}
+
+fn side_url<'a>(cfg: &'a SyncConfig, side: &str) -> Result<&'a str, SyncError> {
+    cfg.sides
+        .get(side)
+        .map(|s| s.database.as_str())
+        .ok_or_else(|| SyncError::UnknownSide(side.into()))
+}
+
+async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncError> {
+    let url = side_url(cfg, side)?;
+    match tokio::time::timeout(OP_TIMEOUT, Store::connect(url)).await {
+        Ok(r) => r.map_err(|source| SyncError::Store {
+            side: side.into(),
+            source,
+        }),
+        Err(_) => Err(SyncError::Timeout {
+            side: side.into(),
+            what: "connect",
+        }),
+    }
+}
+
+/// Tables (with keys) each side captures.
+fn capture_specs(cfg: &SyncConfig) -> HashMap<String, Vec<CaptureSpec>> {
+    let mut out: HashMap<String, Vec<CaptureSpec>> = HashMap::new();
+    for e in &cfg.entities {
+        for t in [&e.left, &e.right] {
+            let specs = out.entry(t.side.clone()).or_default();
+            if !specs.iter().any(|s| s.table == t.table) {
+                specs.push(CaptureSpec {
+                    table: t.table.clone(),
+                    key: t.key.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl SyncEngine {
+    /// An engine for `cfg`; conflicts are also stored in `control` when given.
+    pub fn new(cfg: SyncConfig, control: Option<Arc<ControlStore>>) -> SyncEngine {
+        let mut wakes: HashMap<String, Arc<Notify>> = HashMap::new();
+        let mut by_link: HashMap<String, Arc<Notify>> = HashMap::new();
+        for e in &cfg.entities {
+            let n = by_link
+                .entry(link_name(&e.left.side, &e.right.side))
+                .or_insert_with(|| Arc::new(Notify::new()))
+                .clone();
+            wakes.insert(e.name.clone(), n);
+        }
+        SyncEngine {
+            cfg,
+            status: Arc::new(SyncStatus::default()),
+            control,
+            rules: Rules::new(),
+            wakes,
+        }
+    }
+
+    /// Reports into an existing status (kept across restarts of the engine).
+    pub fn with_status(mut self, status: Arc<SyncStatus>) -> SyncEngine {
+        self.status = status;
+        self
+    }
+
+    /// Registers a custom conflict rule, used by `custom:NAME` policies.
+    pub fn with_rule(mut self, name: &str, rule: Arc<dyn ConflictRule>) -> SyncEngine {
+        self.rules.insert(name.to_string(), rule);
+        self
+    }
+
+    /// The engine's status, shared with the admin API.
+    pub fn status(&self) -> Arc<SyncStatus> {
+        self.status.clone()
+    }
+
+    /// A handle that wakes the engine for an entity.
+    pub fn waker(&self) -> SyncWaker {
+        SyncWaker {
+            by_entity: Arc::new(self.wakes.clone()),
+        }
+    }
+
+    /// Whether there is anything to sync.
+    pub fn is_empty(&self) -> bool {
+        self.cfg.entities.is_empty()
+    }
+
+    /// Connects to every side and checks every mapping against the real tables and that
+    /// capture is installed; returns warnings.
+    pub async fn check(&self) -> Result<Vec<String>, SyncError> {
+        let mut stores = HashMap::new();
+        for side in capture_specs(&self.cfg).keys() {
+            let mut s = connect(&self.cfg, side).await?;
+            if !timed(side, "installed", s.installed()).await? {
+                return Err(SyncError::NotInstalled { side: side.clone() });
+            }
+            stores.insert(side.clone(), s);
+        }
+        let mut warnings = Vec::new();
+        for e in &self.cfg.entities {
+            let (l, r) = infos(&mut stores, e).await?;
+            let (_, w) = Mapping::check(e, l.as_ref(), r.as_ref())?;
+            warnings.extend(w);
+        }
+        Ok(warnings)
+    }
+
+    /// Creates changelogs and triggers on every side (idempotent); checks mappings first.
+    pub async fn install(cfg: &SyncConfig) -> Result<(), SyncError> {
+        let mut stores = HashMap::new();
+        for side in capture_specs(cfg).keys() {
+            stores.insert(side.clone(), connect(cfg, side).await?);
+        }
+        for e in &cfg.entities {
+            let (l, r) = infos(&mut stores, e).await?;
+            Mapping::check(e, l.as_ref(), r.as_ref())?;
+        }
+        for (side, specs) in capture_specs(cfg) {
+            if let Some(s) = stores.get_mut(&side) {
+                timed(&side, "install", s.install(&specs)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every trace of capture from every side.
+    pub async fn uninstall(cfg: &SyncConfig) -> Result<(), SyncError> {
+        for (side, specs) in capture_specs(cfg) {
+            let mut s = connect(cfg, &side).await?;
+            let tables: Vec<String> = specs.into_iter().map(|s| s.table).collect();
+            timed(&side, "uninstall", s.uninstall(&tables)).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every link until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut links: HashMap<String, Vec<EntityConfig>> = HashMap::new();
+        for e in &self.cfg.entities {
+            links
+                .entry(link_name(&e.left.side, &e.right.side))
+                .or_default()
+                .push(e.clone());
+        }
+        let tasks = tokio_util::task::TaskTracker::new();
+        let rules = Arc::new(self.rules);
+        for (name, entities) in links {
+            let (a, b) = {
+                let mut s = [
+                    entities[0].left.side.clone(),
+                    entities[0].right.side.clone(),
+                ];
+                s.sort();
+                (s[0].clone(), s[1].clone())
+            };
+            let wake = self
+                .wakes
+                .get(&entities[0].name)
+                .cloned()
+                .unwrap_or_default();
+            let link = Link {
+                name,
+                cfg: self.cfg.clone(),
+                settings: self.cfg.settings.clone(),
+                sides: [SideConn::new(a), SideConn::new(b)],
+                entities: entities.into_iter().map(Ent::new).collect(),
+                status: self.status.clone(),
+                control: self.control.clone(),
+                rules: rules.clone(),
+                wake,
+                force_check: true,
+            };
+            tasks.spawn(link.run(shutdown.clone()));
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+async fn infos(
+    stores: &mut HashMap<String, Store>,
+    e: &EntityConfig,
+) -> Result<(Option<TableInfo>, Option<TableInfo>), SyncError> {
+    let mut out = Vec::new();
+    for t in [&e.left, &e.right] {
+        let s = stores
+            .get_mut(&t.side)
+            .ok_or_else(|| SyncError::UnknownSide(t.side.clone()))?;
+        out.push(timed(&t.side, "table_info", s.table_info(&t.table)).await?);
+    }
+    let r = out.pop().flatten();
+    let l = out.pop().flatten();
+    Ok((l, r))
+}
+
+struct SideConn {
+    name: String,
+    store: Option<Store>,
+}
+
+impl SideConn {
+    fn new(name: String) -> SideConn {
+        SideConn { name, store: None }
+    }
+}
+
+struct Ent {
+    cfg: EntityConfig,
+    mapping: Option<Mapping>,
+    snapshot: Option<(TableInfo, TableInfo)>,
+    paused: Option<String>,
+    last_check: Option<Instant>,
+    warned: HashSet<String>,
+}
+
+impl Ent {
+    fn new(cfg: EntityConfig) -> Ent {
+        Ent {
+            cfg,
+            mapping: None,
+            snapshot: None,
+            paused: None,
+            last_check: None,
+            warned: HashSet::new(),
+        }
+    }
+}
+
+enum Step {
+    Idle,
+    Busy,
+    Again,
+}
+
+/// One change's effect on one key, in left form.
+struct Piece {
+    seq: i64,
+    ts: i64,
+    base: Option<Row>,
+    row: Option<Row>,
+}
+
+struct Group {
+    ent: usize,
+    key: Row,
+    a: Vec<Piece>,
+    b: Vec<Piece>,
+}
+
+fn net(side: &str, pieces: &[Piece]) -> Option<SideChange> {
+    let first = pieces.first()?;
+    let last = pieces.last()?;
+    Some(SideChange {
+        side: side.to_string(),
+        base: first.base.clone(),
+        row: last.row.clone(),
+        stamp: (last.ts, last.seq),
+    })
+}
+
+struct Link {
+    name: String,
+    cfg: SyncConfig,
+    settings: SyncSettings,
+    sides: [SideConn; 2],
+    entities: Vec<Ent>,
+    status: Arc<SyncStatus>,
+    control: Option<Arc<ControlStore>>,
+    rules: Arc<Rules>,
+    wake: Arc<Notify>,
+    force_check: bool,
+}
+
+impl Link {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let link_label = self.name.clone();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = self.step() => s,
+            };
+            match step {
+                Ok(Step::Busy) => backoff = Duration::from_millis(100),
+                Ok(Step::Again) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Ok(Step::Idle) => {
+                    backoff = Duration::from_millis(100);
+                    let na = self.sides[0].store.as_ref().and_then(Store::notified);
+                    let nb = self.sides[1].store.as_ref().and_then(Store::notified);
+                    let wait = |n: Option<Arc<Notify>>| async move {
+                        match n {
+                            Some(n) => n.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = wait(na) => {}
+                        _ = wait(nb) => {}
+                        _ = tokio::time::sleep(self.settings.poll) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(link = %link_label, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync round failed; retrying");
+                    metrics::counter!(m::SYNC_RETRIES, "link" => link_label.clone()).increment(1);
+                    self.status.set_link(&link_label, format!("retrying: {e}"));
+                    for s in &mut self.sides {
+                        s.store = None;
+                    }
+                    self.force_check = true;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.settings.retry_max);
+                }
+            }
+        }
+    }
+
+    fn side_index(&self, side: &str) -> usize {
+        usize::from(self.sides[1].name == side)
+    }
+
+    async fn step(&mut self) -> Result<Step, SyncError> {
+        for i in 0..2 {
+            if self.sides[i].store.is_none() {
+                let name = self.sides[i].name.clone();
+                let mut s = connect(&self.cfg, &name).await?;
+                if !timed(&name, "installed", s.installed()).await? {
+                    return Err(SyncError::NotInstalled { side: name });
+                }
+                self.sides[i].store = Some(s);
+            }
+        }
+        self.status.set_link(&self.name, "running".into());
+        self.schema_checks().await?;
+        self.round().await
+    }
+
+    fn store(&mut self, side: &str) -> &mut Store {
+        let i = self.side_index(side);
+        self.sides[i].store.as_mut().expect("connected before use")
+    }
+
+    async fn schema_checks(&mut self) -> Result<(), SyncError> {
+        let force = std::mem::take(&mut self.force_check);
+        for i in 0..self.entities.len() {
+            let due = force
+                || self.entities[i]
+                    .last_check
+                    .is_none_or(|t| t.elapsed() >= self.settings.schema_check);
+            if !due {
+                continue;
+            }
+            let e = self.entities[i].cfg.clone();
+            let l = timed(
+                &e.left.side,
+                "table_info",
+                self.store(&e.left.side).table_info(&e.left.table),
+            )
+            .await?;
+            let r = timed(
+                &e.right.side,
+                "table_info",
+                self.store(&e.right.side).table_info(&e.right.table),
+            )
+            .await?;
+            let ent = &mut self.entities[i];
+            ent.last_check = Some(Instant::now());
+            match Mapping::check(&e, l.as_ref(), r.as_ref()) {
+                Err(err) => pause(ent, &self.status, err.to_string()),
+                Ok((mapping, _)) => {
+                    let (l, r) = (l.unwrap_or_else(empty), r.unwrap_or_else(empty));
+                    let snap = ent
+                        .snapshot
+                        .get_or_insert_with(|| (l.clone(), r.clone()))
+                        .clone();
+                    if let Some(msg) = retyped(&e, &snap, &l, &r) {
+                        pause(ent, &self.status, msg);
+                        continue;
+                    }
+                    for (t, old, now) in [(&e.left, &snap.0, &l), (&e.right, &snap.1, &r)] {
+                        for c in &now.columns {
+                            if old.column(&c.name).is_none()
+                                && ent.warned.insert(format!("{}.{}", t.side, c.name))
+                            {
+                                tracing::warn!(entity = %e.name, side = %t.side, table = %t.table, column = %c.name,
+                                    "schema change: new column not in the mapping; it is not synced");
+                                metrics::counter!(m::SYNC_DRIFT, "entity" => e.name.clone())
+                                    .increment(1);
+                            }
+                        }
+                    }
+                    if ent.paused.take().is_some() {
+                        tracing::info!(entity = %e.name, "entity resumed: its schema matches the mapping again");
+                        metrics::gauge!(m::SYNC_PAUSED, "entity" => e.name.clone()).set(0.0);
+                        self.status.set_paused(&e.name, None);
+                    }
+                    ent.mapping = Some(mapping);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn round(&mut self) -> Result<Step, SyncError> {
+        let (a, b) = (self.sides[0].name.clone(), self.sides[1].name.clone());
+        let active: Vec<usize> = (0..self.entities.len())
+            .filter(|i| self.entities[*i].paused.is_none() && self.entities[*i].mapping.is_some())
+            .collect();
+        let any_paused = active.len() < self.entities.len();
+        let mut tables: [HashMap<String, usize>; 2] = [HashMap::new(), HashMap::new()];
+        for &i in &active {
+            let e = &self.entities[i].cfg;
+            for t in [&e.left, &e.right] {
+                tables[self.side_index(&t.side)]
+                    .entry(t.table.clone())
+                    .or_insert(i);
+            }
+        }
+        let list = |m: &HashMap<String, usize>| m.keys().cloned().collect::<Vec<_>>();
+        let (ta, tb) = (list(&tables[0]), list(&tables[1]));
+        let batch = self.settings.batch;
+        let ra = timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?;
+        let rb = timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?;
+        if ra.is_empty() && rb.is_empty() {
+            self.idle_lags(&a, &b);
+            return Ok(Step::Idle);
+        }
+        let seqs = |r: &[Change]| r.iter().map(|c| c.seq).collect::<Vec<_>>();
+        let done_in_b = timed(&b, "applied", self.store(&b).applied(&a, &seqs(&ra))).await?;
+        let done_in_a = timed(&a, "applied", self.store(&a).applied(&b, &seqs(&rb))).await?;
+
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<(usize, String), usize> = HashMap::new();
+        let mut processed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        let mut consumed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        let skew = self.settings.max_clock_skew.as_micros() as i64;
+        let limit = now_us() + skew;
+        for (si, changes, done) in [(0usize, &ra, &done_in_b), (1, &rb, &done_in_a)] {
+            let side = &self.sides[si].name;
+            for c in changes.iter() {
+                if done.contains(&c.seq) {
+                    consumed[si].push(c.seq);
+                    continue;
+                }
+                let Some(&ei) = tables[si].get(&c.table) else {
+                    continue;
+                };
+                let Some(mapping) = self.entities[ei].mapping.as_ref() else {
+                    continue;
+                };
+                let mut ts = c.ts_us;
+                if ts > limit {
+                    metrics::counter!(m::SYNC_CLOCK_CLAMPED).increment(1);
+                    ts = limit;
+                }
+                match pieces(mapping, side, c, ts) {
+                    Ok(ps) => {
+                        for (key, keyrow, p) in ps {
+                            let gi = *index.entry((ei, key)).or_insert_with(|| {
+                                groups.push(Group {
+                                    ent: ei,
+                                    key: keyrow,
+                                    a: Vec::new(),
+                                    b: Vec::new(),
+                                });
+                                groups.len() - 1
+                            });
+                            if si == 0 {
+                                groups[gi].a.push(p)
+                            } else {
+                                groups[gi].b.push(p)
+                            }
+                        }
+                        processed[si].push(c.seq);
+                    }
+                    Err(msg) => {
+                        let reason = format!(
+                            "changelog row {} on side {side:?} (table {:?}): {msg}",
+                            c.seq, c.table
+                        );
+                        pause(&mut self.entities[ei], &self.status, reason);
+                        return Ok(Step::Again);
+                    }
+                }
+            }
+        }
+
+        let mut to_a: Vec<(i64, Write)> = Vec::new();
+        let mut to_b: Vec<(i64, Write)> = Vec::new();
+        let mut conflicted_b: HashSet<i64> = HashSet::new();
+        let mut conflicts = Vec::new();
+        let mut per_dir: HashMap<(usize, usize), (u64, i64, i64)> = HashMap::new();
+        let now = now_us();
+        let built = (|| -> Result<(), (usize, String)> {
+            for g in &groups {
+                let ent = &self.entities[g.ent];
+                let mapping = ent.mapping.as_ref().expect("active entity");
+                let (na, nb) = (net(&a, &g.a), net(&b, &g.b));
+                for (si, ps) in [(0usize, &g.a), (1, &g.b)] {
+                    for p in ps {
+                        let e = per_dir.entry((g.ent, si)).or_insert((0, i64::MAX, 0));
+                        e.0 += 1;
+                        e.1 = e.1.min(p.ts);
+                        e.2 = e.2.max(p.seq);
+                    }
+                }
+                let w = |side: &str, row: &Option<Row>| write(mapping, side, row, &g.key);
+                match (&na, &nb) {
+                    (Some(x), None) => {
+                        to_b.push((g.a[0].seq, w(&b, &x.row).map_err(|m| (g.ent, m))?))
+                    }
+                    (None, Some(y)) => {
+                        to_a.push((g.b[0].seq, w(&a, &y.row).map_err(|m| (g.ent, m))?))
+                    }
+                    (Some(x), Some(y)) => {
+                        let (left, right) = if mapping.is_left(&a) { (x, y) } else { (y, x) };
+                        let res = conflict::resolve(&ent.cfg, &self.rules, left, right);
+                        to_a.push((g.b[0].seq, w(&a, &res.row).map_err(|m| (g.ent, m))?));
+                        to_b.push((g.a[0].seq, w(&b, &res.row).map_err(|m| (g.ent, m))?));
+                        conflicted_b.extend(g.b.iter().map(|p| p.seq));
+                        let policy = ent.cfg.conflict.name();
+                        metrics::counter!(m::SYNC_CONFLICTS, "entity" => ent.cfg.name.clone(), "policy" => policy.clone()).increment(1);
+                        let img = |c: &SideChange| json!({"side": c.side, "base": c.base, "row": c.row, "stamp_us": c.stamp.0, "seq": c.stamp.1});
+                        conflicts.push(json!({
+                        "at_ms": now / 1000,
+                        "entity": ent.cfg.name,
+                        "key": g.key,
+                        "policy": policy,
+                        "column_policies": ent.cfg.column_conflict.iter().map(|(c, p)| (c.clone(), Value::from(p.name()))).collect::<serde_json::Map<_, _>>(),
+                        "left": img(left),
+                        "right": img(right),
+                        "outcome": res.outcome,
+                        "result": res.row,
+                    }));
+                    }
+                    (None, None) => {}
+                }
+            }
+            Ok(())
+        })();
+        if let Err((ei, msg)) = built {
+            return Err(self.bad(ei, msg));
+        }
+        to_a.sort_by_key(|(s, _)| *s);
+        to_b.sort_by_key(|(s, _)| *s);
+
+        let seen = |r: &[Change]| r.iter().map(|c| c.seq).collect::<HashSet<_>>();
+        let first = |r: &[Change]| {
+            if any_paused {
+                None
+            } else {
+                r.first().map(|c| c.seq)
+            }
+        };
+        let batch_a = ApplyBatch {
+            writes: to_a.into_iter().map(|(_, w)| w).collect(),
+            source: b.clone(),
+            applied: processed[1]
+                .iter()
+                .copied()
+                .filter(|s| !conflicted_b.contains(s))
+                .collect(),
+            prune_below: first(&rb),
+            consumed: Vec::new(),
+            seen: seen(&ra),
+        };
+        if !timed(&a, "apply", self.store(&a).apply(&batch_a)).await? {
+            return Ok(Step::Again);
+        }
+        let mut consumed_b = processed[1].clone();
+        consumed_b.extend(&consumed[1]);
+        let batch_b = ApplyBatch {
+            writes: to_b.into_iter().map(|(_, w)| w).collect(),
+            source: a.clone(),
+            applied: processed[0].clone(),
+            prune_below: first(&ra),
+            consumed: consumed_b,
+            seen: seen(&rb),
+        };
+        if !timed(&b, "apply", self.store(&b).apply(&batch_b)).await? {
+            return Ok(Step::Again);
+        }
+        let mut consumed_a = processed[0].clone();
+        consumed_a.extend(&consumed[0]);
+        let cleanup = ApplyBatch {
+            source: b.clone(),
+            consumed: consumed_a,
+            ..ApplyBatch::default()
+        };
+        timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
+
+        let done = now_us();
+        for (ei, ent) in self.entities.iter().enumerate() {
+            for (si, from, to) in [(0usize, &a, &b), (1, &b, &a)] {
+                let (n, oldest, pos) = per_dir.get(&(ei, si)).copied().unwrap_or((0, done, 0));
+                let lag = ((done - oldest).max(0) as f64) / 1e6;
+                self.record_dir(ent, from, to, lag, (n > 0).then_some(pos), n);
+            }
+        }
+        for c in &conflicts {
+            self.status.conflict(c.clone());
+        }
+        if let (Some(control), false) = (&self.control, conflicts.is_empty()) {
+            let records = conflicts.iter().map(Value::to_string).collect();
+            if let Err(e) = control.record_conflicts(records).await {
+                metrics::counter!(m::CONTROL_ERRORS).increment(1);
+                tracing::warn!(error = %e, "could not store conflict records in the control database");
+            }
+        }
+        Ok(Step::Busy)
+    }
+
+    fn bad(&mut self, ent: usize, msg: String) -> SyncError {
+        let e = &mut self.entities[ent];
+        pause(e, &self.status, format!("cannot map a row: {msg}"));
+        SyncError::Store {
+            side: e.cfg.left.side.clone(),
+            source: StoreError::Value(msg),
+        }
+    }
+
+    fn record_dir(&self, ent: &Ent, from: &str, to: &str, lag: f64, pos: Option<i64>, n: u64) {
+        let e = &ent.cfg;
+        let dir = format!("{from}_to_{to}");
+        metrics::gauge!(m::SYNC_LAG, "entity" => e.name.clone(), "direction" => dir.clone())
+            .set(lag);
+        metrics::gauge!(m::SYNC_LAG_EXCEEDED, "entity" => e.name.clone(), "direction" => dir.clone())
+            .set(if lag > e.lag_tolerance.as_secs_f64() { 1.0 } else { 0.0 });
+        if n > 0 {
+            metrics::counter!(m::SYNC_APPLIED, "entity" => e.name.clone(), "direction" => dir)
+                .increment(n);
+        }
+        self.status.applied(&e.name, from, to, lag, pos, n);
+    }
+
+    fn idle_lags(&self, a: &str, b: &str) {
+        for ent in &self.entities {
+            if ent.paused.is_none() {
+                self.record_dir(ent, a, b, 0.0, None, 0);
+                self.record_dir(ent, b, a, 0.0, None, 0);
+            }
+        }
+    }
+}
+
+fn empty() -> TableInfo {
+    TableInfo {
+        columns: Vec::new(),
+        unique_keys: Vec::new(),
+    }
+}
+
+fn pause(ent: &mut Ent, status: &SyncStatus, reason: String) {
+    if ent.paused.as_deref() == Some(reason.as_str()) {
+        return;
+    }
+    tracing::error!(entity = %ent.cfg.name, reason = %reason, "entity paused; fix the schema or the config and reload");
+    metrics::gauge!(m::SYNC_PAUSED, "entity" => ent.cfg.name.clone()).set(1.0);
+    metrics::counter!(m::SYNC_DRIFT, "entity" => ent.cfg.name.clone()).increment(1);
+    status.set_paused(&ent.cfg.name, Some(reason.clone()));
+    ent.paused = Some(reason);
+}
+
+/// A mapped column whose declared type changed since the link started.
+fn retyped(
+    e: &EntityConfig,
+    snap: &(TableInfo, TableInfo),
+    l: &TableInfo,
+    r: &TableInfo,
+) -> Option<String> {
+    for (t, old, now, left) in [(&e.left, &snap.0, l, true), (&e.right, &snap.1, r, false)] {
+        for c in used_columns(e, left) {
+            if let (Some(o), Some(n)) = (old.column(&c), now.column(&c))
+                && o.declared != n.declared
+            {
+                return Some(format!(
+                    "side {:?}: table {:?}: column {c:?} changed type from {} to {}; fix the mapping and reload",
+                    t.side, t.table, o.declared, n.declared
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Splits a captured change into per-key pieces in left form (a key change is a delete
+/// of the old key and an insert of the new one).
+fn pieces(
+    m: &Mapping,
+    side: &str,
+    c: &Change,
+    ts: i64,
+) -> Result<Vec<(String, Row, Piece)>, String> {
+    let old = c
+        .old
+        .as_ref()
+        .map(|r| m.to_left_form(side, r))
+        .transpose()?;
+    let new = c
+        .new
+        .as_ref()
+        .map(|r| m.to_left_form(side, r))
+        .transpose()?;
+    let keyrow = |r: &Row| -> Row {
+        m.entity
+            .left
+            .key
+            .iter()
+            .map(|k| (k.clone(), r.get(k).cloned().unwrap_or(Value::Null)))
+            .collect()
+    };
+    let piece = |base: Option<Row>, row: Option<Row>| Piece {
+        seq: c.seq,
+        ts,
+        base,
+        row,
+    };
+    Ok(match (c.op, old, new) {
+        (Op::Insert, _, Some(n)) => vec![(m.key(&n), keyrow(&n), piece(None, Some(n)))],
+        (Op::Delete, Some(o), _) => vec![(m.key(&o), keyrow(&o), piece(Some(o), None))],
+        (Op::Update, Some(o), Some(n)) => {
+            let (ko, kn) = (m.key(&o), m.key(&n));
+            if ko == kn {
+                vec![(kn, keyrow(&n), piece(Some(o), Some(n)))]
+            } else {
+                vec![
+                    (ko, keyrow(&o), piece(Some(o), None)),
+                    (kn, keyrow(&n), piece(None, Some(n))),
+                ]
+            }
+        }
+        _ => return Err("image missing for its operation".into()),
+    })
+}
+
+/// The write that makes `side` hold `row` (or not hold the key when `None`).
+fn write(m: &Mapping, side: &str, row: &Option<Row>, key: &Row) -> Result<Write, String> {
+    let t = m.entity.table(side).ok_or("unknown side")?;
+    match row {
+        Some(r) => {
+            let (row, insert_only) = m.to_side(side, r)?;
+            Ok(Write::Upsert {
+                table: t.table.clone(),
+                key: t.key.clone(),
+                row,
+                insert_only,
+            })
+        }
+        None => Ok(Write::Delete {
+            table: t.table.clone(),
+            key: m.side_key(side, key)?,
+        }),
+    }
+}

@@ -1,0 +1,429 @@
+//! An entity's column map applied to row images: left → right with the configured transforms,
+//! right → left with their inverses, and the checks of a mapping against the real schemas.
+
+use serde_json::Value;
+
+use crate::config::sync::{EntityConfig, EntityTable, Transform, TypeFamily};
+use crate::store::{Row, TableInfo, key_text};
+
+/// An entity mapping that does not fit the databases.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("entity {entity:?}: side {side:?}: table {table:?}: {message}")]
+pub struct MappingError {
+    /// Entity.
+    pub entity: String,
+    /// Side.
+    pub side: String,
+    /// Table.
+    pub table: String,
+    /// What is wrong, naming the column.
+    pub message: String,
+}
+
+/// A ready-to-use entity mapping.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// The entity as configured.
+    pub entity: EntityConfig,
+    left_families: Vec<(String, TypeFamily)>,
+}
+
+fn compatible(a: TypeFamily, b: TypeFamily) -> bool {
+    use TypeFamily::*;
+    a == b
+        || matches!(
+            (a, b),
+            (Integer, Real)
+                | (Real, Integer)
+                | (Integer, Boolean)
+                | (Boolean, Integer)
+                | (Text, Time)
+                | (Time, Text)
+                | (Text, Json)
+                | (Json, Text)
+        )
+}
+
+impl Mapping {
+    /// Checks the entity against both tables; returns the mapping and warnings.
+    pub fn check(
+        entity: &EntityConfig,
+        left: Option<&TableInfo>,
+        right: Option<&TableInfo>,
+    ) -> Result<(Mapping, Vec<String>), MappingError> {
+        let err = |t: &EntityTable, m: String| MappingError {
+            entity: entity.name.clone(),
+            side: t.side.clone(),
+            table: t.table.clone(),
+            message: m,
+        };
+        let l = left.ok_or_else(|| err(&entity.left, "table does not exist".into()))?;
+        let r = right.ok_or_else(|| err(&entity.right, "table does not exist".into()))?;
+        let mut warnings = Vec::new();
+        for (t, info) in [(&entity.left, l), (&entity.right, r)] {
+            for k in &t.key {
+                if info.column(k).is_none() {
+                    return Err(err(t, format!("key column {k:?} does not exist")));
+                }
+            }
+            if !info.is_unique(&t.key) {
+                return Err(err(
+                    t,
+                    format!(
+                        "key ({}) is not the primary key or a unique index",
+                        t.key.join(", ")
+                    ),
+                ));
+            }
+        }
+        let mut left_used = Vec::new();
+        let mut right_used = Vec::new();
+        let casts: Vec<(&String, TypeFamily)> = entity
+            .transforms
+            .iter()
+            .filter_map(|t| match t {
+                Transform::Cast(c, f) => Some((c, *f)),
+                _ => None,
+            })
+            .collect();
+        for (lc, rc) in &entity.columns {
+            let lcol = l
+                .column(lc)
+                .ok_or_else(|| err(&entity.left, format!("column {lc:?} does not exist")))?;
+            let rcol = r
+                .column(rc)
+                .ok_or_else(|| err(&entity.right, format!("column {rc:?} does not exist")))?;
+            let cast = casts.iter().find(|(c, _)| *c == lc).map(|(_, f)| *f);
+            let (want, what) = match cast {
+                Some(f) => (f, "the cast type"),
+                None => (lcol.family, "left column's type"),
+            };
+            if !compatible(want, rcol.family) {
+                return Err(err(
+                    &entity.right,
+                    format!(
+                        "column {rc:?} is {} ({:?}), incompatible with {what} {} ({:?}) of {:?} column {lc:?}; add a cast transform",
+                        rcol.declared, rcol.family, lcol.declared, want, entity.left.side
+                    ),
+                ));
+            }
+            left_used.push(lc.clone());
+            right_used.push(rc.clone());
+        }
+        for t in &entity.transforms {
+            match t {
+                Transform::Split { column, into, .. } => {
+                    need_text(l, column).map_err(|m| err(&entity.left, m))?;
+                    for c in into {
+                        need_text(r, c).map_err(|m| err(&entity.right, m))?;
+                    }
+                    left_used.push(column.clone());
+                    right_used.extend(into.iter().cloned());
+                }
+                Transform::Join { columns, into, .. } => {
+                    for c in columns {
+                        need_text(l, c).map_err(|m| err(&entity.left, m))?;
+                    }
+                    need_text(r, into).map_err(|m| err(&entity.right, m))?;
+                    left_used.extend(columns.iter().cloned());
+                    right_used.push(into.clone());
+                }
+                Transform::Default(c, _) => {
+                    if r.column(c).is_none() {
+                        return Err(err(&entity.right, format!("column {c:?} does not exist")));
+                    }
+                    right_used.push(c.clone());
+                }
+                _ => {}
+            }
+        }
+        for (t, info, used) in [
+            (&entity.left, l, &left_used),
+            (&entity.right, r, &right_used),
+        ] {
+            for c in &info.columns {
+                if used.contains(&c.name) {
+                    continue;
+                }
+                if !c.nullable && !c.has_default {
+                    return Err(err(
+                        t,
+                        format!(
+                            "column {:?} is NOT NULL without a default and not mapped: inserts would fail",
+                            c.name
+                        ),
+                    ));
+                }
+                warnings.push(format!(
+                    "entity {:?}: side {:?}: table {:?}: column {:?} is not mapped and will not be synced",
+                    entity.name, t.side, t.table, c.name
+                ));
+            }
+        }
+        let left_families = l
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.family))
+            .collect();
+        Ok((
+            Mapping {
+                entity: entity.clone(),
+                left_families,
+            },
+            warnings,
+        ))
+    }
+
+    /// Whether `side` is the left side.
+    pub fn is_left(&self, side: &str) -> bool {
+        self.entity.left.side == side
+    }
+
+    /// The left-form image of a row captured on `side`.
+    pub fn to_left_form(&self, side: &str, row: &Row) -> Result<Row, String> {
+        if self.is_left(side) {
+            Ok(self.project_left(row))
+        } else {
+            self.to_left(row)
+        }
+    }
+
+    /// The columns of a left row that the mapping uses.
+    fn project_left(&self, row: &Row) -> Row {
+        let mut out = Row::new();
+        let mut take = |c: &String| {
+            out.insert(c.clone(), row.get(c).cloned().unwrap_or(Value::Null));
+        };
+        for (lc, _) in &self.entity.columns {
+            take(lc);
+        }
+        for t in &self.entity.transforms {
+            match t {
+                Transform::Split { column, .. } => take(column),
+                Transform::Join { columns, .. } => columns.iter().for_each(&mut take),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Key text of a left-form row.
+    pub fn key(&self, left: &Row) -> String {
+        key_text(self.entity.left.key.iter().map(|k| left.get(k)))
+    }
+
+    /// Maps a left-form row to `side`'s columns: (columns to write, columns set only on insert).
+    pub fn to_side(&self, side: &str, left: &Row) -> Result<(Row, Row), String> {
+        if self.is_left(side) {
+            Ok((left.clone(), Row::new()))
+        } else {
+            self.to_right(left)
+        }
+    }
+
+    /// The key of a left-form row in `side`'s key columns.
+    pub fn side_key(&self, side: &str, left: &Row) -> Result<Row, String> {
+        let (row, _) = self.to_side(side, left)?;
+        let t = self.entity.table(side).ok_or("unknown side")?;
+        Ok(t.key
+            .iter()
+            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+            .collect())
+    }
+
+    fn to_right(&self, left: &Row) -> Result<(Row, Row), String> {
+        let mut out = Row::new();
+        let mut insert_only = Row::new();
+        for (lc, rc) in &self.entity.columns {
+            let mut v = left.get(lc).cloned().unwrap_or(Value::Null);
+            for t in &self.entity.transforms {
+                v = match t {
+                    Transform::Lower(c) if c == lc => map_str(v, |s| s.to_lowercase()),
+                    Transform::Upper(c) if c == lc => map_str(v, |s| s.to_uppercase()),
+                    Transform::Trim(c) if c == lc => map_str(v, |s| s.trim().to_string()),
+                    Transform::Cast(c, f) if c == lc => {
+                        cast(&v, *f).map_err(|m| format!("column {lc:?}: {m}"))?
+                    }
+                    _ => v,
+                };
+            }
+            out.insert(rc.clone(), v);
+        }
+        for t in &self.entity.transforms {
+            match t {
+                Transform::Split {
+                    column,
+                    into,
+                    separator,
+                } => {
+                    let (a, b) = split(left.get(column).unwrap_or(&Value::Null), separator);
+                    out.insert(into[0].clone(), a);
+                    out.insert(into[1].clone(), b);
+                }
+                Transform::Join {
+                    columns,
+                    into,
+                    separator,
+                } => {
+                    out.insert(
+                        into.clone(),
+                        join(left.get(&columns[0]), left.get(&columns[1]), separator),
+                    );
+                }
+                Transform::Default(c, v) => {
+                    insert_only.insert(c.clone(), v.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok((out, insert_only))
+    }
+
+    fn to_left(&self, right: &Row) -> Result<Row, String> {
+        let mut out = Row::new();
+        for (lc, rc) in &self.entity.columns {
+            let mut v = right.get(rc).cloned().unwrap_or(Value::Null);
+            let casted = self
+                .entity
+                .transforms
+                .iter()
+                .any(|t| matches!(t, Transform::Cast(c, _) if c == lc));
+            if casted && let Some((_, f)) = self.left_families.iter().find(|(c, _)| c == lc) {
+                v = cast(&v, *f).map_err(|m| format!("column {rc:?}: {m}"))?;
+            }
+            out.insert(lc.clone(), v);
+        }
+        for t in &self.entity.transforms {
+            match t {
+                Transform::Split {
+                    column,
+                    into,
+                    separator,
+                } => {
+                    out.insert(
+                        column.clone(),
+                        join(right.get(&into[0]), right.get(&into[1]), separator),
+                    );
+                }
+                Transform::Join {
+                    columns,
+                    into,
+                    separator,
+                } => {
+                    let (a, b) = split(right.get(into).unwrap_or(&Value::Null), separator);
+                    out.insert(columns[0].clone(), a);
+                    out.insert(columns[1].clone(), b);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn need_text(info: &TableInfo, col: &str) -> Result<(), String> {
+    match info.column(col) {
+        None => Err(format!("column {col:?} does not exist")),
+        Some(c) if c.family != TypeFamily::Text => Err(format!(
+            "column {col:?} is {}, split and join need text",
+            c.declared
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn map_str(v: Value, f: impl Fn(&str) -> String) -> Value {
+    match v {
+        Value::String(s) => Value::String(f(&s)),
+        other => other,
+    }
+}
+
+fn split(v: &Value, sep: &str) -> (Value, Value) {
+    match v {
+        Value::String(s) => match s.split_once(sep) {
+            Some((a, b)) => (Value::from(a), Value::from(b)),
+            None => (Value::from(s.as_str()), Value::Null),
+        },
+        _ => (Value::Null, Value::Null),
+    }
+}
+
+fn join(a: Option<&Value>, b: Option<&Value>, sep: &str) -> Value {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(other) => Some(other.to_string()),
+    };
+    match (text(a), text(b)) {
+        (Some(a), Some(b)) => Value::from(format!("{a}{sep}{b}")),
+        (Some(a), None) => Value::from(a),
+        (None, Some(b)) => Value::from(b),
+        (None, None) => Value::Null,
+    }
+}
+
+/// Casts a value to a type family.
+pub fn cast(v: &Value, to: TypeFamily) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match to {
+        TypeFamily::Integer => match v {
+            Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
+            Value::Number(n) => Value::from(n.as_f64().unwrap_or(0.0).round() as i64),
+            Value::Bool(b) => Value::from(i64::from(*b)),
+            Value::String(s) => Value::from(
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("{s:?} is not an integer"))?,
+            ),
+            other => return Err(format!("{other} is not an integer")),
+        },
+        TypeFamily::Real => match v {
+            Value::Number(_) => v.clone(),
+            Value::String(s) => serde_json::Number::from_f64(
+                s.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{s:?} is not a number"))?,
+            )
+            .map(Value::Number)
+            .ok_or_else(|| format!("{s:?} is not a finite number"))?,
+            other => return Err(format!("{other} is not a number")),
+        },
+        TypeFamily::Boolean => match v {
+            Value::Bool(_) => v.clone(),
+            Value::Number(n) => Value::Bool(n.as_f64() != Some(0.0)),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "t" | "1" | "yes" | "y" => Value::Bool(true),
+                "false" | "f" | "0" | "no" | "n" => Value::Bool(false),
+                _ => return Err(format!("{s:?} is not a boolean")),
+            },
+            other => return Err(format!("{other} is not a boolean")),
+        },
+        TypeFamily::Text | TypeFamily::Time | TypeFamily::Json | TypeFamily::Blob => match v {
+            Value::String(_) => v.clone(),
+            other => Value::from(other.to_string()),
+        },
+    })
+}
+
+/// Columns of the left (`true`) or right table that an entity's mapping reads or writes.
+pub fn used_columns(entity: &EntityConfig, left: bool) -> Vec<String> {
+    let mut out: Vec<String> = entity
+        .columns
+        .iter()
+        .map(|(l, r)| if left { l.clone() } else { r.clone() })
+        .collect();
+    for t in &entity.transforms {
+        match (t, left) {
+            (Transform::Split { column, .. }, true) => out.push(column.clone()),
+            (Transform::Split { into, .. }, false) => out.extend(into.iter().cloned()),
+            (Transform::Join { columns, .. }, true) => out.extend(columns.iter().cloned()),
+            (Transform::Join { into, .. }, false) => out.push(into.clone()),
+            (Transform::Default(c, _), false) => out.push(c.clone()),
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! The bi-directional sync engine: capture on both sides, map, resolve conflicts, apply
+//! exactly once in effect, checkpoint.
+
+pub mod conflict;
+pub mod engine;
+pub mod mapping;
+pub mod status;
+
+pub use engine::{SyncEngine, SyncError, SyncWaker};

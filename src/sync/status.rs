@@ -1,0 +1,134 @@
+//! What the engine is doing, for `GET /admin/sync` and `GET /admin/conflicts`: per entity and
+//! direction the lag, the last applied position and the state; the most recent conflicts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+/// Conflicts kept in memory for the admin API (all are also in the control database).
+const RECENT_CONFLICTS: usize = 1000;
+
+/// One direction of one entity.
+#[derive(Debug, Clone, Default)]
+struct Direction {
+    lag_seconds: f64,
+    last_position: Option<i64>,
+    applied: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    directions: BTreeMap<(String, String, String), Direction>,
+    paused: BTreeMap<String, String>,
+    links: BTreeMap<String, String>,
+    conflicts: VecDeque<Value>,
+}
+
+/// Shared engine status.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    inner: Mutex<Inner>,
+}
+
+impl SyncStatus {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Records a round's outcome for one entity and direction.
+    pub fn applied(
+        &self,
+        entity: &str,
+        from: &str,
+        to: &str,
+        lag: f64,
+        position: Option<i64>,
+        n: u64,
+    ) {
+        self.with(|i| {
+            let d = i
+                .directions
+                .entry((entity.into(), from.into(), to.into()))
+                .or_default();
+            d.lag_seconds = lag;
+            if position.is_some() {
+                d.last_position = position;
+            }
+            d.applied += n;
+        });
+    }
+
+    /// Sets an entity's pause reason (`None` resumes it).
+    pub fn set_paused(&self, entity: &str, reason: Option<String>) {
+        self.with(|i| match reason {
+            Some(r) => {
+                i.paused.insert(entity.into(), r);
+            }
+            None => {
+                i.paused.remove(entity);
+            }
+        });
+    }
+
+    /// Sets a link's state (`running`, or the error it is retrying after).
+    pub fn set_link(&self, link: &str, state: String) {
+        self.with(|i| {
+            i.links.insert(link.into(), state);
+        });
+    }
+
+    /// Remembers a conflict record.
+    pub fn conflict(&self, record: Value) {
+        self.with(|i| {
+            if i.conflicts.len() == RECENT_CONFLICTS {
+                i.conflicts.pop_front();
+            }
+            i.conflicts.push_back(record);
+        });
+    }
+
+    /// Most recent conflicts, newest first.
+    pub fn conflicts(&self, limit: usize) -> Vec<Value> {
+        self.with(|i| i.conflicts.iter().rev().take(limit).cloned().collect())
+    }
+
+    /// The `GET /admin/sync` document.
+    pub fn snapshot(&self) -> Value {
+        self.with(|i| {
+            let directions: Vec<Value> = i
+                .directions
+                .iter()
+                .map(|((e, from, to), d)| {
+                    let state = match (i.paused.get(e), i.links.get(&link_name(from, to))) {
+                        (Some(r), _) => format!("paused: {r}"),
+                        (None, Some(s)) => s.clone(),
+                        (None, None) => "starting".into(),
+                    };
+                    json!({
+                        "entity": e, "from": from, "to": to,
+                        "lag_seconds": d.lag_seconds,
+                        "last_applied_position": d.last_position,
+                        "applied": d.applied,
+                        "state": state,
+                    })
+                })
+                .collect();
+            json!({
+                "directions": directions,
+                "paused": i.paused,
+                "links": i.links,
+            })
+        })
+    }
+}
+
+/// A link's name: its two sides in name order.
+pub fn link_name(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}<->{b}")
+    } else {
+        format!("{b}<->{a}")
+    }
+}
