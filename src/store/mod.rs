@@ -319,10 +319,25 @@ impl Store {
         each!(self, s => s.applied(source, seqs).await)
     }
 
-    /// Applies a batch in one transaction, uncaptured. `Ok(false)`: rolled back because a
-    /// written key has a change on this side that was not read this round.
+    /// Runs a batch inside a new transaction, uncaptured, and leaves it open for
+    /// [`Store::finish`]. `Ok(false)`: rolled back already, because a written key has a
+    /// change on this side that was not read this round.
+    pub async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        each!(self, s => s.prepare(batch).await)
+    }
+
+    /// Commits (or rolls back) the transaction [`Store::prepare`] left open.
+    pub async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+        each!(self, s => s.finish(commit).await)
+    }
+
+    /// Applies a batch in one transaction; see [`Store::prepare`].
     pub async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        each!(self, s => s.apply(batch).await)
+        if !self.prepare(batch).await? {
+            return Ok(false);
+        }
+        self.finish(true).await?;
+        Ok(true)
     }
 
     /// Woken when the database signals a new capture (PostgreSQL `NOTIFY`).

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Params, TxOpts, Value as My};
+use mysql_async::{Conn, Opts, Params, Value as My};
 use serde_json::Value;
 
 use super::{
@@ -288,8 +288,24 @@ impl MyStore {
         Ok(out)
     }
 
-    pub(super) async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
+    pub(super) async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        self.conn.query_drop("START TRANSACTION").await?;
+        let r = self.prepare_in_tx(batch).await;
+        if !matches!(r, Ok(true)) {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+        r
+    }
+
+    pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+        self.conn
+            .query_drop(if commit { "COMMIT" } else { "ROLLBACK" })
+            .await?;
+        Ok(())
+    }
+
+    async fn prepare_in_tx(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let tx = &mut self.conn;
         let mut i = 0;
         while i < batch.writes.len() {
             let first = &batch.writes[i];
@@ -359,11 +375,9 @@ impl MyStore {
                 found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
                 &batch.seen,
             ) {
-                tx.rollback().await?;
                 return Ok(false);
             }
         }
-        tx.commit().await?;
         Ok(true)
     }
 

@@ -261,8 +261,24 @@ impl PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(super) async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        let tx = self.client.transaction().await?;
+    pub(super) async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        self.client.batch_execute("BEGIN").await?;
+        let r = self.prepare_in_tx(batch).await;
+        if !matches!(r, Ok(true)) {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        r
+    }
+
+    pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+        self.client
+            .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
+            .await?;
+        Ok(())
+    }
+
+    async fn prepare_in_tx(&self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let tx = &self.client;
         tx.batch_execute("SET LOCAL strangler.applying = 'on'")
             .await?;
         let mut i = 0;
@@ -336,11 +352,9 @@ impl PgStore {
                 found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
                 &batch.seen,
             ) {
-                tx.rollback().await?;
                 return Ok(false);
             }
         }
-        tx.commit().await?;
         Ok(true)
     }
 

@@ -292,51 +292,28 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn apply(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+    pub(super) async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
         let batch = batch.clone();
         self.with(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("UPDATE _strangler_guard SET applying = 1", [])?;
-            for w in &batch.writes {
-                write(&tx, w)?;
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            let r = prepare(c, &batch);
+            if !matches!(r, Ok(true)) {
+                let _ = c.execute_batch("ROLLBACK");
             }
-            {
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO _strangler_applied (src, seq) VALUES (?1, ?2)",
-                )?;
-                for s in &batch.applied {
-                    ins.execute(rusqlite::params![batch.source, s])?;
-                }
-                if let Some(below) = batch.prune_below {
-                    tx.execute(
-                        "DELETE FROM _strangler_applied WHERE src = ?1 AND seq < ?2",
-                        rusqlite::params![batch.source, below],
-                    )?;
-                }
-                let mut del = tx.prepare_cached("DELETE FROM _strangler_changes WHERE seq = ?1")?;
-                for s in &batch.consumed {
-                    del.execute([s])?;
-                }
-                let mut check = tx.prepare_cached(
-                    "SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ?1 AND pk = ?2",
-                )?;
-                let written = written_keys(&batch);
-                for (t, pk) in &written {
-                    let found: Vec<(i64, String, String)> = check
-                        .query_map([t, pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                        .collect::<Result<_, _>>()?;
-                    if raced(
-                        &written,
-                        found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
-                        &batch.seen,
-                    ) {
-                        return Ok(false);
-                    }
-                }
+            r
+        })
+        .await
+    }
+
+    pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+        self.with(move |c| {
+            if commit {
+                c.execute("UPDATE _strangler_guard SET applying = 0", [])?;
+                c.execute_batch("COMMIT")?;
+            } else if !c.is_autocommit() {
+                c.execute_batch("ROLLBACK")?;
             }
-            tx.execute("UPDATE _strangler_guard SET applying = 0", [])?;
-            tx.commit()?;
-            Ok(true)
+            Ok(())
         })
         .await
     }
@@ -360,7 +337,7 @@ fn sql(v: &Value) -> Sql {
     }
 }
 
-fn write(tx: &rusqlite::Transaction, w: &Write) -> Result<(), StoreError> {
+fn write(tx: &Connection, w: &Write) -> Result<(), StoreError> {
     match w {
         Write::Upsert {
             table,
@@ -405,4 +382,43 @@ fn write(tx: &rusqlite::Transaction, w: &Write) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Everything of an apply inside the open transaction; `Ok(false)` on a race.
+fn prepare(tx: &Connection, batch: &ApplyBatch) -> Result<bool, StoreError> {
+    tx.execute("UPDATE _strangler_guard SET applying = 1", [])?;
+    for w in &batch.writes {
+        write(tx, w)?;
+    }
+    let mut ins =
+        tx.prepare_cached("INSERT OR IGNORE INTO _strangler_applied (src, seq) VALUES (?1, ?2)")?;
+    for s in &batch.applied {
+        ins.execute(rusqlite::params![batch.source, s])?;
+    }
+    if let Some(below) = batch.prune_below {
+        tx.execute(
+            "DELETE FROM _strangler_applied WHERE src = ?1 AND seq < ?2",
+            rusqlite::params![batch.source, below],
+        )?;
+    }
+    let mut del = tx.prepare_cached("DELETE FROM _strangler_changes WHERE seq = ?1")?;
+    for s in &batch.consumed {
+        del.execute([s])?;
+    }
+    let mut check = tx
+        .prepare_cached("SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ?1 AND pk = ?2")?;
+    let written = written_keys(batch);
+    for (t, pk) in &written {
+        let found: Vec<(i64, String, String)> = check
+            .query_map([t, pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        if raced(
+            &written,
+            found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
+            &batch.seen,
+        ) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

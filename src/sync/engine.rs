@@ -684,9 +684,6 @@ impl Link {
             consumed: Vec::new(),
             seen: seen(&ra),
         };
-        if !timed(&a, "apply", self.store(&a).apply(&batch_a)).await? {
-            return Ok(Step::Again);
-        }
         let mut consumed_b = processed[1].clone();
         consumed_b.extend(&consumed[1]);
         let batch_b = ApplyBatch {
@@ -697,9 +694,17 @@ impl Link {
             consumed: consumed_b,
             seen: seen(&rb),
         };
-        if !timed(&b, "apply", self.store(&b).apply(&batch_b)).await? {
+        // The second side's transaction stays open (holding its row locks) while the first
+        // side's runs, so a race on either side rolls both back.
+        if !timed(&b, "apply", self.store(&b).prepare(&batch_b)).await? {
             return Ok(Step::Again);
         }
+        if !timed(&a, "apply", self.store(&a).prepare(&batch_a)).await? {
+            timed(&b, "rollback", self.store(&b).finish(false)).await?;
+            return Ok(Step::Again);
+        }
+        timed(&a, "commit", self.store(&a).finish(true)).await?;
+        timed(&b, "commit", self.store(&b).finish(true)).await?;
         let mut consumed_a = processed[0].clone();
         consumed_a.extend(&consumed[0]);
         let cleanup = ApplyBatch {

@@ -1,0 +1,425 @@
+//! Shared by the sync tests: fresh databases of each kind, a portable schema, SQL helpers
+//! that read every value as text, and an engine started on a config.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use strangler::config::Config;
+use strangler::sync::SyncEngine;
+use strangler::sync::status::SyncStatus;
+use tokio_util::sync::CancellationToken;
+
+/// A service URL from the environment; `None` skips (a failure when CI requires services).
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("STRANGLER_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{var} is required when STRANGLER_REQUIRE_SERVICES=1"
+            );
+            eprintln!("skipped: set {var} to run this test");
+            None
+        }
+    }
+}
+
+/// Kinds of side pairs under test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pair {
+    /// Two SQLite files.
+    SqliteSqlite,
+    /// Two PostgreSQL databases.
+    PgPg,
+    /// PostgreSQL and MariaDB.
+    PgMy,
+}
+
+/// A database the test writes to and reads from directly.
+pub enum Db {
+    /// SQLite file.
+    Sqlite(PathBuf),
+    /// PostgreSQL.
+    Pg(tokio_postgres::Client),
+    /// MariaDB.
+    My(mysql_async::Pool),
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), fastrand::u64(..))
+}
+
+impl Db {
+    /// A fresh PostgreSQL database; returns it and its URL.
+    pub async fn fresh_pg(base: &str) -> (Db, String) {
+        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .expect("connect postgres");
+        tokio::spawn(conn);
+        let name = unique("st");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+        (Db::pg(&url).await, url)
+    }
+
+    /// Connects to PostgreSQL at `url`.
+    pub async fn pg(url: &str) -> Db {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect postgres");
+        tokio::spawn(conn);
+        Db::Pg(client)
+    }
+
+    /// A fresh MariaDB database; returns it and its URL.
+    pub async fn fresh_my(base: &str) -> (Db, String) {
+        let pool = mysql_async::Pool::new(base);
+        let name = unique("st");
+        let mut c = pool.get_conn().await.expect("connect mariadb");
+        c.query_drop(format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        drop(c);
+        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+        (Db::My(mysql_async::Pool::new(url.as_str())), url)
+    }
+
+    /// A fresh SQLite file in `dir`; returns it and its URL.
+    pub fn fresh_sqlite(dir: &std::path::Path, name: &str) -> (Db, String) {
+        let path = dir.join(format!("{name}.db"));
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        (
+            Db::Sqlite(path.clone()),
+            format!("sqlite://{}", path.display()),
+        )
+    }
+
+    fn sqlite(path: &PathBuf) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.busy_timeout(Duration::from_secs(30)).unwrap();
+        c
+    }
+
+    /// Runs statements (one transaction when several are given).
+    pub async fn exec(&self, sql: &str) {
+        self.try_exec(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Runs statements, returning the error text.
+    pub async fn try_exec(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Db::Sqlite(p) => {
+                let (p, sql) = (p.clone(), sql.to_string());
+                tokio::task::spawn_blocking(move || {
+                    Db::sqlite(&p)
+                        .execute_batch(&sql)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap()
+            }
+            Db::Pg(c) => c.batch_execute(sql).await.map_err(|e| e.to_string()),
+            Db::My(p) => {
+                let mut c = p.get_conn().await.map_err(|e| e.to_string())?;
+                c.query_drop(sql).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Every row of a query, each value as text (`NULL` for null).
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match self {
+            Db::Sqlite(p) => {
+                let (p, sql) = (p.clone(), sql.to_string());
+                tokio::task::spawn_blocking(move || {
+                    let c = Db::sqlite(&p);
+                    let mut st = c.prepare(&sql).unwrap();
+                    let n = st.column_count();
+                    st.query_map([], |r| {
+                        Ok((0..n)
+                            .map(|i| match r.get_ref(i).unwrap() {
+                                rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                                rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                                rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                                rusqlite::types::ValueRef::Text(t) => {
+                                    String::from_utf8_lossy(t).to_string()
+                                }
+                                rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
+                            })
+                            .collect())
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+                })
+                .await
+                .unwrap()
+            }
+            Db::Pg(c) => c
+                .simple_query(sql)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            Db::My(p) => {
+                let mut c = p.get_conn().await.unwrap();
+                let rows: Vec<mysql_async::Row> = c.query(sql).await.unwrap();
+                rows.into_iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| match r.as_ref(i).unwrap() {
+                                mysql_async::Value::NULL => "NULL".to_string(),
+                                mysql_async::Value::Bytes(b) => {
+                                    String::from_utf8_lossy(b).to_string()
+                                }
+                                other => other.as_sql(true),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One number from a query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.rows(sql).await[0][0].parse().unwrap()
+    }
+}
+
+/// Left side tables (the monolith).
+pub const LEFT_SCHEMA: &str = "
+CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(200), name VARCHAR(200),
+    stock INTEGER NOT NULL DEFAULT 0, nick VARCHAR(100), score INTEGER);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER NOT NULL);
+CREATE TABLE items (id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL, qty INTEGER NOT NULL,
+    FOREIGN KEY (order_id) REFERENCES orders (id));";
+
+/// Right side tables (the service).
+pub const RIGHT_SCHEMA: &str = "
+CREATE TABLE accounts (user_id INTEGER PRIMARY KEY, email VARCHAR(200), full_name VARCHAR(200),
+    stock INTEGER NOT NULL DEFAULT 0, nick VARCHAR(100), score INTEGER);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER NOT NULL);
+CREATE TABLE items (id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL, qty INTEGER NOT NULL,
+    FOREIGN KEY (order_id) REFERENCES orders (id));";
+
+/// Two fresh databases with the schema, and their URLs.
+pub struct Sides {
+    /// The monolith.
+    pub left: Db,
+    /// The service.
+    pub right: Db,
+    /// The monolith's URL.
+    pub left_url: String,
+    /// The service's URL.
+    pub right_url: String,
+    /// Holds SQLite files.
+    pub dir: tempfile::TempDir,
+}
+
+impl Sides {
+    /// Fresh sides of `pair`; `None` when its services are not available.
+    pub async fn new(pair: Pair) -> Option<Sides> {
+        let dir = tempfile::tempdir().unwrap();
+        let ((left, left_url), (right, right_url)) = match pair {
+            Pair::SqliteSqlite => (
+                Db::fresh_sqlite(dir.path(), "monolith"),
+                Db::fresh_sqlite(dir.path(), "service"),
+            ),
+            Pair::PgPg => {
+                let base = service_url("STRANGLER_TEST_POSTGRES_URL")?;
+                (Db::fresh_pg(&base).await, Db::fresh_pg(&base).await)
+            }
+            Pair::PgMy => {
+                let pg = service_url("STRANGLER_TEST_POSTGRES_URL")?;
+                let my = service_url("STRANGLER_TEST_MYSQL_URL")?;
+                (Db::fresh_pg(&pg).await, Db::fresh_my(&my).await)
+            }
+        };
+        left.exec(LEFT_SCHEMA).await;
+        right.exec(RIGHT_SCHEMA).await;
+        Some(Sides {
+            left,
+            right,
+            left_url,
+            right_url,
+            dir,
+        })
+    }
+
+    /// A config over these sides; `users_extra` is added to the users entity.
+    pub fn config(&self, users_extra: &str) -> String {
+        config_for(
+            &self.left_url,
+            &self.right_url,
+            users_extra,
+            &self.dir.path().join("control.db"),
+        )
+    }
+}
+
+/// The test config text for two side URLs.
+pub fn config_for(left: &str, right: &str, users_extra: &str, control: &std::path::Path) -> String {
+    format!(
+        r#"
+[gateway]
+control = "sqlite://{control}"
+
+[sync]
+poll = "20ms"
+
+[sides.monolith]
+database = "{left}"
+
+[sides.users]
+database = "{right}"
+
+[[entities]]
+name = "users"
+monolith = {{ table = "users", key = ["id"] }}
+users = {{ table = "accounts", key = ["user_id"] }}
+columns = {{ id = "user_id", email = "email", name = "full_name", stock = "stock", nick = "nick", score = "score" }}
+authority = "monolith"
+lag_tolerance = "2s"
+{users_extra}
+
+[[entities]]
+name = "orders"
+monolith = {{ table = "orders", key = ["id"] }}
+users = {{ table = "orders", key = ["id"] }}
+columns = {{ id = "id", total = "total" }}
+
+[[entities]]
+name = "items"
+monolith = {{ table = "items", key = ["id"] }}
+users = {{ table = "items", key = ["id"] }}
+columns = {{ id = "id", order_id = "order_id", qty = "qty" }}
+"#,
+        control = control.display()
+    )
+}
+
+/// Parses config text as if it came from `sync.toml`.
+pub fn parse(text: &str) -> Config {
+    Config::parse(std::path::Path::new("sync.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A running engine.
+pub struct Running {
+    /// Its status.
+    pub status: Arc<SyncStatus>,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the engine and waits for it.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Installs capture and starts an engine on `text`.
+pub async fn start(text: &str) -> Running {
+    start_with(text, |e| e).await
+}
+
+/// Like [`start`], letting the caller adjust the engine (custom rules).
+pub async fn start_with(text: &str, adjust: impl FnOnce(SyncEngine) -> SyncEngine) -> Running {
+    let cfg = parse(text);
+    SyncEngine::install(&cfg.sync).await.expect("install");
+    let engine = adjust(SyncEngine::new(cfg.sync.clone(), None));
+    engine.check().await.expect("check");
+    let status = engine.status();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(engine.run(token.clone()));
+    Running {
+        status,
+        token,
+        task,
+    }
+}
+
+/// Waits up to `secs` seconds for `f` to hold, polling every 20 ms.
+pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Users rows on both sides in one shape: id, email, name, stock, nick, score.
+pub async fn users(s: &Sides) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    (
+        s.left
+            .rows("SELECT id, email, name, stock, nick, score FROM users ORDER BY id")
+            .await,
+        s.right
+            .rows("SELECT user_id, email, full_name, stock, nick, score FROM accounts ORDER BY user_id")
+            .await,
+    )
+}
+
+/// Waits until both sides' users, orders and items are identical and both changelogs are empty.
+pub async fn converged(s: &Sides, secs: u64) -> bool {
+    eventually(secs, || async {
+        let (l, r) = users(s).await;
+        if l != r {
+            return false;
+        }
+        for t in [
+            "SELECT id, total FROM orders ORDER BY id",
+            "SELECT id, order_id, qty FROM items ORDER BY id",
+        ] {
+            if s.left.rows(t).await != s.right.rows(t).await {
+                return false;
+            }
+        }
+        s.left
+            .count("SELECT count(*) FROM _strangler_changes")
+            .await
+            == 0
+            && s.right
+                .count("SELECT count(*) FROM _strangler_changes")
+                .await
+                == 0
+    })
+    .await
+}
+
+/// Sum of changes applied in both directions for an entity, from the engine's status.
+pub fn applied(status: &SyncStatus, entity: &str) -> u64 {
+    status.snapshot()["directions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["entity"] == entity)
+        .map(|d| d["applied"].as_u64().unwrap())
+        .sum()
+}
