@@ -109,7 +109,7 @@ async fn concurrent_writers_converge(pair: Pair) {
             }));
         }
     }
-    let mut total = vec![0i64; 20];
+    let mut total = [0i64; 20];
     for h in handles {
         for (t, n) in total.iter_mut().zip(h.await.unwrap()) {
             *t += n;
