@@ -319,11 +319,51 @@ impl Store {
         each!(self, s => s.applied(source, seqs).await)
     }
 
+    /// Opens the engine's transaction on this side (its writes are not captured).
+    pub async fn begin(&mut self) -> Result<(), StoreError> {
+        each!(self, s => s.begin().await)
+    }
+
+    /// Inside the open transaction: locks the rows with these keys of `table` so no other
+    /// writer can change them until the transaction ends.
+    pub async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        each!(self, s => s.lock_keys(table, keys).await)
+    }
+
+    /// Inside the open transaction: changes on these (table, key text) pairs not in `seen`.
+    pub async fn fetch_unseen(
+        &mut self,
+        keys: &HashSet<(String, String)>,
+        seen: &HashSet<i64>,
+    ) -> Result<Vec<Change>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = each!(self, s => s.fetch_keys(keys).await)?;
+        found.retain(|c| !seen.contains(&c.seq) && keys.contains(&(c.table.clone(), c.pk.clone())));
+        found.sort_by_key(|c| c.seq);
+        Ok(found)
+    }
+
+    /// Inside the open transaction: runs a batch. `Ok(false)`: a written key has a change
+    /// that was not seen (the caller rolls back).
+    pub async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        each!(self, s => s.write_batch(batch).await)
+    }
+
     /// Runs a batch inside a new transaction, uncaptured, and leaves it open for
     /// [`Store::finish`]. `Ok(false)`: rolled back already, because a written key has a
     /// change on this side that was not read this round.
     pub async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        each!(self, s => s.prepare(batch).await)
+        self.begin().await?;
+        let r = self.write_batch(batch).await;
+        if !matches!(r, Ok(true)) {
+            let _ = self.finish(false).await;
+        }
+        r
     }
 
     /// Commits (or rolls back) the transaction [`Store::prepare`] left open.

@@ -9,8 +9,8 @@ use mysql_async::{Conn, Opts, Params, Value as My};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, Column, Op, StoreError, TableInfo, Write, bq, family, image,
-    raced, written_keys,
+    ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, bq, family,
+    image, raced, written_keys,
 };
 
 /// A MariaDB / MySQL database.
@@ -288,13 +288,59 @@ impl MyStore {
         Ok(out)
     }
 
-    pub(super) async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+    pub(super) async fn begin(&mut self) -> Result<(), StoreError> {
         self.conn.query_drop("START TRANSACTION").await?;
-        let r = self.prepare_in_tx(batch).await;
-        if !matches!(r, Ok(true)) {
-            let _ = self.conn.query_drop("ROLLBACK").await;
+        Ok(())
+    }
+
+    pub(super) async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {
+        let cols: Vec<String> = keys[0].keys().map(|c| bq(c)).collect();
+        let one = format!("({})", vec!["?"; cols.len()].join(","));
+        for chunk in keys.chunks(MAX_PARAMS / cols.len().max(1)) {
+            let params: Vec<My> = chunk.iter().flat_map(|k| k.values().map(my)).collect();
+            self.conn
+                .exec_drop(
+                    format!(
+                        "SELECT 1 FROM {} WHERE ({}) IN ({}) FOR UPDATE",
+                        bq(table),
+                        cols.join(", "),
+                        vec![one.clone(); chunk.len()].join(",")
+                    ),
+                    Params::Positional(params),
+                )
+                .await?;
         }
-        r
+        Ok(())
+    }
+
+    pub(super) async fn fetch_keys(
+        &mut self,
+        keys: &HashSet<(String, String)>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let keys: Vec<&(String, String)> = keys.iter().collect();
+        let mut out = Vec::new();
+        for chunk in keys.chunks(MAX_PARAMS / 2) {
+            let marks = vec!["(?, ?)"; chunk.len()].join(",");
+            let params: Vec<My> = chunk
+                .iter()
+                .flat_map(|(t, p)| [My::from(t.as_str()), My::from(p.as_str())])
+                .collect();
+            let rows: Vec<ChangeRow> = self
+                .conn
+                .exec(
+                    format!(
+                        "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE (tbl, pk) IN ({marks})"
+                    ),
+                    Params::Positional(params),
+                )
+                .await?;
+            out.extend(changes(rows)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        self.prepare_in_tx(batch).await
     }
 
     pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@ use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, Column, Op, StoreError, TableInfo, Write, dq, family, image,
-    raced, written_keys,
+    ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq, family,
+    image, raced, written_keys,
 };
 
 /// A PostgreSQL database.
@@ -261,13 +261,54 @@ impl PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(super) async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        self.client.batch_execute("BEGIN").await?;
-        let r = self.prepare_in_tx(batch).await;
-        if !matches!(r, Ok(true)) {
-            let _ = self.client.batch_execute("ROLLBACK").await;
-        }
-        r
+    pub(super) async fn begin(&mut self) -> Result<(), StoreError> {
+        self.client
+            .batch_execute("BEGIN; SET LOCAL strangler.applying = 'on'")
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {
+        let cols: Vec<String> = keys[0].keys().map(|c| dq(c)).collect();
+        let json = Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
+        self.client
+            .execute(
+                &format!(
+                    "SELECT 1 FROM {t} WHERE ({k}) IN (SELECT {k} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb)) \
+                     ORDER BY {k} FOR UPDATE",
+                    t = dq(table),
+                    k = cols.join(", ")
+                ),
+                &[&json],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_keys(
+        &mut self,
+        keys: &HashSet<(String, String)>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let tables: Vec<&str> = keys
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let pks: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                 WHERE tbl = ANY($1) AND pk = ANY($2)",
+                &[&tables, &pks],
+            )
+            .await?;
+        Self::changes(rows)
+    }
+
+    pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        self.prepare_in_tx(batch).await
     }
 
     pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, Column, Op, StoreError, TableInfo, Write, dq, family, image,
-    raced, written_keys,
+    ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq, family,
+    image, raced, written_keys,
 };
 
 /// An SQLite database.
@@ -236,31 +236,10 @@ impl SqliteStore {
                 "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
                  WHERE tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1",
             )?;
-            let rows = stmt.query_map(rusqlite::params![limit as i64, tables], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, String>(7)?,
-                ))
-            })?;
+            let rows = stmt.query_map(rusqlite::params![limit as i64, tables], change_row)?;
             let mut out = Vec::new();
             for r in rows {
-                let (seq, table, op, old, new, tx, ts_us, pk) = r?;
-                out.push(Change {
-                    seq,
-                    table,
-                    op: Op::parse(&op),
-                    old: image(seq, old)?,
-                    new: image(seq, new)?,
-                    tx,
-                    ts_us,
-                    pk,
-                });
+                out.push(to_change(r?)?);
             }
             Ok(out)
         })
@@ -292,17 +271,43 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn prepare(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        let batch = batch.clone();
+    pub(super) async fn begin(&mut self) -> Result<(), StoreError> {
+        self.with(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?)).await
+    }
+
+    pub(super) async fn lock_keys(
+        &mut self,
+        _table: &str,
+        _keys: &[Row],
+    ) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        Ok(())
+    }
+
+    pub(super) async fn fetch_keys(
+        &mut self,
+        keys: &HashSet<(String, String)>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let keys: Vec<(String, String)> = keys.iter().cloned().collect();
         self.with(move |c| {
-            c.execute_batch("BEGIN IMMEDIATE")?;
-            let r = prepare(c, &batch);
-            if !matches!(r, Ok(true)) {
-                let _ = c.execute_batch("ROLLBACK");
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE tbl = ?1 AND pk = ?2",
+            )?;
+            let mut out = Vec::new();
+            for (t, pk) in &keys {
+                let rows = stmt.query_map([t, pk], change_row)?;
+                for r in rows {
+                    out.push(to_change(r?)?);
+                }
             }
-            r
+            Ok(out)
         })
         .await
+    }
+
+    pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let batch = batch.clone();
+        self.with(move |c| prepare(c, &batch)).await
     }
 
     pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
@@ -421,4 +426,41 @@ fn prepare(tx: &Connection, batch: &ApplyBatch) -> Result<bool, StoreError> {
         }
     }
     Ok(true)
+}
+
+type ChangeRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+);
+
+fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn to_change((seq, table, op, old, new, tx, ts_us, pk): ChangeRow) -> Result<Change, StoreError> {
+    Ok(Change {
+        seq,
+        table,
+        op: Op::parse(&op),
+        old: image(seq, old)?,
+        new: image(seq, new)?,
+        tx,
+        ts_us,
+        pk,
+    })
 }

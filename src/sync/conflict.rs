@@ -22,6 +22,9 @@ pub struct SideChange {
     pub row: Option<Row>,
     /// Capture stamp of the last change: (physical µs, sequence).
     pub stamp: (i64, i64),
+    /// Per numeric column, the sum of each change's own delta (new − old). Differs from
+    /// `row − base` when the engine wrote the row between two of this side's changes.
+    pub deltas: std::collections::BTreeMap<String, f64>,
 }
 
 /// A custom column rule, registered in code under a name and chosen with `custom:NAME`.
@@ -154,7 +157,9 @@ pub fn resolve(
             let v = match p {
                 Policy::Counter => {
                     let b = number(bv);
-                    num_value(b + (number(Some(lv)) - b) + (number(Some(rv)) - b), lv)
+                    let dl = left.deltas.get(c).copied().unwrap_or(number(Some(lv)) - b);
+                    let dr = right.deltas.get(c).copied().unwrap_or(number(Some(rv)) - b);
+                    num_value(b + dl + dr, lv)
                 }
                 Policy::Max => std::cmp::max_by(lv, rv, |a, b| compare(a, b)).clone(),
                 Policy::Min => std::cmp::min_by(lv, rv, |a, b| compare(a, b)).clone(),
@@ -232,6 +237,7 @@ mod tests {
             base: obj(base),
             row: obj(row),
             stamp: (ts, 1),
+            deltas: Default::default(),
         }
     }
 

@@ -19,7 +19,9 @@ use super::status::{SyncStatus, link_name};
 use crate::config::sync::{EntityConfig, SyncConfig, SyncSettings};
 use crate::control::ControlStore;
 use crate::metrics as m;
-use crate::store::{ApplyBatch, CaptureSpec, Change, Op, Row, Store, StoreError, TableInfo, Write};
+use crate::store::{
+    ApplyBatch, CaptureSpec, Change, Op, Row, Store, StoreError, TableInfo, Write, key_text,
+};
 
 /// Longest a single database call may take before the round is retried.
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -363,11 +365,25 @@ struct Group {
 fn net(side: &str, pieces: &[Piece]) -> Option<SideChange> {
     let first = pieces.first()?;
     let last = pieces.last()?;
+    let mut deltas = std::collections::BTreeMap::new();
+    for p in pieces {
+        for (c, v) in p.row.iter().flatten() {
+            if let Some(n) = v.as_f64() {
+                let o = p
+                    .base
+                    .as_ref()
+                    .and_then(|b| b.get(c))
+                    .and_then(Value::as_f64);
+                *deltas.entry(c.clone()).or_insert(0.0) += n - o.unwrap_or(0.0);
+            }
+        }
+    }
     Some(SideChange {
         side: side.to_string(),
         base: first.base.clone(),
         row: last.row.clone(),
         stamp: (last.ts, last.seq),
+        deltas,
     })
 }
 
@@ -548,62 +564,107 @@ impl Link {
         let seqs = |r: &[Change]| r.iter().map(|c| c.seq).collect::<Vec<_>>();
         let done_in_b = timed(&b, "applied", self.store(&b).applied(&a, &seqs(&ra))).await?;
         let done_in_a = timed(&a, "applied", self.store(&a).applied(&b, &seqs(&rb))).await?;
-
-        let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<(usize, String), usize> = HashMap::new();
-        let mut processed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
-        let mut consumed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
-        let skew = self.settings.max_clock_skew.as_micros() as i64;
-        let limit = now_us() + skew;
-        for (si, changes, done) in [(0usize, &ra, &done_in_b), (1, &rb, &done_in_a)] {
-            let side = &self.sides[si].name;
-            for c in changes.iter() {
-                if done.contains(&c.seq) {
-                    consumed[si].push(c.seq);
-                    continue;
-                }
-                let Some(&ei) = tables[si].get(&c.table) else {
-                    continue;
-                };
-                let Some(mapping) = self.entities[ei].mapping.as_ref() else {
-                    continue;
-                };
-                let mut ts = c.ts_us;
-                if ts > limit {
-                    metrics::counter!(m::SYNC_CLOCK_CLAMPED).increment(1);
-                    ts = limit;
-                }
-                match pieces(mapping, side, c, ts) {
-                    Ok(ps) => {
-                        for (key, keyrow, p) in ps {
-                            let gi = *index.entry((ei, key)).or_insert_with(|| {
-                                groups.push(Group {
-                                    ent: ei,
-                                    key: keyrow,
-                                    a: Vec::new(),
-                                    b: Vec::new(),
-                                });
-                                groups.len() - 1
-                            });
-                            if si == 0 {
-                                groups[gi].a.push(p)
-                            } else {
-                                groups[gi].b.push(p)
-                            }
-                        }
-                        processed[si].push(c.seq);
+        let (mut ra, mut rb) = (ra, rb);
+        let mut locked = false;
+        let grouped = loop {
+            let mut groups: Vec<Group> = Vec::new();
+            let mut index: HashMap<(usize, String), usize> = HashMap::new();
+            let mut processed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            let mut consumed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            let skew = self.settings.max_clock_skew.as_micros() as i64;
+            let limit = now_us() + skew;
+            for (si, changes, done) in [(0usize, &ra, &done_in_b), (1, &rb, &done_in_a)] {
+                let side = &self.sides[si].name;
+                for c in changes.iter() {
+                    if done.contains(&c.seq) {
+                        consumed[si].push(c.seq);
+                        continue;
                     }
-                    Err(msg) => {
-                        let reason = format!(
-                            "changelog row {} on side {side:?} (table {:?}): {msg}",
-                            c.seq, c.table
-                        );
-                        pause(&mut self.entities[ei], &self.status, reason);
-                        return Ok(Step::Again);
+                    let Some(&ei) = tables[si].get(&c.table) else {
+                        continue;
+                    };
+                    let Some(mapping) = self.entities[ei].mapping.as_ref() else {
+                        continue;
+                    };
+                    let mut ts = c.ts_us;
+                    if ts > limit {
+                        metrics::counter!(m::SYNC_CLOCK_CLAMPED).increment(1);
+                        ts = limit;
+                    }
+                    match pieces(mapping, side, c, ts) {
+                        Ok(ps) => {
+                            for (key, keyrow, p) in ps {
+                                let gi = *index.entry((ei, key)).or_insert_with(|| {
+                                    groups.push(Group {
+                                        ent: ei,
+                                        key: keyrow,
+                                        a: Vec::new(),
+                                        b: Vec::new(),
+                                    });
+                                    groups.len() - 1
+                                });
+                                if si == 0 {
+                                    groups[gi].a.push(p)
+                                } else {
+                                    groups[gi].b.push(p)
+                                }
+                            }
+                            processed[si].push(c.seq);
+                        }
+                        Err(msg) => {
+                            let reason = format!(
+                                "changelog row {} on side {side:?} (table {:?}): {msg}",
+                                c.seq, c.table
+                            );
+                            pause(&mut self.entities[ei], &self.status, reason);
+                            if locked {
+                                self.rollback(&a, &b).await?;
+                            }
+                            return Ok(Step::Again);
+                        }
                     }
                 }
             }
-        }
+
+            if !locked {
+                // Lock every key of the round on both sides, then pick up changes to those keys
+                // that committed after the read: from here on none can slip in unseen.
+                timed(&b, "begin", self.store(&b).begin()).await?;
+                timed(&a, "begin", self.store(&a).begin()).await?;
+                locked = true;
+                let mut fresh: [Vec<Change>; 2] = [Vec::new(), Vec::new()];
+                for (si, side) in [(0usize, &a), (1, &b)] {
+                    let mut by_table: HashMap<String, Vec<Row>> = HashMap::new();
+                    let mut pks: HashSet<(String, String)> = HashSet::new();
+                    for g in &groups {
+                        let Some(m) = self.entities[g.ent].mapping.as_ref() else {
+                            continue;
+                        };
+                        let Some(t) = m.entity.table(side) else {
+                            continue;
+                        };
+                        if let Ok(k) = m.side_key(side, &g.key) {
+                            pks.insert((t.table.clone(), key_text(t.key.iter().map(|c| k.get(c)))));
+                            by_table.entry(t.table.clone()).or_default().push(k);
+                        }
+                    }
+                    for (table, keys) in by_table {
+                        timed(side, "lock", self.store(side).lock_keys(&table, &keys)).await?;
+                    }
+                    let seen: HashSet<i64> = [&ra, &rb][si].iter().map(|c| c.seq).collect();
+                    fresh[si] =
+                        timed(side, "fetch", self.store(side).fetch_unseen(&pks, &seen)).await?;
+                }
+                let [fa, fb] = fresh;
+                if !(fa.is_empty() && fb.is_empty()) {
+                    ra.extend(fa);
+                    rb.extend(fb);
+                    continue;
+                }
+            }
+            break (groups, processed, consumed);
+        };
+        let (groups, processed, consumed) = grouped;
 
         let mut to_a: Vec<(i64, Write)> = Vec::new();
         let mut to_b: Vec<(i64, Write)> = Vec::new();
@@ -694,13 +755,12 @@ impl Link {
             consumed: consumed_b,
             seen: seen(&rb),
         };
-        // The second side's transaction stays open (holding its row locks) while the first
-        // side's runs, so a race on either side rolls both back.
-        if !timed(&b, "apply", self.store(&b).prepare(&batch_b)).await? {
-            return Ok(Step::Again);
-        }
-        if !timed(&a, "apply", self.store(&a).prepare(&batch_a)).await? {
-            timed(&b, "rollback", self.store(&b).finish(false)).await?;
+        // Both transactions are open and hold their locks; a race that still got through
+        // (a brand-new key inserted on both sides at once) rolls both back.
+        if !timed(&b, "apply", self.store(&b).write_batch(&batch_b)).await?
+            || !timed(&a, "apply", self.store(&a).write_batch(&batch_a)).await?
+        {
+            self.rollback(&a, &b).await?;
             return Ok(Step::Again);
         }
         timed(&a, "commit", self.store(&a).finish(true)).await?;
@@ -733,6 +793,11 @@ impl Link {
             }
         }
         Ok(Step::Busy)
+    }
+
+    async fn rollback(&mut self, a: &str, b: &str) -> Result<(), SyncError> {
+        timed(b, "rollback", self.store(b).finish(false)).await?;
+        timed(a, "rollback", self.store(a).finish(false)).await
     }
 
     fn bad(&mut self, ent: usize, msg: String) -> SyncError {

@@ -2,6 +2,8 @@
 //! that read every value as text, and an engine started on a config.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,4 +424,93 @@ pub fn applied(status: &SyncStatus, entity: &str) -> u64 {
         .filter(|d| d["entity"] == entity)
         .map(|d| d["applied"].as_u64().unwrap())
         .sum()
+}
+
+/// Background writers on both sides: inserts of their own keys and increments of 10 shared
+/// counters (ids 0..10, seeded by [`Writers::seed`]), until stopped.
+pub struct Writers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<(Vec<i64>, i64)>>,
+}
+
+impl Writers {
+    /// Seeds the shared counter rows on the left side.
+    pub async fn seed(s: &Sides) {
+        let mut seed = String::new();
+        for k in 0..10 {
+            seed.push_str(&format!(
+                "INSERT INTO users (id, email, name, stock) VALUES ({k}, 'c{k}@x.io', 'counter', 0);"
+            ));
+        }
+        s.left.exec(&seed).await;
+    }
+
+    /// Starts `per_side` writers on each side, pausing `gap` between writes.
+    pub fn start(s: &Arc<Sides>, per_side: i64, gap: Duration) -> Writers {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for side in 0..2i64 {
+            for w in 0..per_side {
+                let (s, stop) = (s.clone(), stop.clone());
+                handles.push(tokio::spawn(async move {
+                    let (db, table, key, name) = if side == 0 {
+                        (&s.left, "users", "id", "name")
+                    } else {
+                        (&s.right, "accounts", "user_id", "full_name")
+                    };
+                    let mut inc = vec![0i64; 10];
+                    let mut inserted = 0;
+                    let mut op: i64 = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let id = 1_000_000 * (1 + side * per_side + w) + op;
+                        let (sql, counter) = if op % 2 == 0 {
+                            (format!("INSERT INTO {table} ({key}, email, {name}) VALUES ({id}, 'w@x.io', 'w')"), None)
+                        } else {
+                            let k = (op / 2 + w) % 10;
+                            (format!("UPDATE {table} SET stock = stock + 1 WHERE {key} = {k}"), Some(k))
+                        };
+                        if db.try_exec(&sql).await.is_ok() {
+                            match counter {
+                                Some(k) => inc[k as usize] += 1,
+                                None => inserted += 1,
+                            }
+                            op += 1;
+                        }
+                        tokio::time::sleep(gap).await;
+                    }
+                    (inc, inserted)
+                }));
+            }
+        }
+        Writers { stop, handles }
+    }
+
+    /// Stops the writers; returns the increments per counter and the rows inserted.
+    pub async fn stop(self) -> ([i64; 10], i64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = [0i64; 10];
+        let mut rows = 0;
+        for h in self.handles {
+            let (inc, n) = h.await.unwrap();
+            for (t, i) in total.iter_mut().zip(inc) {
+                *t += i;
+            }
+            rows += n;
+        }
+        (total, rows)
+    }
+}
+
+/// Checks both sides hold every counter increment exactly once and every inserted row once.
+pub async fn exact(s: &Sides, totals: [i64; 10], inserted: i64) {
+    let (left, right) = users(s).await;
+    assert_eq!(left, right, "both sides identical row by row");
+    for (k, t) in totals.iter().enumerate() {
+        assert_eq!(
+            left[k][3],
+            t.to_string(),
+            "counter {k}: each increment exactly once"
+        );
+    }
+    assert_eq!(left.len() as i64, 10 + inserted, "every inserted row, once");
 }
