@@ -26,10 +26,10 @@ def binary():
 
 
 class Upstream:
-    def __init__(self, name, tmp):
+    def __init__(self, name, tmp, db=()):
         self.name = name
         self.port_file = str(tmp / f"{name}.port")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), name, self.port_file])
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), name, self.port_file, *db])
         deadline = time.time() + 10
         while not os.path.exists(self.port_file):
             if time.time() > deadline:
@@ -101,8 +101,8 @@ class Gateway:
 def upstreams(tmp_path):
     made = []
 
-    def make(*names):
-        out = [Upstream(n, tmp_path) for n in names]
+    def make(*names, dbs=None):
+        out = [Upstream(n, tmp_path, (dbs or {}).get(n, ())) for n in names]
         made.extend(out)
         return out
 

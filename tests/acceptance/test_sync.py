@@ -1,0 +1,148 @@
+"""The sync engine, black-box: writes go through the gateway to both sides (the monolith and
+the service each write their own SQLite database), and the two databases converge."""
+
+import sqlite3
+import subprocess
+import time
+
+import requests
+
+from conftest import binary, base_config
+
+
+def make_dbs(tmp):
+    mono, svc = tmp / "monolith.db", tmp / "service.db"
+    with sqlite3.connect(mono) as c:
+        c.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, name TEXT)")
+    with sqlite3.connect(svc) as c:
+        c.execute("CREATE TABLE accounts (user_id INTEGER PRIMARY KEY, email TEXT, full_name TEXT)")
+    return mono, svc
+
+
+def sync_sections(mono, svc):
+    return f"""
+[sync]
+poll = "1s"
+
+[sides.monolith]
+database = "sqlite://{mono}"
+
+[sides.users]
+database = "sqlite://{svc}"
+
+[[entities]]
+name = "users"
+monolith = {{ table = "users", key = ["id"] }}
+users = {{ table = "accounts", key = ["user_id"] }}
+columns = {{ id = "user_id", email = "email", name = "full_name" }}
+authority = "monolith"
+conflict = "last_write_wins"
+lag_tolerance = "2s"
+"""
+
+
+def rows(db, sql):
+    with sqlite3.connect(db, timeout=30) as c:
+        return c.execute(sql).fetchall()
+
+
+def both(mono, svc):
+    return (rows(mono, "SELECT id, email, name FROM users ORDER BY id"),
+            rows(svc, "SELECT user_id, email, full_name FROM accounts ORDER BY user_id"))
+
+
+def cli(*args):
+    return subprocess.run([binary(), *args], capture_output=True, text=True, timeout=60)
+
+
+def start(tmp_path, upstreams, gateway, split="{ monolith = 50, users = 50 }"):
+    mono, svc = make_dbs(tmp_path)
+    m, s = upstreams("monolith", "users", dbs={
+        "monolith": (str(mono), "users", "id", "name"),
+        "users": (str(svc), "accounts", "user_id", "full_name"),
+    })
+    text = base_config(m, s, split=split) + sync_sections(mono, svc)
+    path = tmp_path / "sync.toml"
+    path.write_text(text.replace("{dir}", str(tmp_path)))
+    r = cli("sync", "install", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    return mono, svc, gateway(text), path
+
+
+def test_writes_through_the_gateway_reach_both_databases(tmp_path, upstreams, gateway):
+    mono, svc, gw, _ = start(tmp_path, upstreams, gateway)
+    sides = set()
+    for i in range(1, 201):
+        r = requests.put(gw.url(f"/api/users/{i}"), json={"email": f"u{i}@x.io", "name": f"User {i}"},
+                         headers={"x-user-id": f"user-{i}"}, timeout=10)
+        assert r.status_code == 200
+        sides.add(r.headers["x-strangler-target"])
+    assert sides == {"monolith", "users"}, "the split sent writes to both sides"
+    for i in range(1, 201, 7):
+        requests.put(gw.url(f"/api/users/{i}"), json={"email": f"new{i}@x.io", "name": f"Renamed {i}"},
+                     headers={"x-user-id": f"user-{i}"}, timeout=10)
+    # Poll is 1 s, but every write the gateway forwards wakes the engine at once.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        left, right = both(mono, svc)
+        if left == right and len(left) == 200:
+            break
+        time.sleep(0.05)
+    left, right = both(mono, svc)
+    assert left == right and len(left) == 200
+    assert left[7] == (8, "new8@x.io", "Renamed 8")
+    status = requests.get(gw.admin("/admin/sync"), timeout=5).json()
+    applied = {(d["from"], d["to"]): d["applied"] for d in status["directions"] if d["entity"] == "users"}
+    assert applied[("monolith", "users")] > 0 and applied[("users", "monolith")] > 0, status
+    assert all(d["state"] == "running" for d in status["directions"]), status
+    metrics = requests.get(gw.admin("/metrics"), timeout=5).text
+    assert 'strangler_sync_changes_applied_total{entity="users",direction="monolith_to_users"}' in metrics
+    assert 'strangler_sync_lag_seconds{entity="users"' in metrics
+
+
+def test_a_conflict_is_settled_and_listed(tmp_path, upstreams, gateway):
+    mono, svc, gw, path = start(tmp_path, upstreams, gateway)
+    requests.put(gw.url("/api/users/1"), json={"email": "a@x.io", "name": "Ann"},
+                 headers={"x-user-id": "user-1"}, timeout=10)
+    deadline = time.time() + 10
+    while both(mono, svc)[1] == [] and time.time() < deadline:
+        time.sleep(0.05)
+    assert gw.stop() == 0
+    # Both sides change the same user while no engine runs: a conflict.
+    with sqlite3.connect(mono) as c:
+        c.execute("UPDATE users SET name = 'Ann (monolith)' WHERE id = 1")
+    time.sleep(0.01)
+    with sqlite3.connect(svc) as c:
+        c.execute("UPDATE accounts SET full_name = 'Ann (service)' WHERE user_id = 1")
+    gw2 = gateway(path.read_text(), name="gw2")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        left, right = both(mono, svc)
+        if left == right:
+            break
+        time.sleep(0.05)
+    assert both(mono, svc)[0] == [(1, "a@x.io", "Ann (service)")], "the later write wins"
+    conflicts = requests.get(gw2.admin("/admin/conflicts"), timeout=5).json()["conflicts"]
+    assert len(conflicts) == 1
+    c = conflicts[0]
+    assert c["entity"] == "users" and c["policy"] == "last_write_wins" and c["outcome"] == "right"
+    assert c["left"]["row"]["name"] == "Ann (monolith)" and c["right"]["row"]["name"] == "Ann (service)"
+
+
+def test_sync_cli_refuses_a_bad_mapping_and_uninstall_leaves_nothing(tmp_path):
+    mono, svc = make_dbs(tmp_path)
+    good = f"""
+[gateway]
+control = "sqlite://{tmp_path}/c.db"
+""" + sync_sections(mono, svc)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.replace('name = "full_name"', 'name = "fullname"'))
+    r = cli("sync", "install", "--config", str(bad))
+    assert r.returncode != 0
+    assert 'entity "users": side "users": table "accounts": column "fullname" does not exist' in r.stderr
+    ok = tmp_path / "ok.toml"
+    ok.write_text(good)
+    assert cli("sync", "install", "--config", str(ok)).returncode == 0
+    assert cli("sync", "uninstall", "--config", str(ok)).returncode == 0
+    for db in (mono, svc):
+        assert rows(db, "SELECT name FROM sqlite_master WHERE name LIKE '%strangler%'") == []
