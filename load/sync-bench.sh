@@ -36,6 +36,7 @@ database = "sqlite:///tmp/sync_pgbench_b.db"
 name = "bench"
 a = { table = "bench", key = ["id"] }
 b = { table = "bench", key = ["id"] }
+authority = "a"
 columns = { id = "id", side = "side", t_us = "t_us", payload = "payload" }
 TOML
 rm -f /tmp/sync_pgbench_b.db
