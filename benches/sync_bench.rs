@@ -121,10 +121,10 @@ impl Writer {
         }
     }
 
-    /// Rows from `side` with id above `after`: (id, t_us).
-    async fn seen(&self, side: i64, after: i64) -> Vec<(i64, i64)> {
+    /// Rows with `after` < id < `before`: (id, t_us). One writer's range: a primary-key range scan.
+    async fn seen(&self, after: i64, before: i64) -> Vec<(i64, i64)> {
         let sql =
-            format!("SELECT id, t_us FROM bench WHERE side = {side} AND id > {after} ORDER BY id");
+            format!("SELECT id, t_us FROM bench WHERE id > {after} AND id < {before} ORDER BY id");
         match self {
             Writer::Sqlite(c) => {
                 let c = c.clone();
@@ -243,7 +243,7 @@ async fn main() {
         let t0 = Instant::now();
         let obs = Writer::open(&b).await;
         loop {
-            let n = obs.seen(0, backlog - 2).await;
+            let n = obs.seen(backlog - 2, backlog).await;
             if !n.is_empty() {
                 break;
             }
@@ -299,13 +299,10 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 for (w, l) in last.iter_mut().enumerate() {
                     let base = (watch_side * writers_per_side + w as i64) * 1_000_000_000;
-                    let rows = conn.seen(watch_side, (*l).max(base - 1)).await;
+                    let rows = conn.seen((*l).max(base - 1), base + 1_000_000_000).await;
                     let now = now_us();
                     let mut h = hist.lock().unwrap();
-                    for (id, t) in rows
-                        .into_iter()
-                        .filter(|(id, _)| *id < base + 1_000_000_000)
-                    {
+                    for (id, t) in rows {
                         let _ = h.record(((now - t).max(0)) as u64);
                         *l = id;
                         seen += 1;

@@ -33,18 +33,67 @@ pub enum DemoError {
     Unexpected(String),
 }
 
-async fn upstream(name: &'static str) -> Result<SocketAddr, DemoError> {
+/// Where an upstream keeps its users: SQLite file, table, key column, name column.
+type Store = (std::path::PathBuf, &'static str, &'static str, &'static str);
+
+/// A PUT/POST /api/users/ID writes `{"name": ...}` into the upstream's own database.
+fn save(store: &Store, path: &str, body: &[u8]) -> Result<(), String> {
+    let (file, table, key, name_col) = store;
+    let Some(id) = path
+        .strip_prefix("/api/users/")
+        .and_then(|i| i.parse::<i64>().ok())
+    else {
+        return Ok(());
+    };
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let name = v["name"].as_str().unwrap_or("").to_string();
+    let c = rusqlite::Connection::open(file).map_err(|e| e.to_string())?;
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    c.execute(
+        &format!(
+            "INSERT INTO {table} ({key}, name_text) VALUES (?1, ?2) ON CONFLICT ({key}) DO UPDATE SET name_text = excluded.name_text"
+        )
+        .replace("name_text", name_col),
+        rusqlite::params![id, name],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn upstream(name: &'static str, store: Store) -> Result<SocketAddr, DemoError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let store = std::sync::Arc::new(store);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                    let body = format!(
-                        "{{\"served_by\":\"{name}\",\"path\":\"{}\"}}",
-                        req.uri().path()
-                    );
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let write =
+                            req.method() == http::Method::PUT || req.method() == http::Method::POST;
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let mut status = http::StatusCode::OK;
+                        if write {
+                            let r = tokio::task::spawn_blocking(move || save(&store, &path, &body))
+                                .await;
+                            if !matches!(r, Ok(Ok(()))) {
+                                status = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                        }
+                        let body = format!("{{\"served_by\":\"{name}\"}}");
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = status;
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -111,20 +160,44 @@ fn share(t: &HashMap<String, String>, name: &str) -> f64 {
 
 /// Runs the demonstration and prints what happens.
 pub async fn run() -> Result<(), DemoError> {
-    let mono = upstream("monolith").await?;
-    let users = upstream("users").await?;
     let dir = std::env::temp_dir().join(format!("strangler-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let (mono_db, svc_db) = (dir.join("monolith.db"), dir.join("users.db"));
+    for (file, ddl) in [
+        (
+            &mono_db,
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+        ),
+        (
+            &svc_db,
+            "CREATE TABLE accounts (user_id INTEGER PRIMARY KEY, full_name TEXT)",
+        ),
+    ] {
+        rusqlite::Connection::open(file)
+            .and_then(|c| c.execute_batch(ddl))
+            .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    }
+    let mono = upstream("monolith", (mono_db.clone(), "users", "id", "name")).await?;
+    let users = upstream(
+        "users",
+        (svc_db.clone(), "accounts", "user_id", "full_name"),
+    )
+    .await?;
     let path = dir.join("demo.toml");
     std::fs::write(
         &path,
         format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ncontrol = \"sqlite://{}/control.db\"\n\n[upstreams.monolith]\nurl = \"http://{mono}\"\n\n[upstreams.users]\nurl = \"http://{users}\"\n\n[[routes]]\nname = \"users\"\npath_prefix = \"/api/users\"\nsplit = {{ monolith = 90, users = 10 }}\nsticky = {{ header = \"x-user-id\" }}\nfallback = \"monolith\"\nentity = \"users\"\npins = [{{ header = \"x-canary\", value = \"always\", upstream = \"users\" }}]\n",
-            dir.display()
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ncontrol = \"sqlite://{}/control.db\"\n\n[upstreams.monolith]\nurl = \"http://{mono}\"\n\n[upstreams.users]\nurl = \"http://{users}\"\n\n[[routes]]\nname = \"users\"\npath_prefix = \"/api/users\"\nsplit = {{ monolith = 90, users = 10 }}\nsticky = {{ header = \"x-user-id\" }}\nfallback = \"monolith\"\nentity = \"users\"\npins = [{{ header = \"x-canary\", value = \"always\", upstream = \"users\" }}]\n\n[sides.monolith]\ndatabase = \"sqlite://{}\"\n\n[sides.users]\ndatabase = \"sqlite://{}\"\n\n[[entities]]\nname = \"users\"\nmonolith = {{ table = \"users\", key = [\"id\"] }}\nusers = {{ table = \"accounts\", key = [\"user_id\"] }}\ncolumns = {{ id = \"user_id\", name = \"full_name\" }}\n",
+            dir.display(),
+            mono_db.display(),
+            svc_db.display()
         ),
     )?;
     let cfg =
         crate::config::Config::load(&path).map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    crate::sync::SyncEngine::install(&cfg.sync)
+        .await
+        .map_err(|e| DemoError::Unexpected(e.to_string()))?;
     let gw = crate::app::start(cfg).await?;
     let c: DemoClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let url = format!("http://{}/api/users/1", gw.addr);
@@ -204,6 +277,97 @@ pub async fn run() -> Result<(), DemoError> {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let (_, _, tap) = call(&c, "GET", &format!("{admin}/admin/tap"), None, "").await?;
     println!("6. POST /api/users/7 went to {side} (HTTP {status}); write tap saw: {tap}");
+
+    // 7. Writes through the gateway land in both databases; the sync engine converges them.
+    let started = std::time::Instant::now();
+    let mut sides: HashMap<String, usize> = HashMap::new();
+    for i in 1..=200 {
+        let (_, side, _) = call(
+            &c,
+            "PUT",
+            &format!("http://{}/api/users/{i}", gw.addr),
+            Some(("x-user-id", &format!("user-{i}"))),
+            &format!("{{\"name\": \"User {i}\"}}"),
+        )
+        .await?;
+        *sides.entry(side).or_default() += 1;
+    }
+    let count = |file: &std::path::Path, sql: &str| -> Result<Vec<(i64, String)>, DemoError> {
+        let c =
+            rusqlite::Connection::open(file).map_err(|e| DemoError::Unexpected(e.to_string()))?;
+        let mut st = c
+            .prepare(sql)
+            .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| DemoError::Unexpected(e.to_string()));
+        rows
+    };
+    let (l_sql, r_sql) = (
+        "SELECT id, name FROM users ORDER BY id",
+        "SELECT user_id, full_name FROM accounts ORDER BY user_id",
+    );
+    let mut converged = false;
+    for _ in 0..500 {
+        let (l, r) = (count(&mono_db, l_sql)?, count(&svc_db, r_sql)?);
+        if l.len() == 200 && l == r {
+            converged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if !converged {
+        return Err(DemoError::Unexpected(
+            "the databases did not converge in 5 s".into(),
+        ));
+    }
+    println!(
+        "7. 200 users written through the gateway ({} to the monolith, {} to the users service); both databases hold all 200 identical rows after {} ms",
+        sides.get("monolith").copied().unwrap_or(0),
+        sides.get("users").copied().unwrap_or(0),
+        started.elapsed().as_millis()
+    );
+    // 8. A write that bypasses the gateway is captured in the database and synced too.
+    rusqlite::Connection::open(&svc_db)
+        .and_then(|c| {
+            c.execute(
+                "UPDATE accounts SET full_name = 'Renamed in the service' WHERE user_id = 3",
+                [],
+            )
+        })
+        .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    let mut seen = false;
+    for _ in 0..500 {
+        if count(&mono_db, "SELECT id, name FROM users WHERE id = 3")?
+            .first()
+            .is_some_and(|(_, n)| n == "Renamed in the service")
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if !seen {
+        return Err(DemoError::Unexpected(
+            "a direct service write did not reach the monolith".into(),
+        ));
+    }
+    let (_, _, sync) = call(&c, "GET", &format!("{admin}/admin/sync"), None, "").await?;
+    let v: serde_json::Value = serde_json::from_str(&sync).unwrap_or_default();
+    println!(
+        "8. a direct UPDATE in the users service database reached the monolith database; /admin/sync:"
+    );
+    for d in v["directions"].as_array().into_iter().flatten() {
+        println!(
+            "     {} -> {}: {} changes applied, lag {} s, {}",
+            d["from"].as_str().unwrap_or(""),
+            d["to"].as_str().unwrap_or(""),
+            d["applied"],
+            d["lag_seconds"],
+            d["state"].as_str().unwrap_or("")
+        );
+    }
 
     let (_, _, versions) = call(&c, "GET", &format!("{admin}/admin/versions"), None, "").await?;
     let v: serde_json::Value = serde_json::from_str(&versions).unwrap_or_default();
