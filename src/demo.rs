@@ -298,11 +298,11 @@ pub async fn run() -> Result<(), DemoError> {
         let mut st = c
             .prepare(sql)
             .map_err(|e| DemoError::Unexpected(e.to_string()))?;
-        let rows = st
+        let out = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| DemoError::Unexpected(e.to_string()));
-        rows
+            .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+        Ok(out)
     };
     let (l_sql, r_sql) = (
         "SELECT id, name FROM users ORDER BY id",
