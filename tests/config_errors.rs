@@ -196,3 +196,89 @@ fn check_command_reports_the_error_and_fails() {
         );
     }
 }
+
+const SIDES: &str = "[sides.monolith]\ndatabase = \"sqlite://m.db\"\n[sides.users]\ndatabase = \"postgres://postgres@127.0.0.1/users\"\n";
+
+fn entity(body: &str) -> String {
+    format!(
+        "{SIDES}[[entities]]\nname = \"users\"\nmonolith = {{ table = \"users\", key = [\"id\"] }}\nusers = {{ table = \"accounts\", key = [\"user_id\"] }}\n{body}\n"
+    )
+}
+
+#[test]
+fn sync_sections_name_the_entity_side_and_field() {
+    let cols = "columns = { id = \"user_id\", email = \"email\" }";
+    let cases = [
+        (
+            entity(&format!("{cols}\nconflict = \"newest\"")),
+            "entity \"users\": conflict: unknown policy \"newest\"",
+        ),
+        (
+            entity(&format!("{cols}\nconflict = \"counter\"")),
+            "entity \"users\": conflict: counter is a column policy; set it in column_conflict",
+        ),
+        (
+            entity("columns = { id = \"user_id\", email = \"user_id\" }"),
+            "entity \"users\": columns: \"users\" column \"user_id\" is mapped twice",
+        ),
+        (
+            entity("columns = { email = \"email\" }"),
+            "entity \"users\": monolith: key column \"id\" must be in columns",
+        ),
+        (
+            entity(&format!(
+                "{cols}\ntransforms = [{{ column = \"nope\", op = \"lower\" }}]"
+            )),
+            "entity \"users\": transforms[0]: column \"nope\" is not a left column in columns",
+        ),
+        (
+            entity(&format!(
+                "{cols}\ntransforms = [{{ column = \"email\", op = \"shout\" }}]"
+            )),
+            "entity \"users\": transforms[0]: op: unknown \"shout\"",
+        ),
+        (
+            entity(&format!(
+                "{cols}\ncolumn_conflict = {{ email = \"field_merge\" }}"
+            )),
+            "entity \"users\": column_conflict.email: field_merge is a row policy",
+        ),
+        (
+            entity(&format!("{cols}\nlag_tolerance = \"soon\"")),
+            "entity \"users\": lag_tolerance: invalid duration",
+        ),
+        (
+            entity(&format!(
+                "{cols}\nbilling = {{ table = \"b\", key = [\"id\"] }}"
+            )),
+            "entity \"users\": billing: not a side",
+        ),
+        (
+            format!("{SIDES}[sync]\nbatch = 0\n"),
+            "sync: batch: must be at least 1",
+        ),
+        (
+            "[sides.monolith]\ndatabase = \"oracle://x\"\n".to_string(),
+            "side \"monolith\": database: \"oracle://x\" must start with sqlite://",
+        ),
+        (
+            format!(
+                "{}{UPSTREAMS}[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\nfallback = \"monolith\"\nentity = \"user\"\n",
+                entity(cols)
+            ),
+            "route \"r\": entity: \"user\" is not an [[entities]] name",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = error_of(&text);
+        assert!(
+            err.starts_with("config/demo.toml: ") && err.contains(want),
+            "{err:?} should contain {want:?}"
+        );
+    }
+    // The example is accepted as written.
+    let ok = entity(
+        "columns = { id = \"user_id\", email = \"email\", name = \"full_name\" }\nauthority = \"monolith\"\nconflict = \"last_write_wins\"\nlag_tolerance = \"2s\"",
+    );
+    Config::parse(Path::new("config/demo.toml"), &ok).expect("the issue's entity shape");
+}

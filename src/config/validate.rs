@@ -85,6 +85,19 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         raw.sync.as_ref(),
         raw.entities.as_deref(),
     )?;
+    if !sync.entities.is_empty() {
+        for r in &routes {
+            if let Some(e) = &r.entity
+                && !sync.entities.iter().any(|x| &x.name == e)
+            {
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    place: format!("route {:?}: ", r.name),
+                    message: format!("entity: {e:?} is not an [[entities]] name"),
+                });
+            }
+        }
+    }
     Ok(Config {
         sync,
         file: PathBuf::from(file),
