@@ -88,10 +88,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Check { config } => {
             let cfg = strangler::config::Config::load(&config)?;
             println!(
-                "{}: ok ({} upstreams, {} routes)",
+                "{}: ok ({} upstreams, {} routes, {} sides, {} entities)",
                 config.display(),
                 cfg.upstreams.len(),
-                cfg.routes.len()
+                cfg.routes.len(),
+                cfg.sync.sides.len(),
+                cfg.sync.entities.len()
             );
             Ok(())
         }
