@@ -342,7 +342,8 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut found = each!(self, s => s.fetch_keys(keys).await)?;
+        let after = seen.iter().copied().max().unwrap_or(0);
+        let mut found = each!(self, s => s.fetch_keys(keys, after).await)?;
         found.retain(|c| !seen.contains(&c.seq) && keys.contains(&(c.table.clone(), c.pk.clone())));
         found.sort_by_key(|c| c.seq);
         Ok(found)

@@ -316,6 +316,7 @@ impl MyStore {
     pub(super) async fn fetch_keys(
         &mut self,
         keys: &HashSet<(String, String)>,
+        _after: i64,
     ) -> Result<Vec<Change>, StoreError> {
         let keys: Vec<&(String, String)> = keys.iter().collect();
         let mut out = Vec::new();

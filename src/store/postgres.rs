@@ -288,6 +288,7 @@ impl PgStore {
     pub(super) async fn fetch_keys(
         &mut self,
         keys: &HashSet<(String, String)>,
+        _after: i64,
     ) -> Result<Vec<Change>, StoreError> {
         let tables: Vec<&str> = keys
             .iter()
