@@ -211,9 +211,15 @@ columns = {{ id = "id", side = "side", t_us = "t_us", payload = "payload" }}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
+    // `cargo test --all-targets` runs this file too: without arguments, a 2-second smoke run.
+    let smoke = !std::env::args().any(|a| a == "--pair");
     let pair = arg("--pair", "sqlite");
-    let rate: i64 = arg("--rate", "10000").parse().unwrap();
-    let seconds: u64 = arg("--seconds", "60").parse().unwrap();
+    let rate: i64 = arg("--rate", if smoke { "1000" } else { "10000" })
+        .parse()
+        .unwrap();
+    let seconds: u64 = arg("--seconds", if smoke { "2" } else { "60" })
+        .parse()
+        .unwrap();
     let per_tx: i64 = arg("--rows-per-tx", "10").parse().unwrap();
     let backlog: i64 = arg("--backlog", "0").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();

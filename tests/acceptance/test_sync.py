@@ -122,7 +122,12 @@ def test_a_conflict_is_settled_and_listed(tmp_path, upstreams, gateway):
             break
         time.sleep(0.05)
     assert both(mono, svc)[0] == [(1, "a@x.io", "Ann (service)")], "the later write wins"
-    conflicts = requests.get(gw2.admin("/admin/conflicts"), timeout=5).json()["conflicts"]
+    # The record is stored right after both sides commit: allow it a moment.
+    deadline = time.time() + 5
+    conflicts = []
+    while not conflicts and time.time() < deadline:
+        conflicts = requests.get(gw2.admin("/admin/conflicts"), timeout=5).json()["conflicts"]
+        time.sleep(0.05)
     assert len(conflicts) == 1
     c = conflicts[0]
     assert c["entity"] == "users" and c["policy"] == "last_write_wins" and c["outcome"] == "right"
