@@ -418,6 +418,61 @@ pub fn family(declared: &str) -> TypeFamily {
     }
 }
 
+/// A changelog row as the backends read it: seq, table, op, old, new, tx, ts, key text.
+type ChangeRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+);
+
+/// Turns a changelog row into a [`Change`].
+fn to_change((seq, table, op, old, new, tx, ts_us, pk): ChangeRow) -> Result<Change, StoreError> {
+    Ok(Change {
+        seq,
+        table,
+        op: Op::parse(&op),
+        old: image(seq, old)?,
+        new: image(seq, new)?,
+        tx,
+        ts_us,
+        pk,
+    })
+}
+
+/// Changelog rows to changes.
+fn changes(rows: Vec<ChangeRow>) -> Result<Vec<Change>, StoreError> {
+    rows.into_iter().map(to_change).collect()
+}
+
+/// Whether two writes can go in one statement (same kind, table and columns).
+fn same_run(a: &Write, b: &Write) -> bool {
+    match (a, b) {
+        (
+            Write::Upsert {
+                table: t1,
+                row: r1,
+                insert_only: i1,
+                ..
+            },
+            Write::Upsert {
+                table: t2,
+                row: r2,
+                insert_only: i2,
+                ..
+            },
+        ) => t1 == t2 && r1.keys().eq(r2.keys()) && i1.keys().eq(i2.keys()),
+        (Write::Delete { table: t1, key: k1 }, Write::Delete { table: t2, key: k2 }) => {
+            t1 == t2 && k1.keys().eq(k2.keys())
+        }
+        _ => false,
+    }
+}
+
 /// Parses a stored JSON image.
 fn image(seq: i64, text: Option<String>) -> Result<Option<Row>, StoreError> {
     match text {

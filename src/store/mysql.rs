@@ -9,8 +9,8 @@ use mysql_async::{Conn, Opts, Params, Value as My};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, bq, family,
-    image, raced, written_keys,
+    ApplyBatch, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write, bq,
+    changes, family, raced, same_run, written_keys,
 };
 
 /// A MariaDB / MySQL database.
@@ -49,34 +49,6 @@ fn my(v: &Value) -> My {
         Value::String(s) => My::Bytes(s.as_bytes().to_vec()),
         other => My::Bytes(other.to_string().into_bytes()),
     }
-}
-
-type ChangeRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    String,
-);
-
-fn changes(rows: Vec<ChangeRow>) -> Result<Vec<Change>, StoreError> {
-    rows.into_iter()
-        .map(|(seq, table, op, old, new, tx, ts_us, pk)| {
-            Ok(Change {
-                seq,
-                table,
-                op: Op::parse(&op),
-                old: image(seq, old)?,
-                new: image(seq, new)?,
-                tx,
-                ts_us,
-                pk,
-            })
-        })
-        .collect()
 }
 
 impl MyStore {
@@ -434,29 +406,6 @@ impl MyStore {
             .query_first("SELECT count(*) FROM _strangler_changes")
             .await?;
         Ok(n.unwrap_or(0))
-    }
-}
-
-fn same_run(a: &Write, b: &Write) -> bool {
-    match (a, b) {
-        (
-            Write::Upsert {
-                table: t1,
-                row: r1,
-                insert_only: i1,
-                ..
-            },
-            Write::Upsert {
-                table: t2,
-                row: r2,
-                insert_only: i2,
-                ..
-            },
-        ) => t1 == t2 && r1.keys().eq(r2.keys()) && i1.keys().eq(i2.keys()),
-        (Write::Delete { table: t1, key: k1 }, Write::Delete { table: t2, key: k2 }) => {
-            t1 == t2 && k1.keys().eq(k2.keys())
-        }
-        _ => false,
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{
     ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq, family,
-    image, raced, written_keys,
+    image, raced, same_run, written_keys,
 };
 
 /// A PostgreSQL database.
@@ -406,29 +406,6 @@ impl PgStore {
             .query_one("SELECT count(*) FROM _strangler_changes", &[])
             .await?
             .get(0))
-    }
-}
-
-fn same_run(a: &Write, b: &Write) -> bool {
-    match (a, b) {
-        (
-            Write::Upsert {
-                table: t1,
-                row: r1,
-                insert_only: i1,
-                ..
-            },
-            Write::Upsert {
-                table: t2,
-                row: r2,
-                insert_only: i2,
-                ..
-            },
-        ) => t1 == t2 && r1.keys().eq(r2.keys()) && i1.keys().eq(i2.keys()),
-        (Write::Delete { table: t1, key: k1 }, Write::Delete { table: t2, key: k2 }) => {
-            t1 == t2 && k1.keys().eq(k2.keys())
-        }
-        _ => false,
     }
 }
 

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq, family,
-    image,
+    ApplyBatch, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write, dq,
+    family, to_change,
 };
 
 /// An SQLite database.
@@ -427,17 +427,6 @@ fn prepare(tx: &Connection, batch: &ApplyBatch) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-type ChangeRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    String,
-);
-
 fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
     Ok((
         r.get(0)?,
@@ -449,17 +438,4 @@ fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
         r.get(6)?,
         r.get(7)?,
     ))
-}
-
-fn to_change((seq, table, op, old, new, tx, ts_us, pk): ChangeRow) -> Result<Change, StoreError> {
-    Ok(Change {
-        seq,
-        table,
-        op: Op::parse(&op),
-        old: image(seq, old)?,
-        new: image(seq, new)?,
-        tx,
-        ts_us,
-        pk,
-    })
 }
