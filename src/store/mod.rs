@@ -502,17 +502,14 @@ fn bq(ident: &str) -> String {
 }
 
 /// Whether the race check finds a change on a written key that was not read this round.
-fn raced<'a>(
+fn raced(
     written: &HashSet<(String, String)>,
-    found: impl Iterator<Item = (i64, &'a str, &'a str)>,
+    found: Vec<(i64, String, String)>,
     seen: &HashSet<i64>,
 ) -> bool {
-    for (seq, tbl, pk) in found {
-        if !seen.contains(&seq) && written.contains(&(tbl.to_string(), pk.to_string())) {
-            return true;
-        }
-    }
-    false
+    found
+        .into_iter()
+        .any(|(seq, tbl, pk)| !seen.contains(&seq) && written.contains(&(tbl, pk)))
 }
 
 /// The (table, key text) pairs a batch writes.

@@ -389,11 +389,7 @@ impl MyStore {
                     Params::Positional(params),
                 )
                 .await?;
-            if raced(
-                &set,
-                found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
-                &batch.seen,
-            ) {
+            if raced(&set, found, &batch.seen) {
                 return Ok(false);
             }
         }

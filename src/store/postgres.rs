@@ -389,11 +389,7 @@ impl PgStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
-            if raced(
-                &written,
-                found.iter().map(|(s, t, p)| (*s, t.as_str(), p.as_str())),
-                &batch.seen,
-            ) {
+            if raced(&written, found, &batch.seen) {
                 return Ok(false);
             }
         }
