@@ -49,6 +49,14 @@ pub const SYNC_PAUSED: &str = "strangler_sync_entity_paused";
 pub const SYNC_DRIFT: &str = "strangler_sync_schema_drift_total";
 /// Capture timestamps clamped because they ran ahead of the engine's clock.
 pub const SYNC_CLOCK_CLAMPED: &str = "strangler_sync_clock_clamped_total";
+/// Broker mode: changes published to the stream, per side.
+pub const SYNC_PUBLISHED: &str = "strangler_sync_published_total";
+/// Broker mode: publishes the stream recognised as duplicates (`Nats-Msg-Id`), per side.
+pub const SYNC_PUBLISH_DUPLICATES: &str = "strangler_sync_publish_duplicates_total";
+/// Broker mode: 1 while this worker holds a unit's lease.
+pub const SYNC_OWNED: &str = "strangler_sync_owned";
+/// Broker mode: messages that could not be decoded and were terminated.
+pub const SYNC_BAD_MESSAGES: &str = "strangler_sync_bad_messages_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -152,5 +160,21 @@ fn describe() {
     describe_counter!(
         SYNC_CLOCK_CLAMPED,
         "Capture timestamps clamped because they ran ahead of the engine's clock."
+    );
+    describe_counter!(
+        SYNC_PUBLISHED,
+        "Changes published to the broker stream, per side."
+    );
+    describe_counter!(
+        SYNC_PUBLISH_DUPLICATES,
+        "Publishes the broker stream recognised as duplicates, per side."
+    );
+    describe_gauge!(
+        SYNC_OWNED,
+        "1 while this worker holds the lease of a broker unit."
+    );
+    describe_counter!(
+        SYNC_BAD_MESSAGES,
+        "Broker messages that could not be decoded and were terminated."
     );
 }

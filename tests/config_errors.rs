@@ -258,6 +258,52 @@ fn sync_sections_name_the_entity_side_and_field() {
             "sync: batch: must be at least 1",
         ),
         (
+            format!(
+                "{}[[entities]]\nname = \"again\"\nmonolith = {{ table = \"users\", key = [\"id\"] }}\nusers = {{ table = \"other\", key = [\"id\"] }}\ncolumns = {{ id = \"id\" }}\n",
+                entity(cols)
+            ),
+            "entity \"again\": monolith: table \"users\" is already synced by entity \"users\"",
+        ),
+        (
+            format!("{}[sync.broker]\nurl = \"http://x\"\n", entity(cols)),
+            "sync.broker: url: \"http://x\" must start with nats://",
+        ),
+        (
+            format!(
+                "{}[sync.broker]\nurl = \"nats://x\"\nsubject = \"a.b\"\n",
+                entity(cols)
+            ),
+            "sync.broker: subject: \"a.b\" may hold only letters, digits",
+        ),
+        (
+            format!(
+                "{}[sync.broker]\nurl = \"nats://x\"\nlease = \"0s\"\n",
+                entity(cols)
+            ),
+            "sync.broker: lease: must be greater than zero",
+        ),
+        (
+            format!(
+                "{}[sync.broker]\nurl = \"nats://x\"\nqueue = 1\n",
+                entity(cols)
+            ),
+            "unknown field `queue`, expected one of `url`",
+        ),
+        (
+            format!(
+                "{}group = \"g.1\"\n[sync.broker]\nurl = \"nats://x\"\n",
+                entity(cols)
+            ),
+            "entity \"users\": group: \"g.1\" may hold only letters",
+        ),
+        (
+            format!(
+                "{}group = \"g\"\n[sides.billing]\ndatabase = \"sqlite://b.db\"\n[[entities]]\nname = \"bills\"\nmonolith = {{ table = \"bills\", key = [\"id\"] }}\nbilling = {{ table = \"bills\", key = [\"id\"] }}\ncolumns = {{ id = \"id\" }}\ngroup = \"g\"\n[sync.broker]\nurl = \"nats://x\"\n",
+                entity(cols)
+            ),
+            "entity \"bills\": group: \"g\" already joins sides \"monolith\" and \"users\"",
+        ),
+        (
             "[sides.monolith]\ndatabase = \"oracle://x\"\n".to_string(),
             "side \"monolith\": database: \"oracle://x\" must start with sqlite://",
         ),

@@ -18,6 +18,29 @@ pub struct SyncConfig {
     pub entities: Vec<EntityConfig>,
     /// Engine settings.
     pub settings: SyncSettings,
+    /// `[sync.broker]`: carry changes through NATS JetStream and share entities among workers.
+    pub broker: Option<BrokerConfig>,
+}
+
+/// `[sync.broker]`: the NATS JetStream transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    /// Server address (`nats://host:port`).
+    pub url: String,
+    /// JetStream stream holding the changes (created when missing).
+    pub stream: String,
+    /// Subject prefix: changes go to `PREFIX.GROUP.SIDE`.
+    pub subject: String,
+    /// Key-value bucket holding the ownership leases (created when missing).
+    pub bucket: String,
+    /// This worker's name, stored in the leases it holds.
+    pub worker: String,
+    /// How long a lease lives without renewal: a dead worker's entities move after this.
+    pub lease: Duration,
+    /// The stream's de-duplication window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// Time a delivered change may stay unacknowledged before the server redelivers it.
+    pub ack_wait: Duration,
 }
 
 /// `[sync]`: engine settings.
@@ -222,6 +245,8 @@ pub struct EntityConfig {
     pub column_conflict: BTreeMap<String, Policy>,
     /// Lag above which the entity is flagged.
     pub lag_tolerance: Duration,
+    /// Ownership unit in broker mode: entities of one group move together (default: the name).
+    pub group: String,
 }
 
 impl EntityConfig {
@@ -247,6 +272,20 @@ struct RawSettings {
     max_clock_skew: Option<String>,
     retry_max: Option<String>,
     schema_check: Option<String>,
+    broker: Option<RawBroker>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    url: String,
+    stream: Option<String>,
+    subject: Option<String>,
+    bucket: Option<String>,
+    worker: Option<String>,
+    lease: Option<String>,
+    duplicate_window: Option<String>,
+    ack_wait: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +322,7 @@ struct RawEntity {
     #[serde(default)]
     column_conflict: BTreeMap<String, String>,
     lag_tolerance: Option<String>,
+    group: Option<String>,
     #[serde(flatten)]
     tables: BTreeMap<String, toml::Value>,
 }
@@ -399,9 +439,134 @@ pub fn from_raw(
         if !names.insert(raw.name.clone()) {
             return Err(invalid(file, place, "name: duplicate entity name"));
         }
-        out.entities.push(entity(file, &place, raw, &out.sides)?);
+        let e = entity(file, &place, raw, &out.sides)?;
+        for t in [&e.left, &e.right] {
+            if let Some(other) = out
+                .entities
+                .iter()
+                .find(|o| o.table(&t.side).is_some_and(|ot| ot.table == t.table))
+            {
+                return Err(invalid(
+                    file,
+                    place,
+                    format!(
+                        "{}: table {:?} is already synced by entity {:?}; a table syncs with one other side",
+                        t.side, t.table, other.name
+                    ),
+                ));
+            }
+        }
+        out.entities.push(e);
+    }
+    if let Some(b) = s.broker {
+        out.broker = Some(broker(file, b, &out)?);
     }
     Ok(out)
+}
+
+/// Names that go into NATS subjects, consumer and key names.
+fn token_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn broker(file: &str, b: RawBroker, cfg: &SyncConfig) -> Result<BrokerConfig, ConfigError> {
+    let place = "sync.broker: ";
+    let err = |m: String| invalid(file, place.into(), m);
+    if !b.url.starts_with("nats://") && !b.url.starts_with("tls://") {
+        return Err(err(format!(
+            "url: {:?} must start with nats:// or tls://",
+            b.url
+        )));
+    }
+    let name = |field: &str, v: Option<String>, d: &str| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| d.to_string());
+        if token_ok(&v) {
+            Ok(v)
+        } else {
+            Err(err(format!(
+                "{field}: {v:?} may hold only letters, digits, '_' and '-'"
+            )))
+        }
+    };
+    let stream = name("stream", b.stream, "STRANGLER")?;
+    let subject = name("subject", b.subject, "strangler")?;
+    let bucket = name("bucket", b.bucket, "strangler_leases")?;
+    let worker = b.worker.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        format!(
+            "{}-{}",
+            if host.is_empty() { "worker" } else { &host },
+            std::process::id()
+        )
+    });
+    let lease = positive(
+        file,
+        place,
+        "lease",
+        b.lease.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    let duplicate_window = positive(
+        file,
+        place,
+        "duplicate_window",
+        b.duplicate_window.as_deref(),
+        Duration::from_secs(120),
+    )?;
+    let ack_wait = positive(
+        file,
+        place,
+        "ack_wait",
+        b.ack_wait.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    for side in cfg.sides.keys() {
+        if !token_ok(side) {
+            return Err(err(format!(
+                "side {side:?}: in broker mode side names may hold only letters, digits, '_' and '-'"
+            )));
+        }
+    }
+    let mut links: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    for e in &cfg.entities {
+        if !token_ok(&e.group) {
+            return Err(invalid(
+                file,
+                format!("entity {:?}: ", e.name),
+                format!(
+                    "group: {:?} may hold only letters, digits, '_' and '-' in broker mode",
+                    e.group
+                ),
+            ));
+        }
+        let mut pair = [e.left.side.as_str(), e.right.side.as_str()];
+        pair.sort();
+        let prev = *links.entry(&e.group).or_insert((pair[0], pair[1]));
+        if prev != (pair[0], pair[1]) {
+            return Err(invalid(
+                file,
+                format!("entity {:?}: ", e.name),
+                format!(
+                    "group: {:?} already joins sides {:?} and {:?}; a group's entities share one pair of sides",
+                    e.group, prev.0, prev.1
+                ),
+            ));
+        }
+    }
+    Ok(BrokerConfig {
+        url: b.url,
+        stream,
+        subject,
+        bucket,
+        worker,
+        lease,
+        duplicate_window,
+        ack_wait,
+    })
 }
 
 fn entity(
@@ -416,7 +581,7 @@ fn entity(
         if !sides.contains_key(side) {
             return Err(err(format!(
                 "{side}: not a side (sides are: {}); entity keys are name, columns, columns_from, \
-                 transforms, authority, priority, conflict, column_conflict, lag_tolerance and side names",
+                 transforms, authority, priority, conflict, column_conflict, lag_tolerance, group and side names",
                 sides.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
@@ -574,7 +739,9 @@ fn entity(
         raw.lag_tolerance.as_deref(),
         Duration::from_secs(2),
     )?;
+    let group = raw.group.clone().unwrap_or_else(|| raw.name.clone());
     Ok(EntityConfig {
+        group,
         name: raw.name,
         priority: raw.priority.unwrap_or_else(|| authority.clone()),
         left,

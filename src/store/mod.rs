@@ -50,7 +50,7 @@ pub enum StoreError {
 }
 
 /// What a captured change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// Row inserted.
     Insert,
@@ -71,7 +71,7 @@ impl Op {
 }
 
 /// One captured change, as read from a side's changelog.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     /// Changelog sequence number on its side.
     pub seq: i64,
@@ -211,6 +211,8 @@ pub struct ApplyBatch {
     pub consumed: Vec<i64>,
     /// This side's changelog rows read this round: anything else on a written key is a race.
     pub seen: HashSet<i64>,
+    /// Checkpoint entries for `source` to delete (their changelog rows are gone for good).
+    pub unapply: Vec<i64>,
 }
 
 /// A side's database.
@@ -263,9 +265,10 @@ impl Store {
         each!(self, s => s.table_info(table).await)
     }
 
-    /// Creates the changelog and the capture triggers (idempotent).
-    pub async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
-        each!(self, s => s.install(specs).await)
+    /// Creates the changelog and the capture triggers (idempotent); `outbox` adds the
+    /// published flag the broker relay needs.
+    pub async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
+        each!(self, s => s.install(specs, outbox).await)
     }
 
     /// Removes the triggers, the changelog and every other table the engine made.
@@ -285,10 +288,50 @@ impl Store {
         limit: usize,
         tables: &[String],
     ) -> Result<Vec<Change>, StoreError> {
+        self.read(limit, tables, false).await
+    }
+
+    /// Like [`Store::read_changes`], but only changes the broker relay has not published.
+    pub async fn read_unpublished(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+    ) -> Result<Vec<Change>, StoreError> {
+        self.read(limit, tables, true).await
+    }
+
+    /// Marks changes as published to the broker.
+    pub async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        each!(self, s => s.mark_published(seqs).await)
+    }
+
+    /// Which of `seqs` are still in this side's changelog (not yet consumed).
+    pub async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        each!(self, s => s.existing(seqs).await)
+    }
+
+    /// Inside the open transaction: records that the holder of `token` works on `unit`;
+    /// false when a holder with a newer token already has (this one lost its lease).
+    pub async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
+        each!(self, s => s.fence(unit, token).await)
+    }
+
+    async fn read(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+        unpublished: bool,
+    ) -> Result<Vec<Change>, StoreError> {
         if tables.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rows = each!(self, s => s.read_changes(limit + 1, tables).await)?;
+        let mut rows = each!(self, s => s.read_changes(limit + 1, tables, unpublished).await)?;
         if rows.len() > limit {
             let last_tx = rows[limit].tx.clone();
             rows.truncate(limit);
@@ -334,15 +377,21 @@ impl Store {
     }
 
     /// Inside the open transaction: changes on these (table, key text) pairs not in `seen`.
+    /// `anywhere`: also look below the highest seen sequence (changes may arrive out of order).
     pub async fn fetch_unseen(
         &mut self,
         keys: &HashSet<(String, String)>,
         seen: &HashSet<i64>,
+        anywhere: bool,
     ) -> Result<Vec<Change>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let after = seen.iter().copied().max().unwrap_or(0);
+        let after = if anywhere {
+            None
+        } else {
+            Some(seen.iter().copied().max().unwrap_or(0))
+        };
         let mut found = each!(self, s => s.fetch_keys(keys, after).await)?;
         found.retain(|c| !seen.contains(&c.seq) && keys.contains(&(c.table.clone(), c.pk.clone())));
         found.sort_by_key(|c| c.seq);

@@ -18,7 +18,7 @@ pub struct MyStore {
     conn: Conn,
 }
 
-const SCHEMA: [&str; 2] = [
+const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS _strangler_changes (
         seq BIGINT AUTO_INCREMENT PRIMARY KEY,
         tbl VARCHAR(64) NOT NULL, op CHAR(1) NOT NULL, old LONGTEXT, new LONGTEXT, tx VARCHAR(40),
@@ -26,6 +26,8 @@ const SCHEMA: [&str; 2] = [
         KEY _strangler_changes_key (tbl, pk)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS _strangler_applied (src VARCHAR(64) NOT NULL, seq BIGINT NOT NULL,
         PRIMARY KEY (src, seq)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS _strangler_fence (unit VARCHAR(200) PRIMARY KEY, token BIGINT NOT NULL)
+        ENGINE=InnoDB",
 ];
 
 /// Most placeholders put in one statement.
@@ -119,9 +121,31 @@ impl MyStore {
         }))
     }
 
-    pub(super) async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+    pub(super) async fn install(
+        &mut self,
+        specs: &[CaptureSpec],
+        outbox: bool,
+    ) -> Result<(), StoreError> {
         for s in SCHEMA {
             self.conn.query_drop(s).await?;
+        }
+        if outbox {
+            // Portable between MariaDB and MySQL (MySQL has no ADD COLUMN IF NOT EXISTS).
+            let has: Option<i64> = self
+                .conn
+                .query_first(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_schema = DATABASE() \
+                     AND table_name = '_strangler_changes' AND column_name = 'pub'",
+                )
+                .await?;
+            if has.unwrap_or(0) == 0 {
+                self.conn
+                    .query_drop(
+                        "ALTER TABLE _strangler_changes ADD COLUMN pub TINYINT NOT NULL DEFAULT 0, \
+                         ADD KEY _strangler_changes_unpub (pub, seq)",
+                    )
+                    .await?;
+            }
         }
         for s in specs {
             let info = self.table_info(&s.table).await?.ok_or_else(|| {
@@ -188,7 +212,9 @@ impl MyStore {
                 .await?;
         }
         self.conn
-            .query_drop("DROP TABLE IF EXISTS _strangler_changes, _strangler_applied")
+            .query_drop(
+                "DROP TABLE IF EXISTS _strangler_changes, _strangler_applied, _strangler_fence",
+            )
             .await?;
         Ok(())
     }
@@ -208,7 +234,9 @@ impl MyStore {
         &mut self,
         limit: usize,
         tables: &[String],
+        unpublished: bool,
     ) -> Result<Vec<Change>, StoreError> {
+        let only = if unpublished { "pub = 0 AND " } else { "" };
         let marks = vec!["?"; tables.len()].join(",");
         let mut params: Vec<My> = tables.iter().map(|t| My::from(t.as_str())).collect();
         params.push(My::UInt(limit as u64));
@@ -217,12 +245,56 @@ impl MyStore {
             .exec(
                 format!(
                     "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
-                     WHERE tbl IN ({marks}) ORDER BY seq LIMIT ?"
+                     WHERE {only}tbl IN ({marks}) ORDER BY seq LIMIT ?"
                 ),
                 Params::Positional(params),
             )
             .await?;
         changes(rows)
+    }
+
+    pub(super) async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        for chunk in seqs.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            self.conn
+                .exec_drop(
+                    format!("UPDATE _strangler_changes SET pub = 1 WHERE seq IN ({marks})"),
+                    Params::Positional(chunk.iter().map(|s| My::Int(*s)).collect()),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        let mut out = HashSet::new();
+        for chunk in seqs.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let rows: Vec<i64> = self
+                .conn
+                .exec(
+                    format!("SELECT seq FROM _strangler_changes WHERE seq IN ({marks})"),
+                    Params::Positional(chunk.iter().map(|s| My::Int(*s)).collect()),
+                )
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
+        self.conn
+            .exec_drop(
+                "INSERT INTO _strangler_fence (unit, token) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE token = GREATEST(token, VALUES(token))",
+                (unit, token),
+            )
+            .await?;
+        let now: Option<i64> = self
+            .conn
+            .exec_first("SELECT token FROM _strangler_fence WHERE unit = ?", (unit,))
+            .await?;
+        Ok(now == Some(token))
     }
 
     pub(super) async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
@@ -288,7 +360,7 @@ impl MyStore {
     pub(super) async fn fetch_keys(
         &mut self,
         keys: &HashSet<(String, String)>,
-        _after: i64,
+        _after: Option<i64>,
     ) -> Result<Vec<Change>, StoreError> {
         let keys: Vec<&(String, String)> = keys.iter().collect();
         let mut out = Vec::new();
@@ -362,6 +434,16 @@ impl MyStore {
             tx.exec_drop(
                 "DELETE FROM _strangler_applied WHERE src = ? AND seq < ?",
                 (batch.source.as_str(), below),
+            )
+            .await?;
+        }
+        for chunk in batch.unapply.chunks(MAX_PARAMS - 1) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut params = vec![My::from(batch.source.as_str())];
+            params.extend(chunk.iter().map(|s| My::Int(*s)));
+            tx.exec_drop(
+                format!("DELETE FROM _strangler_applied WHERE src = ? AND seq IN ({marks})"),
+                Params::Positional(params),
             )
             .await?;
         }

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS _strangler_changes (
     ts bigint NOT NULL, pk text NOT NULL);
 CREATE INDEX IF NOT EXISTS _strangler_changes_key ON _strangler_changes (tbl, pk);
 CREATE TABLE IF NOT EXISTS _strangler_applied (src text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (src, seq));
+CREATE TABLE IF NOT EXISTS _strangler_fence (unit text PRIMARY KEY, token bigint NOT NULL);
 CREATE OR REPLACE FUNCTION _strangler_capture() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
   r jsonb;
@@ -142,12 +143,23 @@ impl PgStore {
         }))
     }
 
-    pub(super) async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+    pub(super) async fn install(
+        &mut self,
+        specs: &[CaptureSpec],
+        outbox: bool,
+    ) -> Result<(), StoreError> {
         let tx = self.client.transaction().await?;
         // Serialize concurrent installs (CREATE OR REPLACE FUNCTION races otherwise).
         tx.batch_execute("SELECT pg_advisory_xact_lock(7305612)")
             .await?;
         tx.batch_execute(SCHEMA).await?;
+        if outbox {
+            tx.batch_execute(
+                "ALTER TABLE _strangler_changes ADD COLUMN IF NOT EXISTS pub boolean NOT NULL DEFAULT false;
+                 CREATE INDEX IF NOT EXISTS _strangler_changes_unpub ON _strangler_changes (seq) WHERE NOT pub;",
+            )
+            .await?;
+        }
         for s in specs {
             let args: Vec<String> = s.key.iter().map(|k| lit(k)).collect();
             let trig = dq(&format!("_strangler_{}", s.table));
@@ -185,7 +197,8 @@ impl PgStore {
         tx.batch_execute(
             "DROP FUNCTION IF EXISTS _strangler_capture();
              DROP TABLE IF EXISTS _strangler_changes;
-             DROP TABLE IF EXISTS _strangler_applied;",
+             DROP TABLE IF EXISTS _strangler_applied;
+             DROP TABLE IF EXISTS _strangler_fence;",
         )
         .await?;
         tx.commit().await?;
@@ -223,16 +236,56 @@ impl PgStore {
         &mut self,
         limit: usize,
         tables: &[String],
+        unpublished: bool,
     ) -> Result<Vec<Change>, StoreError> {
         let rows = self
             .client
             .query(
-                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
-                 WHERE tbl = ANY($2) ORDER BY seq LIMIT $1",
+                if unpublished {
+                    "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                     WHERE NOT pub AND tbl = ANY($2) ORDER BY seq LIMIT $1"
+                } else {
+                    "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                     WHERE tbl = ANY($2) ORDER BY seq LIMIT $1"
+                },
                 &[&(limit as i64), &tables],
             )
             .await?;
         Self::changes(rows)
+    }
+
+    pub(super) async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE _strangler_changes SET pub = true WHERE seq = ANY($1)",
+                &[&seqs],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT seq FROM _strangler_changes WHERE seq = ANY($1)",
+                &[&seqs],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "INSERT INTO _strangler_fence (unit, token) VALUES ($1, $2) \
+                 ON CONFLICT (unit) DO UPDATE SET token = EXCLUDED.token \
+                 WHERE _strangler_fence.token <= EXCLUDED.token RETURNING 1",
+                &[&unit, &token],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     pub(super) async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
@@ -288,7 +341,7 @@ impl PgStore {
     pub(super) async fn fetch_keys(
         &mut self,
         keys: &HashSet<(String, String)>,
-        _after: i64,
+        _after: Option<i64>,
     ) -> Result<Vec<Change>, StoreError> {
         let tables: Vec<&str> = keys
             .iter()
@@ -360,6 +413,13 @@ impl PgStore {
             tx.execute(
                 "DELETE FROM _strangler_applied WHERE src = $1 AND seq < $2",
                 &[&batch.source, &below],
+            )
+            .await?;
+        }
+        if !batch.unapply.is_empty() {
+            tx.execute(
+                "DELETE FROM _strangler_applied WHERE src = $1 AND seq = ANY($2)",
+                &[&batch.source, &batch.unapply],
             )
             .await?;
         }

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS _strangler_changes (
 CREATE INDEX IF NOT EXISTS _strangler_changes_key ON _strangler_changes (tbl, pk);
 CREATE TABLE IF NOT EXISTS _strangler_applied (src TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (src, seq));
 CREATE TABLE IF NOT EXISTS _strangler_guard (applying INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS _strangler_fence (unit TEXT PRIMARY KEY, token INTEGER NOT NULL);
 INSERT INTO _strangler_guard SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _strangler_guard);";
 
 const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
@@ -121,7 +122,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn install(&mut self, specs: &[CaptureSpec]) -> Result<(), StoreError> {
+    pub(super) async fn install(
+        &mut self,
+        specs: &[CaptureSpec],
+        outbox: bool,
+    ) -> Result<(), StoreError> {
         let specs = specs.to_vec();
         let mut infos = Vec::new();
         for s in &specs {
@@ -133,6 +138,19 @@ impl SqliteStore {
         self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute_batch(SCHEMA)?;
+            if outbox {
+                let has: i64 = tx.query_row(
+                    "SELECT count(*) FROM pragma_table_info('_strangler_changes') WHERE name = 'pub'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if has == 0 {
+                    tx.execute_batch(
+                        "ALTER TABLE _strangler_changes ADD COLUMN pub INTEGER NOT NULL DEFAULT 0;
+                         CREATE INDEX IF NOT EXISTS _strangler_changes_unpub ON _strangler_changes (seq) WHERE pub = 0;",
+                    )?;
+                }
+            }
             for (s, info) in specs.iter().zip(&infos) {
                 let obj = |row: &str| {
                     let parts: Vec<String> = info
@@ -204,7 +222,8 @@ impl SqliteStore {
             tx.execute_batch(
                 "DROP TABLE IF EXISTS _strangler_changes;
                  DROP TABLE IF EXISTS _strangler_applied;
-                 DROP TABLE IF EXISTS _strangler_guard;",
+                 DROP TABLE IF EXISTS _strangler_guard;
+                 DROP TABLE IF EXISTS _strangler_fence;",
             )?;
             tx.commit()?;
             Ok(())
@@ -229,19 +248,62 @@ impl SqliteStore {
         &mut self,
         limit: usize,
         tables: &[String],
+        unpublished: bool,
     ) -> Result<Vec<Change>, StoreError> {
         let tables = Value::from(tables.to_vec()).to_string();
         self.with(move |c| {
-            let mut stmt = c.prepare_cached(
+            let mut stmt = c.prepare_cached(if unpublished {
                 "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
-                 WHERE tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1",
-            )?;
+                 WHERE pub = 0 AND tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1"
+            } else {
+                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
+                 WHERE tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1"
+            })?;
             let rows = stmt.query_map(rusqlite::params![limit as i64, tables], change_row)?;
             let mut out = Vec::new();
             for r in rows {
                 out.push(to_change(r?)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        let seqs = Value::from(seqs.to_vec()).to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE _strangler_changes SET pub = 1 WHERE seq IN (SELECT value FROM json_each(?1))",
+                [seqs],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        let seqs = Value::from(seqs.to_vec()).to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq FROM _strangler_changes WHERE seq IN (SELECT value FROM json_each(?1))",
+            )?;
+            let out = stmt
+                .query_map([seqs], |r| r.get(0))?
+                .collect::<Result<HashSet<i64>, _>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
+        let unit = unit.to_string();
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT INTO _strangler_fence (unit, token) VALUES (?1, ?2) \
+                 ON CONFLICT (unit) DO UPDATE SET token = excluded.token WHERE token <= excluded.token",
+                rusqlite::params![unit, token],
+            )?;
+            Ok(n > 0)
         })
         .await
     }
@@ -286,21 +348,23 @@ impl SqliteStore {
     pub(super) async fn fetch_keys(
         &mut self,
         keys: &HashSet<(String, String)>,
-        after: i64,
+        after: Option<i64>,
     ) -> Result<Vec<Change>, StoreError> {
         let keys: Vec<(String, String)> = keys.iter().cloned().collect();
         self.with(move |c| {
             // One writer at a time and AUTOINCREMENT: anything committed since the read has a
             // higher sequence number. Usually few rows; read them at once when they are.
             const AT_ONCE: i64 = 20_000;
-            let mut recent = c.prepare_cached(
-                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows: Vec<ChangeRow> = recent
-                .query_map([after, AT_ONCE + 1], change_row)?
-                .collect::<Result<_, _>>()?;
-            if (rows.len() as i64) <= AT_ONCE {
-                return rows.into_iter().map(to_change).collect();
+            if let Some(after) = after {
+                let mut recent = c.prepare_cached(
+                    "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let rows: Vec<ChangeRow> = recent
+                    .query_map([after, AT_ONCE + 1], change_row)?
+                    .collect::<Result<_, _>>()?;
+                if (rows.len() as i64) <= AT_ONCE {
+                    return rows.into_iter().map(to_change).collect();
+                }
             }
             let mut stmt = c.prepare_cached(
                 "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE tbl = ?1 AND pk = ?2",
@@ -417,6 +481,11 @@ fn prepare(tx: &Connection, batch: &ApplyBatch) -> Result<bool, StoreError> {
             "DELETE FROM _strangler_applied WHERE src = ?1 AND seq < ?2",
             rusqlite::params![batch.source, below],
         )?;
+    }
+    let mut unapply =
+        tx.prepare_cached("DELETE FROM _strangler_applied WHERE src = ?1 AND seq = ?2")?;
+    for s in &batch.unapply {
+        unapply.execute(rusqlite::params![batch.source, s])?;
     }
     let mut del = tx.prepare_cached("DELETE FROM _strangler_changes WHERE seq = ?1")?;
     for s in &batch.consumed {

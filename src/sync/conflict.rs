@@ -214,6 +214,7 @@ mod tests {
             key: vec!["id".into()],
         };
         EntityConfig {
+            group: "e".into(),
             name: "e".into(),
             left: t("a"),
             right: t("b"),

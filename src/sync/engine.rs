@@ -58,9 +58,18 @@ pub enum SyncError {
     /// The config names a side with no `[sides.NAME]`.
     #[error("side {0:?} is not configured")]
     UnknownSide(String),
+    /// Another worker took over this unit (its lease expired here).
+    #[error("{unit}: another worker holds a newer lease; stopping")]
+    Fenced {
+        /// The ownership unit.
+        unit: String,
+    },
+    /// The broker failed.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
-async fn timed<T>(
+pub(super) async fn timed<T>(
     side: &str,
     what: &'static str,
     fut: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -87,20 +96,31 @@ fn now_us() -> i64 {
 /// Wakes the links that carry an entity (fed by the gateway's write tap).
 #[derive(Clone, Default)]
 pub struct SyncWaker {
-    by_entity: Arc<HashMap<String, Arc<Notify>>>,
+    by_entity: Arc<HashMap<String, Vec<Arc<Notify>>>>,
 }
 
 impl SyncWaker {
-    /// Wakes the link that carries `entity`; false when no link does.
+    /// Wakes what carries `entity` (its link, or in broker mode its sides' relays); false
+    /// when nothing does.
     pub fn wake(&self, entity: &str) -> bool {
         match self.by_entity.get(entity) {
-            Some(n) => {
-                n.notify_one();
+            Some(ns) => {
+                for n in ns {
+                    n.notify_one();
+                }
                 true
             }
             None => false,
         }
     }
+}
+
+/// What every link of an engine shares.
+pub(super) struct Shared {
+    pub(super) status: Arc<SyncStatus>,
+    pub(super) control: Option<Arc<ControlStore>>,
+    pub(super) rules: Arc<Rules>,
+    pub(super) wakes: HashMap<String, Arc<Notify>>,
 }
 
 /// The sync engine for one configuration.
@@ -110,6 +130,7 @@ pub struct SyncEngine {
     control: Option<Arc<ControlStore>>,
     rules: Rules,
     wakes: HashMap<String, Arc<Notify>>,
+    by_entity: HashMap<String, Vec<Arc<Notify>>>,
 }
 
 fn side_url<'a>(cfg: &'a SyncConfig, side: &str) -> Result<&'a str, SyncError> {
@@ -119,7 +140,7 @@ fn side_url<'a>(cfg: &'a SyncConfig, side: &str) -> Result<&'a str, SyncError> {
         .ok_or_else(|| SyncError::UnknownSide(side.into()))
 }
 
-async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncError> {
+pub(super) async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncError> {
     let url = side_url(cfg, side)?;
     match tokio::time::timeout(OP_TIMEOUT, Store::connect(url)).await {
         Ok(r) => r.map_err(|source| SyncError::Store {
@@ -134,7 +155,7 @@ async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncError> {
 }
 
 /// Tables (with keys) each side captures.
-fn capture_specs(cfg: &SyncConfig) -> HashMap<String, Vec<CaptureSpec>> {
+pub(super) fn capture_specs(cfg: &SyncConfig) -> HashMap<String, Vec<CaptureSpec>> {
     let mut out: HashMap<String, Vec<CaptureSpec>> = HashMap::new();
     for e in &cfg.entities {
         for t in [&e.left, &e.right] {
@@ -153,14 +174,26 @@ fn capture_specs(cfg: &SyncConfig) -> HashMap<String, Vec<CaptureSpec>> {
 impl SyncEngine {
     /// An engine for `cfg`; conflicts are also stored in `control` when given.
     pub fn new(cfg: SyncConfig, control: Option<Arc<ControlStore>>) -> SyncEngine {
+        // Direct mode: one notify per link, under each entity's name. Broker mode: one per
+        // side's relay, under `side:NAME`.
         let mut wakes: HashMap<String, Arc<Notify>> = HashMap::new();
-        let mut by_link: HashMap<String, Arc<Notify>> = HashMap::new();
+        let mut by_entity: HashMap<String, Vec<Arc<Notify>>> = HashMap::new();
         for e in &cfg.entities {
-            let n = by_link
-                .entry(link_name(&e.left.side, &e.right.side))
-                .or_insert_with(|| Arc::new(Notify::new()))
-                .clone();
-            wakes.insert(e.name.clone(), n);
+            let keys = if cfg.broker.is_some() {
+                vec![
+                    format!("side:{}", e.left.side),
+                    format!("side:{}", e.right.side),
+                ]
+            } else {
+                vec![link_name(&e.left.side, &e.right.side)]
+            };
+            for k in keys {
+                let n = wakes
+                    .entry(k)
+                    .or_insert_with(|| Arc::new(Notify::new()))
+                    .clone();
+                by_entity.entry(e.name.clone()).or_default().push(n);
+            }
         }
         SyncEngine {
             cfg,
@@ -168,6 +201,7 @@ impl SyncEngine {
             control,
             rules: Rules::new(),
             wakes,
+            by_entity,
         }
     }
 
@@ -191,7 +225,7 @@ impl SyncEngine {
     /// A handle that wakes the engine for an entity.
     pub fn waker(&self) -> SyncWaker {
         SyncWaker {
-            by_entity: Arc::new(self.wakes.clone()),
+            by_entity: Arc::new(self.by_entity.clone()),
         }
     }
 
@@ -232,7 +266,7 @@ impl SyncEngine {
         }
         for (side, specs) in capture_specs(cfg) {
             if let Some(s) = stores.get_mut(&side) {
-                timed(&side, "install", s.install(&specs)).await?;
+                timed(&side, "install", s.install(&specs, cfg.broker.is_some())).await?;
             }
         }
         Ok(())
@@ -248,8 +282,22 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Runs every link until `shutdown`.
+    fn shared(&self) -> Shared {
+        Shared {
+            status: self.status.clone(),
+            control: self.control.clone(),
+            rules: Arc::new(self.rules.clone()),
+            wakes: self.wakes.clone(),
+        }
+    }
+
+    /// Runs every link until `shutdown`; in broker mode, runs the units this worker wins.
     pub async fn run(self, shutdown: CancellationToken) {
+        if let Some(b) = self.cfg.broker.clone() {
+            let shared = self.shared();
+            super::broker::run(self.cfg, b, shared, shutdown).await;
+            return;
+        }
         let mut links: HashMap<String, Vec<EntityConfig>> = HashMap::new();
         for e in &self.cfg.entities {
             links
@@ -258,33 +306,9 @@ impl SyncEngine {
                 .push(e.clone());
         }
         let tasks = tokio_util::task::TaskTracker::new();
-        let rules = Arc::new(self.rules);
+        let shared = self.shared();
         for (name, entities) in links {
-            let (a, b) = {
-                let mut s = [
-                    entities[0].left.side.clone(),
-                    entities[0].right.side.clone(),
-                ];
-                s.sort();
-                (s[0].clone(), s[1].clone())
-            };
-            let wake = self
-                .wakes
-                .get(&entities[0].name)
-                .cloned()
-                .unwrap_or_default();
-            let link = Link {
-                name,
-                cfg: self.cfg.clone(),
-                settings: self.cfg.settings.clone(),
-                sides: [SideConn::new(a), SideConn::new(b)],
-                entities: entities.into_iter().map(Ent::new).collect(),
-                status: self.status.clone(),
-                control: self.control.clone(),
-                rules: rules.clone(),
-                wake,
-                force_check: true,
-            };
+            let link = Link::build(name, &self.cfg, entities, &shared, None);
             tasks.spawn(link.run(shutdown.clone()));
         }
         tasks.close();
@@ -387,7 +411,7 @@ fn net(side: &str, pieces: &[Piece]) -> Option<SideChange> {
     })
 }
 
-struct Link {
+pub(super) struct Link {
     name: String,
     cfg: SyncConfig,
     settings: SyncSettings,
@@ -398,10 +422,53 @@ struct Link {
     rules: Arc<Rules>,
     wake: Arc<Notify>,
     force_check: bool,
+    feed: Option<super::broker::Feed>,
 }
 
 impl Link {
-    async fn run(mut self, shutdown: CancellationToken) {
+    /// Builds the loop for one pair of sides (one group's entities in broker mode).
+    pub(super) fn build(
+        name: String,
+        cfg: &SyncConfig,
+        entities: Vec<EntityConfig>,
+        shared: &Shared,
+        feed: Option<super::broker::Feed>,
+    ) -> Link {
+        let mut s = [
+            entities[0].left.side.clone(),
+            entities[0].right.side.clone(),
+        ];
+        s.sort();
+        let [a, b] = s;
+        Link {
+            name,
+            cfg: cfg.clone(),
+            settings: cfg.settings.clone(),
+            sides: [SideConn::new(a), SideConn::new(b)],
+            wake: shared
+                .wakes
+                .get(&link_name(&entities[0].left.side, &entities[0].right.side))
+                .cloned()
+                .unwrap_or_default(),
+            entities: entities.into_iter().map(Ent::new).collect(),
+            status: shared.status.clone(),
+            control: shared.control.clone(),
+            rules: shared.rules.clone(),
+            force_check: true,
+            feed,
+        }
+    }
+
+    /// Checkpoint name for changes from `side` (per group in broker mode, where several
+    /// groups' rounds write checkpoints into the same database).
+    fn source(&self, side: &str) -> String {
+        match &self.feed {
+            Some(f) => format!("{side}#{}", f.group),
+            None => side.to_string(),
+        }
+    }
+
+    pub(super) async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let link_label = self.name.clone();
         loop {
@@ -415,6 +482,12 @@ impl Link {
             match step {
                 Ok(Step::Busy) => backoff = Duration::from_millis(100),
                 Ok(Step::Again) => tokio::time::sleep(Duration::from_millis(5)).await,
+                // The broker feed already waited for a message.
+                Ok(Step::Idle) if self.feed.is_some() => backoff = Duration::from_millis(100),
+                Err(e @ SyncError::Fenced { .. }) => {
+                    tracing::warn!(link = %link_label, error = %e, "lost ownership");
+                    return;
+                }
                 Ok(Step::Idle) => {
                     backoff = Duration::from_millis(100);
                     let na = self.sides[0].store.as_ref().and_then(Store::notified);
@@ -555,16 +628,68 @@ impl Link {
         let list = |m: &HashMap<String, usize>| m.keys().cloned().collect::<Vec<_>>();
         let (ta, tb) = (list(&tables[0]), list(&tables[1]));
         let batch = self.settings.batch;
-        let ra = timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?;
-        let rb = timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?;
+        let (ra, rb) = match self.feed.as_mut() {
+            Some(feed) if feed.sweep => {
+                // Just took the group over: what the last owner had in flight is redelivered
+                // only after the ack wait, so read the changelogs directly once.
+                feed.receive(Duration::ZERO).await?;
+                let (mut ra, mut rb) = (feed.changes(&a), feed.changes(&b));
+                let da = timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?;
+                let db = timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?;
+                for (r, d) in [(&mut ra, da), (&mut rb, db)] {
+                    r.extend(d);
+                    r.sort_by_key(|c| c.seq);
+                    r.dedup_by_key(|c| c.seq);
+                }
+                if let Some(f) = self.feed.as_mut() {
+                    f.sweep = false;
+                }
+                (ra, rb)
+            }
+            Some(feed) => {
+                feed.receive(self.settings.poll).await?;
+                (feed.changes(&a), feed.changes(&b))
+            }
+            None => (
+                timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?,
+                timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?,
+            ),
+        };
         if ra.is_empty() && rb.is_empty() {
             self.idle_lags(&a, &b);
             return Ok(Step::Idle);
         }
         let seqs = |r: &[Change]| r.iter().map(|c| c.seq).collect::<Vec<_>>();
-        let done_in_b = timed(&b, "applied", self.store(&b).applied(&a, &seqs(&ra))).await?;
-        let done_in_a = timed(&a, "applied", self.store(&a).applied(&b, &seqs(&rb))).await?;
+        timed(&b, "begin", self.store(&b).begin()).await?;
+        timed(&a, "begin", self.store(&a).begin()).await?;
+        // Broker mode: changes arrive through the stream, maybe more than once and out of
+        // order. Only the lease holder gets past the fence; a change whose changelog row is
+        // gone was consumed by an earlier round and is dropped.
+        let mut gone: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
         let (mut ra, mut rb) = (ra, rb);
+        if let Some((unit, token)) = self.feed.as_ref().map(|f| (f.unit.clone(), f.token)) {
+            for side in [&b, &a] {
+                if !timed(side, "fence", self.store(side).fence(&unit, token)).await? {
+                    self.rollback(&a, &b).await?;
+                    return Err(SyncError::Fenced { unit });
+                }
+            }
+            for (si, side, r) in [(0usize, &a, &mut ra), (1, &b, &mut rb)] {
+                let live = timed(side, "existing", self.store(side).existing(&seqs(r))).await?;
+                gone[si] = r
+                    .iter()
+                    .filter(|c| !live.contains(&c.seq))
+                    .map(|c| c.seq)
+                    .collect();
+                r.retain(|c| live.contains(&c.seq));
+            }
+        }
+        let (src_a, src_b) = (self.source(&a), self.source(&b));
+        let mut done_in_b =
+            timed(&b, "applied", self.store(&b).applied(&src_a, &seqs(&ra))).await?;
+        let mut done_in_a =
+            timed(&a, "applied", self.store(&a).applied(&src_b, &seqs(&rb))).await?;
+        let anywhere = self.feed.is_some();
         let mut locked = false;
         let grouped = loop {
             let mut groups: Vec<Group> = Vec::new();
@@ -617,9 +742,7 @@ impl Link {
                                 c.seq, c.table
                             );
                             pause(&mut self.entities[ei], &self.status, reason);
-                            if locked {
-                                self.rollback(&a, &b).await?;
-                            }
+                            self.rollback(&a, &b).await?;
                             return Ok(Step::Again);
                         }
                     }
@@ -629,8 +752,6 @@ impl Link {
             if !locked {
                 // Lock every key of the round on both sides, then pick up changes to those keys
                 // that committed after the read: from here on none can slip in unseen.
-                timed(&b, "begin", self.store(&b).begin()).await?;
-                timed(&a, "begin", self.store(&a).begin()).await?;
                 locked = true;
                 let mut fresh: [Vec<Change>; 2] = [Vec::new(), Vec::new()];
                 for (si, side) in [(0usize, &a), (1, &b)] {
@@ -652,13 +773,29 @@ impl Link {
                         timed(side, "lock", self.store(side).lock_keys(&table, &keys)).await?;
                     }
                     let seen: HashSet<i64> = [&ra, &rb][si].iter().map(|c| c.seq).collect();
-                    fresh[si] =
-                        timed(side, "fetch", self.store(side).fetch_unseen(&pks, &seen)).await?;
+                    fresh[si] = timed(
+                        side,
+                        "fetch",
+                        self.store(side).fetch_unseen(&pks, &seen, anywhere),
+                    )
+                    .await?;
                 }
                 let [fa, fb] = fresh;
                 if !(fa.is_empty() && fb.is_empty()) {
+                    // Out-of-order delivery (broker mode) can find old changes here that an
+                    // interrupted round applied but did not get to delete.
+                    done_in_b.extend(
+                        timed(&b, "applied", self.store(&b).applied(&src_a, &seqs(&fa))).await?,
+                    );
+                    done_in_a.extend(
+                        timed(&a, "applied", self.store(&a).applied(&src_b, &seqs(&fb))).await?,
+                    );
+                    // Pieces of a key must stay in changelog order: the first one's old image is
+                    // the base a counter's deltas are added to.
                     ra.extend(fa);
                     rb.extend(fb);
+                    ra.sort_by_key(|c| c.seq);
+                    rb.sort_by_key(|c| c.seq);
                     continue;
                 }
             }
@@ -672,11 +809,21 @@ impl Link {
         let mut conflicts = Vec::new();
         let mut per_dir: HashMap<(usize, usize), (u64, i64, i64)> = HashMap::new();
         let now = now_us();
+        let mut trail: Vec<String> = Vec::new();
         let built = (|| -> Result<(), (usize, String)> {
             for g in &groups {
                 let ent = &self.entities[g.ent];
                 let mapping = ent.mapping.as_ref().expect("active entity");
                 let (na, nb) = (net(&a, &g.a), net(&b, &g.b));
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    trail.push(format!(
+                        "{} {} a={:?} b={:?}",
+                        ent.cfg.name,
+                        Value::Object(g.key.clone()),
+                        g.a.iter().map(|p| p.seq).collect::<Vec<_>>(),
+                        g.b.iter().map(|p| p.seq).collect::<Vec<_>>()
+                    ));
+                }
                 for (si, ps) in [(0usize, &g.a), (1, &g.b)] {
                     for p in ps {
                         let e = per_dir.entry((g.ent, si)).or_insert((0, i64::MAX, 0));
@@ -720,22 +867,29 @@ impl Link {
             Ok(())
         })();
         if let Err((ei, msg)) = built {
+            self.rollback(&a, &b).await?;
             return Err(self.bad(ei, msg));
         }
         to_a.sort_by_key(|(s, _)| *s);
         to_b.sort_by_key(|(s, _)| *s);
 
         let seen = |r: &[Change]| r.iter().map(|c| c.seq).collect::<HashSet<_>>();
+        let broker = self.feed.is_some();
         let first = |r: &[Change]| {
-            if any_paused {
+            if any_paused || broker {
                 None
             } else {
                 r.first().map(|c| c.seq)
             }
         };
+        let [unapply_a, unapply_b] = self
+            .feed
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.prune))
+            .unwrap_or_default();
         let batch_a = ApplyBatch {
             writes: to_a.into_iter().map(|(_, w)| w).collect(),
-            source: b.clone(),
+            source: src_b.clone(),
             applied: processed[1]
                 .iter()
                 .copied()
@@ -744,16 +898,18 @@ impl Link {
             prune_below: first(&rb),
             consumed: Vec::new(),
             seen: seen(&ra),
+            unapply: unapply_b,
         };
         let mut consumed_b = processed[1].clone();
         consumed_b.extend(&consumed[1]);
         let batch_b = ApplyBatch {
             writes: to_b.into_iter().map(|(_, w)| w).collect(),
-            source: a.clone(),
+            source: src_a.clone(),
             applied: processed[0].clone(),
             prune_below: first(&ra),
-            consumed: consumed_b,
+            consumed: consumed_b.clone(),
             seen: seen(&rb),
+            unapply: unapply_a,
         };
         // Both transactions are open and hold their locks; a race that still got through
         // (a brand-new key inserted on both sides at once) rolls both back.
@@ -768,12 +924,25 @@ impl Link {
         let mut consumed_a = processed[0].clone();
         consumed_a.extend(&consumed[0]);
         let cleanup = ApplyBatch {
-            source: b.clone(),
-            consumed: consumed_a,
+            source: src_b.clone(),
+            consumed: consumed_a.clone(),
             ..ApplyBatch::default()
         };
         timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
+        if let Some(feed) = self.feed.as_mut() {
+            // Both sides' consumed rows are gone now: acknowledge their messages, and let the
+            // next round drop the checkpoint entries that guarded them.
+            let mut done_a: HashSet<i64> = consumed_a.iter().copied().collect();
+            done_a.extend(&gone[0]);
+            let mut done_b: HashSet<i64> = consumed_b.iter().copied().collect();
+            done_b.extend(&gone[1]);
+            feed.settle(&a, &done_a, &b, &done_b).await;
+            feed.prune = [consumed_a, consumed_b];
+        }
 
+        if !trail.is_empty() {
+            tracing::trace!(link = %self.name, keys = %trail.join("; "), "round committed");
+        }
         let done = now_us();
         for (ei, ent) in self.entities.iter().enumerate() {
             for (si, from, to) in [(0usize, &a, &b), (1, &b, &a)] {
