@@ -87,8 +87,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
             let cfg = strangler::config::Config::load(&config)?;
+            let broker = cfg
+                .sync
+                .broker
+                .as_ref()
+                .map(|b| {
+                    format!(
+                        ", broker {} stream {:?} as worker {:?}",
+                        b.url, b.stream, b.worker
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "{}: ok ({} upstreams, {} routes, {} sides, {} entities)",
+                "{}: ok ({} upstreams, {} routes, {} sides, {} entities{broker})",
                 config.display(),
                 cfg.upstreams.len(),
                 cfg.routes.len(),
@@ -130,6 +141,12 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
             });
             tracing::info!(
                 entities = cfg.sync.entities.len(),
+                broker = cfg
+                    .sync
+                    .broker
+                    .as_ref()
+                    .map(|b| b.url.as_str())
+                    .unwrap_or("none"),
                 "strangler sync engine running"
             );
             engine.run(token).await;

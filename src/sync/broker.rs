@@ -52,6 +52,8 @@ pub(super) struct Feed {
     pub(super) group: String,
     /// Fencing token: the lease's revision when this worker took it.
     pub(super) token: i64,
+    /// This worker's name.
+    pub(super) worker: String,
     /// Changelog rows consumed by the last round, per side: their checkpoint entries can go.
     pub(super) prune: [Vec<i64>; 2],
     /// The next round also reads the changelogs directly (set when the group is taken over).
@@ -347,6 +349,7 @@ pub(super) async fn run(
                         unit: unit.clone(),
                         group,
                         token,
+                        worker: b.worker.clone(),
                         prune: [Vec::new(), Vec::new()],
                         sweep: true,
                         consumer,

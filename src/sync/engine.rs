@@ -539,7 +539,11 @@ impl Link {
                 self.sides[i].store = Some(s);
             }
         }
-        self.status.set_link(&self.name, "running".into());
+        let state = match &self.feed {
+            Some(f) => format!("running, owned by {} (this worker)", f.worker),
+            None => "running".into(),
+        };
+        self.status.set_link(&self.name, state);
         self.schema_checks().await?;
         self.round().await
     }

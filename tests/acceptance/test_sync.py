@@ -1,10 +1,13 @@
 """The sync engine, black-box: writes go through the gateway to both sides (the monolith and
 the service each write their own SQLite database), and the two databases converge."""
 
+import os
+import signal
 import sqlite3
 import subprocess
 import time
 
+import pytest
 import requests
 
 from conftest import binary, base_config
@@ -104,9 +107,14 @@ def test_a_conflict_is_settled_and_listed(tmp_path, upstreams, gateway):
     mono, svc, gw, path = start(tmp_path, upstreams, gateway)
     requests.put(gw.url("/api/users/1"), json={"email": "a@x.io", "name": "Ann"},
                  headers={"x-user-id": "user-1"}, timeout=10)
+    # The write went to one side: wait until the engine has copied it to the other.
     deadline = time.time() + 10
-    while both(mono, svc)[1] == [] and time.time() < deadline:
+    while time.time() < deadline:
+        left, right = both(mono, svc)
+        if left and left == right:
+            break
         time.sleep(0.05)
+    assert both(mono, svc)[0] == both(mono, svc)[1] == [(1, "a@x.io", "Ann")]
     assert gw.stop() == 0
     # Both sides change the same user while no engine runs: a conflict.
     with sqlite3.connect(mono) as c:
@@ -121,6 +129,7 @@ def test_a_conflict_is_settled_and_listed(tmp_path, upstreams, gateway):
         if left == right:
             break
         time.sleep(0.05)
+    assert both(mono, svc)[0] == both(mono, svc)[1]
     assert both(mono, svc)[0] == [(1, "a@x.io", "Ann (service)")], "the later write wins"
     # The record is stored right after both sides commit: allow it a moment.
     deadline = time.time() + 5
@@ -128,7 +137,10 @@ def test_a_conflict_is_settled_and_listed(tmp_path, upstreams, gateway):
     while not conflicts and time.time() < deadline:
         conflicts = requests.get(gw2.admin("/admin/conflicts"), timeout=5).json()["conflicts"]
         time.sleep(0.05)
-    assert len(conflicts) == 1
+    log = []
+    while not gw2.lines.empty():
+        log.append(gw2.lines.get())
+    assert len(conflicts) == 1, "".join(log)[-4000:]
     c = conflicts[0]
     assert c["entity"] == "users" and c["policy"] == "last_write_wins" and c["outcome"] == "right"
     assert c["left"]["row"]["name"] == "Ann (monolith)" and c["right"]["row"]["name"] == "Ann (service)"
@@ -151,3 +163,66 @@ control = "sqlite://{tmp_path}/c.db"
     assert cli("sync", "uninstall", "--config", str(ok)).returncode == 0
     for db in (mono, svc):
         assert rows(db, "SELECT name FROM sqlite_master WHERE name LIKE '%strangler%'") == []
+
+
+def nats_url():
+    url = os.environ.get("STRANGLER_TEST_NATS_URL")
+    if not url:
+        assert os.environ.get("STRANGLER_REQUIRE_SERVICES") != "1", "STRANGLER_TEST_NATS_URL is required"
+        pytest.skip("set STRANGLER_TEST_NATS_URL to run broker-mode tests")
+    return url
+
+
+def test_broker_mode_two_workers_one_killed(tmp_path, upstreams, gateway):
+    """The gateway's engine and a separate `sync run` worker share the work through NATS
+    JetStream; the separate worker is killed with SIGKILL mid-stream and nothing is lost."""
+    url = nats_url()
+    tag = f"a{os.getpid()}x{int(time.time() * 1000) % 10**8}"
+    broker = f"""
+[sync.broker]
+url = "{url}"
+stream = "T{tag}"
+subject = "{tag}"
+bucket = "{tag}_leases"
+lease = "1s"
+"""
+    mono, svc = make_dbs(tmp_path)
+    m, s = upstreams("monolith", "users", dbs={
+        "monolith": (str(mono), "users", "id", "name"),
+        "users": (str(svc), "accounts", "user_id", "full_name"),
+    })
+    text = base_config(m, s, split="{ monolith = 50, users = 50 }") + sync_sections(mono, svc) + broker
+    path = tmp_path / "sync.toml"
+    path.write_text(text.replace("{dir}", str(tmp_path)))
+    r = cli("sync", "install", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    r = cli("check", "--config", str(path))
+    assert r.returncode == 0 and f"broker {url}" in r.stdout, r.stdout + r.stderr
+    worker = subprocess.Popen([binary(), "sync", "run", "--config", str(path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        gw = gateway(text)
+        for i in range(1, 301):
+            if i == 150:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+            r = requests.put(gw.url(f"/api/users/{i}"), json={"email": f"u{i}@x.io", "name": f"User {i}"},
+                             headers={"x-user-id": f"user-{i}"}, timeout=10)
+            assert r.status_code == 200
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            left, right = both(mono, svc)
+            if left == right and len(left) == 300:
+                break
+            time.sleep(0.1)
+        left, right = both(mono, svc)
+        assert left == right and len(left) == 300
+        status = requests.get(gw.admin("/admin/sync"), timeout=5).json()
+        owners = status["links"]
+        for unit in ("group.users", "relay.monolith", "relay.users"):
+            assert "this worker" in owners[unit], owners
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
