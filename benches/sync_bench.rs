@@ -3,7 +3,7 @@
 //! Reports changes/s and the p50/p95/p99 of commit → visible. With `--backlog N` it instead
 //! writes N changes with the engine stopped, then measures the drain and the peak RSS.
 //!
-//! cargo bench --bench sync_bench -- --pair sqlite|postgres --rate 10000 --seconds 60
+//! cargo bench --bench sync_bench -- --pair sqlite|postgres --rate 10000 --seconds 60 [--broker nats://127.0.0.1:4222]
 //! (load/sync-bench.sh runs both pairs and the pgbench ceiling.)
 
 use std::sync::Arc;
@@ -185,6 +185,18 @@ fn url(s: &Side) -> String {
     }
 }
 
+/// `--broker nats://…`: run through NATS JetStream (a stream and bucket of this run's own).
+fn broker_section() -> String {
+    let url = arg("--broker", "");
+    if url.is_empty() {
+        return String::new();
+    }
+    let n = std::process::id();
+    format!(
+        "[sync.broker]\nurl = \"{url}\"\nstream = \"BENCH{n}\"\nsubject = \"bench{n}\"\nbucket = \"bench{n}_leases\"\n"
+    )
+}
+
 fn config(a: &Side, b: &Side, dir: &std::path::Path) -> Config {
     let text = format!(
         r#"
@@ -201,10 +213,11 @@ name = "bench"
 monolith = {{ table = "bench", key = ["id"] }}
 service = {{ table = "bench", key = ["id"] }}
 columns = {{ id = "id", side = "side", t_us = "t_us", payload = "payload" }}
-"#,
+{}"#,
         dir.display(),
         url(a),
-        url(b)
+        url(b),
+        broker_section()
     );
     Config::parse(std::path::Path::new("bench.toml"), &text).unwrap()
 }

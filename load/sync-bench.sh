@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sync benchmark: writers on both sides at a set rate (10 rows per transaction), commit ->
-# visible-on-the-other-side latency, for SQLite<->SQLite and PostgreSQL<->PostgreSQL; the
+# visible-on-the-other-side latency, for SQLite<->SQLite and PostgreSQL<->PostgreSQL (and
+# PostgreSQL<->PostgreSQL through NATS JetStream in broker mode); the
 # pgbench ceiling of the same inserts on this machine (plain, and with our capture triggers);
 # and a one-million-change backlog drained with the peak RSS.
 #
@@ -45,10 +46,14 @@ cargo run --release -q -- sync install --config /tmp/sync_capture.toml >/dev/nul
 tps=$(pgbench -n -c 4 -j 2 -T 15 -f /tmp/sync_pgbench.sql "$ROOT/sync_pgbench" 2>/dev/null | awk '/^tps/ {print $3; exit}')
 echo "pgbench inserts with capture triggers: $(awk -v t="$tps" 'BEGIN {printf "%.0f", t * 10}') changes/s"
 
+echo "== backlog of $BACKLOG changes (sqlite <-> sqlite)"
+"$BENCH" --pair sqlite --backlog "$BACKLOG"
+
+NATS=${STRANGLER_TEST_NATS_URL:-nats://127.0.0.1:4222}
+echo "== postgres <-> postgres through NATS JetStream ($NATS) at $RATE changes/s for ${SECONDS_}s"
+"$BENCH" --pair postgres --rate "$RATE" --seconds "$SECONDS_" --broker "$NATS"
+
 for pair in sqlite postgres; do
     echo "== $pair <-> $pair at $RATE changes/s for ${SECONDS_}s"
     "$BENCH" --pair "$pair" --rate "$RATE" --seconds "$SECONDS_"
 done
-
-echo "== backlog of $BACKLOG changes (sqlite <-> sqlite)"
-"$BENCH" --pair sqlite --backlog "$BACKLOG"
