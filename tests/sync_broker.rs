@@ -185,7 +185,7 @@ async fn two_workers_share_the_groups_and_lose_nothing() {
     names.cleanup(&js).await;
 }
 
-fn spawn_worker(config: &std::path::Path) -> std::process::Child {
+fn spawn_worker(config: &std::path::Path) -> KillOnDrop {
     let n = fastrand::u32(..);
     let log = std::fs::File::create(config.with_file_name(format!("worker-{n}.log"))).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
@@ -198,6 +198,7 @@ fn spawn_worker(config: &std::path::Path) -> std::process::Child {
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
+        .map(KillOnDrop)
         .expect("start strangler sync run")
 }
 
@@ -245,8 +246,7 @@ async fn a_killed_workers_groups_are_taken_over() {
             .position(|c| c.id() == pid)
             .expect("owner is ours");
         // SIGKILL: no release, no last round; the lease has to run out.
-        workers[i].kill().unwrap();
-        workers[i].wait().unwrap();
+        workers[i].kill();
         let survivor = workers[1 - i].id();
         assert!(
             eventually(15, || async {
@@ -271,10 +271,7 @@ async fn a_killed_workers_groups_are_taken_over() {
         eprintln!("{}", logs(s.dir.path()));
     }
     exact(&s, totals, inserted).await;
-    for mut w in workers {
-        w.kill().unwrap();
-        w.wait().unwrap();
-    }
+    drop(workers);
     names.cleanup(&js).await;
 }
 

@@ -82,13 +82,14 @@ async fn mariadb_latency_dropped_connections_and_a_30s_partition_lose_nothing() 
     partition(Pair::PgMy).await;
 }
 
-fn spawn_engine(config: &std::path::Path) -> std::process::Child {
+fn spawn_engine(config: &std::path::Path) -> KillOnDrop {
     std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
         .args(["sync", "run", "--config"])
         .arg(config)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .expect("start strangler sync run")
 }
 
@@ -111,8 +112,7 @@ async fn kill_nine(pair: Pair) {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700 + fastrand::u64(..600))).await;
         // SIGKILL: no chance to finish a round or close a transaction.
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
         child = spawn_engine(&path);
     }
@@ -123,8 +123,7 @@ async fn kill_nine(pair: Pair) {
         "{pair:?}: converged after kill -9 and restart"
     );
     exact(&s, totals, inserted).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

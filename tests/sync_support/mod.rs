@@ -514,3 +514,25 @@ pub async fn exact(s: &Sides, totals: [i64; 10], inserted: i64) {
     }
     assert_eq!(left.len() as i64, 10 + inserted, "every inserted row, once");
 }
+
+/// A child process killed when dropped, so a failing test leaves no engine running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
