@@ -481,7 +481,6 @@ async fn hold<F, Fut>(
 /// The messages of one batch of changes from `side`: one per source transaction and group
 /// (SQLite changes carry no transaction and go by runs), split further to fit `max_bytes`.
 fn messages(
-    side: &str,
     changes: &[Change],
     groups: &HashMap<String, Vec<String>>,
     max_bytes: usize,
@@ -499,13 +498,12 @@ fn messages(
     }
     let mut out = Vec::new();
     for (g, cs) in order {
-        split(side, g, cs, max_bytes, &mut out);
+        split(g, cs, max_bytes, &mut out);
     }
     out
 }
 
 fn split(
-    side: &str,
     group: String,
     changes: Vec<Change>,
     max_bytes: usize,
@@ -523,14 +521,13 @@ fn split(
         })
         .sum();
     if size <= max_bytes || changes.len() == 1 {
-        let _ = side;
         out.push((group, changes));
         return;
     }
     let mut left = changes;
     let right = left.split_off(left.len() / 2);
-    split(side, group.clone(), left, max_bytes, out);
-    split(side, group, right, max_bytes, out);
+    split(group.clone(), left, max_bytes, out);
+    split(group, right, max_bytes, out);
 }
 
 /// Publishes one side's unpublished changes until cancelled.
@@ -573,7 +570,7 @@ async fn relay(
                 return Ok(false);
             }
             let mut acks = Vec::new();
-            for (group, cs) in messages(&side, &changes, &groups, max_bytes) {
+            for (group, cs) in messages(&changes, &groups, max_bytes) {
                 let (first, last) = (&cs[0], &cs[cs.len() - 1]);
                 let id = format!("{side}.{}-{}.{}", first.seq, last.seq, first.ts_us);
                 let payload = serde_json::to_vec(&Payload { changes: cs }).map_err(broker_err)?;
@@ -687,7 +684,7 @@ mod tests {
             change(3, "items", Some("t1")),
             change(4, "users", Some("t1")),
         ];
-        let m = messages("a", &cs, &groups, 1 << 20);
+        let m = messages(&cs, &groups, 1 << 20);
         let got: Vec<(String, Vec<i64>)> = m
             .iter()
             .map(|(g, cs)| (g.clone(), cs.iter().map(|c| c.seq).collect()))
@@ -707,7 +704,7 @@ mod tests {
         let groups: HashMap<String, Vec<String>> =
             [("t".to_string(), vec!["g".to_string()])].into();
         let cs: Vec<Change> = (1..=10).map(|i| change(i, "t", Some("tx"))).collect();
-        let m = messages("a", &cs, &groups, 600);
+        let m = messages(&cs, &groups, 600);
         assert!(m.len() > 1);
         let seqs: Vec<i64> = m
             .iter()
