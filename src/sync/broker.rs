@@ -39,7 +39,6 @@ struct Payload {
 struct Held {
     stream_seq: u64,
     side: String,
-    seqs: Vec<i64>,
     changes: Vec<Change>,
     msg: jetstream::Message,
 }
@@ -81,7 +80,7 @@ impl Feed {
                 .map_err(broker_err)?;
             self.messages = Some(s);
         }
-        let mut count: usize = self.held.iter().map(|h| h.seqs.len()).sum();
+        let mut count: usize = self.held.iter().map(|h| h.changes.len()).sum();
         let mut block = self.held.is_empty() || self.stalled;
         while count < self.batch {
             let stream = self.messages.as_mut().expect("opened above");
@@ -126,7 +125,6 @@ impl Feed {
                     self.held.push(Held {
                         stream_seq,
                         side,
-                        seqs: p.changes.iter().map(|c| c.seq).collect(),
                         changes: p.changes,
                         msg,
                     });
@@ -177,7 +175,7 @@ impl Feed {
                 let _ = h.msg.ack_with(jetstream::AckKind::Term).await;
                 continue;
             };
-            if h.seqs.iter().all(|s| done.contains(s)) {
+            if h.changes.iter().all(|c| done.contains(&c.seq)) {
                 acks.push(h.msg);
             } else {
                 keep.push(h);

@@ -632,33 +632,32 @@ impl Link {
         let list = |m: &HashMap<String, usize>| m.keys().cloned().collect::<Vec<_>>();
         let (ta, tb) = (list(&tables[0]), list(&tables[1]));
         let batch = self.settings.batch;
-        let (ra, rb) = match self.feed.as_mut() {
-            Some(feed) if feed.sweep => {
-                // Just took the group over: what the last owner had in flight is redelivered
-                // only after the ack wait, so read the changelogs directly once.
-                feed.receive(Duration::ZERO).await?;
-                let (mut ra, mut rb) = (feed.changes(&a), feed.changes(&b));
-                let da = timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?;
-                let db = timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?;
-                for (r, d) in [(&mut ra, da), (&mut rb, db)] {
-                    r.extend(d);
-                    r.sort_by_key(|c| c.seq);
-                    r.dedup_by_key(|c| c.seq);
-                }
-                if let Some(f) = self.feed.as_mut() {
-                    f.sweep = false;
-                }
-                (ra, rb)
-            }
+        let (mut ra, mut rb) = match self.feed.as_mut() {
             Some(feed) => {
-                feed.receive(self.settings.poll).await?;
+                let wait = if feed.sweep {
+                    Duration::ZERO
+                } else {
+                    self.settings.poll
+                };
+                feed.receive(wait).await?;
                 (feed.changes(&a), feed.changes(&b))
             }
-            None => (
-                timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?,
-                timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?,
-            ),
+            None => (Vec::new(), Vec::new()),
         };
+        // Direct mode reads the changelogs every round; broker mode once after taking a group
+        // over, because what the last owner had in flight is redelivered only after the ack wait.
+        if self.feed.as_ref().is_none_or(|f| f.sweep) {
+            let da = timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?;
+            let db = timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?;
+            for (r, d) in [(&mut ra, da), (&mut rb, db)] {
+                r.extend(d);
+                r.sort_by_key(|c| c.seq);
+                r.dedup_by_key(|c| c.seq);
+            }
+            if let Some(f) = self.feed.as_mut() {
+                f.sweep = false;
+            }
+        }
         if ra.is_empty() && rb.is_empty() {
             self.idle_lags(&a, &b);
             return Ok(Step::Idle);
@@ -670,7 +669,6 @@ impl Link {
         // order. Only the lease holder gets past the fence; a change whose changelog row is
         // gone was consumed by an earlier round and is dropped.
         let mut gone: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
-        let (mut ra, mut rb) = (ra, rb);
         if let Some((unit, token)) = self.feed.as_ref().map(|f| (f.unit.clone(), f.token)) {
             for side in [&b, &a] {
                 if !timed(side, "fence", self.store(side).fence(&unit, token)).await? {
