@@ -17,7 +17,17 @@ pub struct PgStore {
     client: Client,
     driver: tokio::task::JoinHandle<()>,
     notify: std::sync::Arc<tokio::sync::Notify>,
+    /// Changelog rows the open transaction deletes.
+    deleting: usize,
+    /// Changelog rows deleted since the last vacuum, and when that was.
+    deleted: usize,
+    vacuumed: std::time::Instant,
 }
+
+/// Deleted changelog rows after which the engine vacuums the changelog itself (at most once a
+/// second): autovacuum wakes once a minute by default, and until then every read of the
+/// changelog wades through the dead rows of a busy minute.
+const VACUUM_AFTER: usize = 10_000;
 
 impl Drop for PgStore {
     fn drop(&mut self) {
@@ -31,7 +41,16 @@ CREATE TABLE IF NOT EXISTS _strangler_changes (
     tbl text NOT NULL, op char(1) NOT NULL, old text, new text, tx text,
     ts bigint NOT NULL, pk text NOT NULL);
 CREATE INDEX IF NOT EXISTS _strangler_changes_key ON _strangler_changes (tbl, pk);
-CREATE TABLE IF NOT EXISTS _strangler_applied (src text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (src, seq));
+CREATE TABLE IF NOT EXISTS _strangler_checkpoint (
+    id bigserial PRIMARY KEY, src text NOT NULL, hi bigint NOT NULL, seqs bigint[] NOT NULL);
+CREATE INDEX IF NOT EXISTS _strangler_checkpoint_src ON _strangler_checkpoint (src, hi);
+DO $mig$ BEGIN
+  IF to_regclass('_strangler_applied') IS NOT NULL THEN
+    INSERT INTO _strangler_checkpoint (src, hi, seqs)
+      SELECT src, max(seq), array_agg(seq) FROM _strangler_applied GROUP BY src;
+    DROP TABLE _strangler_applied;
+  END IF;
+END $mig$;
 CREATE TABLE IF NOT EXISTS _strangler_fence (unit text PRIMARY KEY, token bigint NOT NULL);
 CREATE OR REPLACE FUNCTION _strangler_capture() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -86,6 +105,9 @@ impl PgStore {
             client,
             driver,
             notify,
+            deleting: 0,
+            deleted: 0,
+            vacuumed: std::time::Instant::now(),
         })
     }
 
@@ -198,6 +220,7 @@ impl PgStore {
             "DROP FUNCTION IF EXISTS _strangler_capture();
              DROP TABLE IF EXISTS _strangler_changes;
              DROP TABLE IF EXISTS _strangler_applied;
+             DROP TABLE IF EXISTS _strangler_checkpoint;
              DROP TABLE IF EXISTS _strangler_fence;",
         )
         .await?;
@@ -307,7 +330,8 @@ impl PgStore {
         let rows = self
             .client
             .query(
-                "SELECT seq FROM _strangler_applied WHERE src = $1 AND seq = ANY($2)",
+                "SELECT s FROM _strangler_checkpoint c, unnest(c.seqs) s \
+                 WHERE c.src = $1 AND c.seqs && $2 AND s = ANY($2)",
                 &[&source, &seqs],
             )
             .await?;
@@ -322,15 +346,15 @@ impl PgStore {
     }
 
     pub(super) async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {
-        let cols: Vec<String> = keys[0].keys().map(|c| dq(c)).collect();
+        let cols: Vec<String> = keys[0].keys().cloned().collect();
         let json = Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
         self.client
             .execute(
                 &format!(
-                    "SELECT 1 FROM {t} WHERE ({k}) IN (SELECT {k} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb)) \
-                     ORDER BY {k} FOR UPDATE",
+                    "SELECT 1 FROM {t} WHERE {m} ORDER BY {k} FOR UPDATE",
                     t = dq(table),
-                    k = cols.join(", ")
+                    m = key_match(table, &cols),
+                    k = cols.iter().map(|c| dq(c)).collect::<Vec<_>>().join(", ")
                 ),
                 &[&json],
             )
@@ -362,13 +386,31 @@ impl PgStore {
     }
 
     pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        self.deleting += batch.consumed.len();
         self.prepare_in_tx(batch).await
     }
 
     pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+        let deleting = std::mem::take(&mut self.deleting);
         self.client
             .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
             .await?;
+        if commit {
+            self.deleted += deleting;
+        }
+        if self.deleted >= VACUUM_AFTER
+            && self.vacuumed.elapsed() >= std::time::Duration::from_secs(1)
+        {
+            self.deleted = 0;
+            self.vacuumed = std::time::Instant::now();
+            if let Err(e) = self
+                .client
+                .batch_execute("VACUUM _strangler_changes, _strangler_checkpoint")
+                .await
+            {
+                tracing::warn!(error = %e, "could not vacuum the changelog; autovacuum will");
+            }
+        }
         Ok(())
     }
 
@@ -402,24 +444,31 @@ impl PgStore {
             tx.execute(&statement(first), &[&json]).await?;
             i = j;
         }
-        if !batch.applied.is_empty() {
+        // The checkpoint is one row per batch: the source sequence numbers it covers.
+        if let Some(hi) = batch.applied.iter().max() {
             tx.execute(
-                "INSERT INTO _strangler_applied (src, seq) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
-                &[&batch.source, &batch.applied],
+                "INSERT INTO _strangler_checkpoint (src, hi, seqs) VALUES ($1, $2, $3)",
+                &[&batch.source, hi, &batch.applied],
             )
             .await?;
         }
         if let Some(below) = batch.prune_below {
             tx.execute(
-                "DELETE FROM _strangler_applied WHERE src = $1 AND seq < $2",
+                "DELETE FROM _strangler_checkpoint WHERE src = $1 AND hi < $2",
                 &[&batch.source, &below],
             )
             .await?;
         }
         if !batch.unapply.is_empty() {
             tx.execute(
-                "DELETE FROM _strangler_applied WHERE src = $1 AND seq = ANY($2)",
+                "UPDATE _strangler_checkpoint SET seqs = ARRAY(SELECT s FROM unnest(seqs) s WHERE s <> ALL($2)) \
+                 WHERE src = $1 AND seqs && $2",
                 &[&batch.source, &batch.unapply],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM _strangler_checkpoint WHERE src = $1 AND cardinality(seqs) = 0",
+                &[&batch.source],
             )
             .await?;
         }
@@ -497,12 +546,32 @@ fn statement(w: &Write) -> String {
             )
         }
         Write::Delete { table, key } => {
-            let k: Vec<String> = key.keys().map(|c| dq(c)).collect();
+            let cols: Vec<String> = key.keys().cloned().collect();
             format!(
-                "DELETE FROM {t} WHERE ({k}) IN (SELECT {k} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb))",
+                "DELETE FROM {t} WHERE {m}",
                 t = dq(table),
-                k = k.join(", ")
+                m = key_match(table, &cols)
             )
         }
     }
+}
+
+/// The condition "the row's key is one of the keys in `$1`" (a JSON array of key objects).
+/// Each key column is matched with `= ANY(array)`, which the planner always serves from the
+/// key's index; a plain `IN (SELECT … FROM jsonb_populate_recordset(…))` is estimated at 100
+/// rows and hash-joined against a scan of the whole table.
+fn key_match(table: &str, cols: &[String]) -> String {
+    let rows = format!(
+        "jsonb_populate_recordset(NULL::{}, $1::text::jsonb)",
+        dq(table)
+    );
+    let mut parts: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{0} = ANY(ARRAY(SELECT {0} FROM {rows}))", dq(c)))
+        .collect();
+    if cols.len() > 1 {
+        let k = cols.iter().map(|c| dq(c)).collect::<Vec<_>>().join(", ");
+        parts.push(format!("({k}) IN (SELECT {k} FROM {rows})"));
+    }
+    parts.join(" AND ")
 }
