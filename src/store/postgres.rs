@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::{
     ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq, family,
@@ -17,6 +18,8 @@ pub struct PgStore {
     client: Client,
     driver: tokio::task::JoinHandle<()>,
     notify: std::sync::Arc<tokio::sync::Notify>,
+    /// Prepared statements by SQL text: a statement given as text costs a second round trip.
+    statements: std::collections::HashMap<String, Statement>,
     /// Changelog rows the open transaction deletes.
     deleting: usize,
     /// Changelog rows deleted since the last vacuum, and when that was.
@@ -100,15 +103,52 @@ impl PgStore {
                 }
             }
         });
-        client.batch_execute("LISTEN strangler_changes").await?;
+        // Literals in the engine's batched statements double quotes and nothing else. Prepared
+        // statements are planned for each execution's values: a generic plan made while a table
+        // was small (a sequential scan) would otherwise stay cached as it grows.
+        client
+            .batch_execute(
+                "SET standard_conforming_strings = on; SET plan_cache_mode = force_custom_plan; \
+                 LISTEN strangler_changes",
+            )
+            .await?;
         Ok(PgStore {
             client,
             driver,
             notify,
+            statements: std::collections::HashMap::new(),
             deleting: 0,
             deleted: 0,
             vacuumed: std::time::Instant::now(),
         })
+    }
+
+    /// The prepared statement for `sql`, prepared once per connection.
+    async fn prepared(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql).await?;
+        self.statements.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let st = self.prepared(sql).await?;
+        Ok(self.client.query(&st, params).await?)
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let st = self.prepared(sql).await?;
+        Ok(self.client.execute(&st, params).await?)
     }
 
     /// Woken when a capture trigger fires on this database.
@@ -120,9 +160,7 @@ impl PgStore {
         &mut self,
         table: &str,
     ) -> Result<Option<TableInfo>, StoreError> {
-        let rows = self
-            .client
-            .query(
+        let rows = self.query(
                 "SELECT column_name::text, data_type::text, is_nullable = 'YES', \
                         column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER' \
                  FROM information_schema.columns \
@@ -146,9 +184,7 @@ impl PgStore {
                 }
             })
             .collect();
-        let keys = self
-            .client
-            .query(
+        let keys = self.query(
                 "SELECT array_agg(a.attname::text ORDER BY k.ord) \
                  FROM pg_index i \
                  JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
@@ -262,7 +298,6 @@ impl PgStore {
         unpublished: bool,
     ) -> Result<Vec<Change>, StoreError> {
         let rows = self
-            .client
             .query(
                 if unpublished {
                     "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
@@ -278,18 +313,16 @@ impl PgStore {
     }
 
     pub(super) async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "UPDATE _strangler_changes SET pub = true WHERE seq = ANY($1)",
-                &[&seqs],
-            )
-            .await?;
+        self.execute(
+            "UPDATE _strangler_changes SET pub = true WHERE seq = ANY($1)",
+            &[&seqs],
+        )
+        .await?;
         Ok(())
     }
 
     pub(super) async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
         let rows = self
-            .client
             .query(
                 "SELECT seq FROM _strangler_changes WHERE seq = ANY($1)",
                 &[&seqs],
@@ -300,7 +333,6 @@ impl PgStore {
 
     pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
         let rows = self
-            .client
             .query(
                 "INSERT INTO _strangler_fence (unit, token) VALUES ($1, $2) \
                  ON CONFLICT (unit) DO UPDATE SET token = EXCLUDED.token \
@@ -312,9 +344,7 @@ impl PgStore {
     }
 
     pub(super) async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
-        let rows = self
-            .client
-            .query(
+        let rows = self.query(
                 "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes WHERE tx = $1 ORDER BY seq",
                 &[&txid],
             )
@@ -328,7 +358,6 @@ impl PgStore {
         seqs: &[i64],
     ) -> Result<HashSet<i64>, StoreError> {
         let rows = self
-            .client
             .query(
                 "SELECT s FROM _strangler_checkpoint c, unnest(c.seqs) s \
                  WHERE c.src = $1 AND c.seqs && $2 AND s = ANY($2)",
@@ -348,17 +377,16 @@ impl PgStore {
     pub(super) async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {
         let cols: Vec<String> = keys[0].keys().cloned().collect();
         let json = Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
-        self.client
-            .execute(
-                &format!(
-                    "SELECT 1 FROM {t} WHERE {m} ORDER BY {k} FOR UPDATE",
-                    t = dq(table),
-                    m = key_match(table, &cols),
-                    k = cols.iter().map(|c| dq(c)).collect::<Vec<_>>().join(", ")
-                ),
-                &[&json],
-            )
-            .await?;
+        self.execute(
+            &format!(
+                "SELECT 1 FROM {t} WHERE {m} ORDER BY {k} FOR UPDATE",
+                t = dq(table),
+                m = key_match(table, &cols, "$1::text::jsonb"),
+                k = cols.iter().map(|c| dq(c)).collect::<Vec<_>>().join(", ")
+            ),
+            &[&json],
+        )
+        .await?;
         Ok(())
     }
 
@@ -375,7 +403,6 @@ impl PgStore {
             .collect();
         let pks: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
         let rows = self
-            .client
             .query(
                 "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
                  WHERE tbl = ANY($1) AND pk = ANY($2)",
@@ -414,10 +441,11 @@ impl PgStore {
         Ok(())
     }
 
-    async fn prepare_in_tx(&self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        let tx = &self.client;
-        tx.batch_execute("SET LOCAL strangler.applying = 'on'")
-            .await?;
+    /// The whole batch goes to the server as one multi-statement simple query, values inlined
+    /// as literals: one round trip, where a statement per step (each prepared, then run) took
+    /// a dozen. The server runs the statements in order and stops at the first error.
+    async fn prepare_in_tx(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let mut sql = String::new();
         let mut i = 0;
         while i < batch.writes.len() {
             // Consecutive writes of the same kind to the same table go in one statement.
@@ -440,69 +468,74 @@ impl PgStore {
                     Write::Delete { key, .. } => Value::Object(key.clone()),
                 })
                 .collect();
-            let json = Value::Array(rows).to_string();
-            tx.execute(&statement(first), &[&json]).await?;
+            let json = format!("{}::jsonb", lit(&Value::Array(rows).to_string()));
+            sql.push_str(&statement(first, &json));
+            sql.push_str(";\n");
             i = j;
         }
+        let src = lit(&batch.source);
         // The checkpoint is one row per batch: the source sequence numbers it covers.
         if let Some(hi) = batch.applied.iter().max() {
-            tx.execute(
-                "INSERT INTO _strangler_checkpoint (src, hi, seqs) VALUES ($1, $2, $3)",
-                &[&batch.source, hi, &batch.applied],
-            )
-            .await?;
+            sql.push_str(&format!(
+                "INSERT INTO _strangler_checkpoint (src, hi, seqs) VALUES ({src}, {hi}, {});\n",
+                int_array(&batch.applied)
+            ));
         }
         if let Some(below) = batch.prune_below {
-            tx.execute(
-                "DELETE FROM _strangler_checkpoint WHERE src = $1 AND hi < $2",
-                &[&batch.source, &below],
-            )
-            .await?;
+            sql.push_str(&format!(
+                "DELETE FROM _strangler_checkpoint WHERE src = {src} AND hi < {below};\n"
+            ));
         }
         if !batch.unapply.is_empty() {
-            tx.execute(
-                "UPDATE _strangler_checkpoint SET seqs = ARRAY(SELECT s FROM unnest(seqs) s WHERE s <> ALL($2)) \
-                 WHERE src = $1 AND seqs && $2",
-                &[&batch.source, &batch.unapply],
-            )
-            .await?;
-            tx.execute(
-                "DELETE FROM _strangler_checkpoint WHERE src = $1 AND cardinality(seqs) = 0",
-                &[&batch.source],
-            )
-            .await?;
+            let gone = int_array(&batch.unapply);
+            sql.push_str(&format!(
+                "UPDATE _strangler_checkpoint SET seqs = ARRAY(SELECT s FROM unnest(seqs) s WHERE s <> ALL({gone})) \
+                 WHERE src = {src} AND seqs && {gone};\n\
+                 DELETE FROM _strangler_checkpoint WHERE src = {src} AND cardinality(seqs) = 0;\n"
+            ));
         }
         if !batch.consumed.is_empty() {
-            tx.execute(
-                "DELETE FROM _strangler_changes WHERE seq = ANY($1)",
-                &[&batch.consumed],
-            )
-            .await?;
+            sql.push_str(&format!(
+                "DELETE FROM _strangler_changes WHERE seq = ANY({});\n",
+                int_array(&batch.consumed)
+            ));
         }
+        // Last: changes on the written keys this round did not see (a race).
         let written = written_keys(batch);
         if !written.is_empty() {
-            let tables: Vec<&str> = written
-                .iter()
-                .map(|(t, _)| t.as_str())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            let pks: Vec<&str> = written.iter().map(|(_, p)| p.as_str()).collect();
-            let found = tx
-                .query(
-                    "SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ANY($1) AND pk = ANY($2)",
-                    &[&tables, &pks],
+            let tables: HashSet<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
+            let text_array = |v: &mut dyn Iterator<Item = &str>| {
+                format!(
+                    "ARRAY[{}]::text[]",
+                    v.map(lit).collect::<Vec<_>>().join(",")
                 )
-                .await?;
-            let found: Vec<(i64, String, String)> = found
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect();
-            if raced(&written, found, &batch.seen) {
-                return Ok(false);
+            };
+            sql.push_str(&format!(
+                "SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ANY({}) AND pk = ANY({})",
+                text_array(&mut tables.into_iter()),
+                text_array(&mut written.iter().map(|(_, p)| p.as_str()))
+            ));
+        }
+        if sql.is_empty() {
+            return Ok(true);
+        }
+        let mut found = Vec::new();
+        for m in self.client.simple_query(&sql).await? {
+            if let SimpleQueryMessage::Row(r) = m {
+                let seq = r
+                    .get(0)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Value(format!("race check: bad sequence number {:?}", r.get(0)))
+                    })?;
+                found.push((
+                    seq,
+                    r.get(1).unwrap_or_default().to_string(),
+                    r.get(2).unwrap_or_default().to_string(),
+                ));
             }
         }
-        Ok(true)
+        Ok(!raced(&written, found, &batch.seen))
     }
 
     pub(super) async fn backlog(&mut self) -> Result<i64, StoreError> {
@@ -514,7 +547,8 @@ impl PgStore {
     }
 }
 
-fn statement(w: &Write) -> String {
+/// The statement applying a run of writes like `w`, their rows read from the JSON array `rows`.
+fn statement(w: &Write, rows: &str) -> String {
     match w {
         Write::Upsert {
             table,
@@ -538,7 +572,7 @@ fn statement(w: &Write) -> String {
                 format!("UPDATE SET {}", updates.join(", "))
             };
             format!(
-                "INSERT INTO {t} ({c}) SELECT {c} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb) \
+                "INSERT INTO {t} ({c}) SELECT {c} FROM jsonb_populate_recordset(NULL::{t}, {rows}) \
                  ON CONFLICT ({k}) DO {action}",
                 t = dq(table),
                 c = cols.join(", "),
@@ -550,21 +584,18 @@ fn statement(w: &Write) -> String {
             format!(
                 "DELETE FROM {t} WHERE {m}",
                 t = dq(table),
-                m = key_match(table, &cols)
+                m = key_match(table, &cols, rows)
             )
         }
     }
 }
 
-/// The condition "the row's key is one of the keys in `$1`" (a JSON array of key objects).
+/// The condition "the row's key is one of the keys in `json`" (a JSON array of key objects).
 /// Each key column is matched with `= ANY(array)`, which the planner always serves from the
 /// key's index; a plain `IN (SELECT … FROM jsonb_populate_recordset(…))` is estimated at 100
 /// rows and hash-joined against a scan of the whole table.
-fn key_match(table: &str, cols: &[String]) -> String {
-    let rows = format!(
-        "jsonb_populate_recordset(NULL::{}, $1::text::jsonb)",
-        dq(table)
-    );
+fn key_match(table: &str, cols: &[String], json: &str) -> String {
+    let rows = format!("jsonb_populate_recordset(NULL::{}, {json})", dq(table));
     let mut parts: Vec<String> = cols
         .iter()
         .map(|c| format!("{0} = ANY(ARRAY(SELECT {0} FROM {rows}))", dq(c)))
@@ -574,4 +605,10 @@ fn key_match(table: &str, cols: &[String]) -> String {
         parts.push(format!("({k}) IN (SELECT {k} FROM {rows})"));
     }
     parts.join(" AND ")
+}
+
+/// A `bigint[]` literal.
+fn int_array(v: &[i64]) -> String {
+    let items: Vec<String> = v.iter().map(i64::to_string).collect();
+    format!("ARRAY[{}]::bigint[]", items.join(","))
 }

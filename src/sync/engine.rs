@@ -548,6 +548,15 @@ impl Link {
         self.round().await
     }
 
+    /// Both sides' stores at once (first side, second side), for calls made side by side.
+    fn both(&mut self) -> (&mut Store, &mut Store) {
+        let [x, y] = &mut self.sides;
+        (
+            x.store.as_mut().expect("connected before use"),
+            y.store.as_mut().expect("connected before use"),
+        )
+    }
+
     fn store(&mut self, side: &str) -> &mut Store {
         let i = self.side_index(side);
         self.sides[i].store.as_mut().expect("connected before use")
@@ -647,8 +656,12 @@ impl Link {
         // Direct mode reads the changelogs every round; broker mode once after taking a group
         // over, because what the last owner had in flight is redelivered only after the ack wait.
         if self.feed.as_ref().is_none_or(|f| f.sweep) {
-            let da = timed(&a, "read_changes", self.store(&a).read_changes(batch, &ta)).await?;
-            let db = timed(&b, "read_changes", self.store(&b).read_changes(batch, &tb)).await?;
+            let (sa, sb) = self.both();
+            let (da, db) = tokio::join!(
+                timed(&a, "read_changes", sa.read_changes(batch, &ta)),
+                timed(&b, "read_changes", sb.read_changes(batch, &tb))
+            );
+            let (da, db) = (da?, db?);
             for (r, d) in [(&mut ra, da), (&mut rb, db)] {
                 r.extend(d);
                 r.sort_by_key(|c| c.seq);
@@ -663,8 +676,12 @@ impl Link {
             return Ok(Step::Idle);
         }
         let seqs = |r: &[Change]| r.iter().map(|c| c.seq).collect::<Vec<_>>();
-        timed(&b, "begin", self.store(&b).begin()).await?;
-        timed(&a, "begin", self.store(&a).begin()).await?;
+        let (sa, sb) = self.both();
+        let (ba, bb) = tokio::join!(
+            timed(&a, "begin", sa.begin()),
+            timed(&b, "begin", sb.begin())
+        );
+        ba.and(bb)?;
         // Broker mode: changes arrive through the stream, maybe more than once and out of
         // order. Only the lease holder gets past the fence; a change whose changelog row is
         // gone was consumed by an earlier round and is dropped.
@@ -687,10 +704,13 @@ impl Link {
             }
         }
         let (src_a, src_b) = (self.source(&a), self.source(&b));
-        let mut done_in_b =
-            timed(&b, "applied", self.store(&b).applied(&src_a, &seqs(&ra))).await?;
-        let mut done_in_a =
-            timed(&a, "applied", self.store(&a).applied(&src_b, &seqs(&rb))).await?;
+        let (qa, qb) = (seqs(&rb), seqs(&ra));
+        let (sa, sb) = self.both();
+        let (done_a, done_b) = tokio::join!(
+            timed(&a, "applied", sa.applied(&src_b, &qa)),
+            timed(&b, "applied", sb.applied(&src_a, &qb))
+        );
+        let (mut done_in_a, mut done_in_b) = (done_a?, done_b?);
         let anywhere = self.feed.is_some();
         let mut locked = false;
         let grouped = loop {
@@ -755,7 +775,7 @@ impl Link {
                 // Lock every key of the round on both sides, then pick up changes to those keys
                 // that committed after the read: from here on none can slip in unseen.
                 locked = true;
-                let mut fresh: [Vec<Change>; 2] = [Vec::new(), Vec::new()];
+                let mut work: [LockWork; 2] = Default::default();
                 for (si, side) in [(0usize, &a), (1, &b)] {
                     let mut by_table: HashMap<String, Vec<Row>> = HashMap::new();
                     let mut pks: HashSet<(String, String)> = HashSet::new();
@@ -771,27 +791,32 @@ impl Link {
                             by_table.entry(t.table.clone()).or_default().push(k);
                         }
                     }
-                    for (table, keys) in by_table {
-                        timed(side, "lock", self.store(side).lock_keys(&table, &keys)).await?;
-                    }
                     let seen: HashSet<i64> = [&ra, &rb][si].iter().map(|c| c.seq).collect();
-                    fresh[si] = timed(
-                        side,
-                        "fetch",
-                        self.store(side).fetch_unseen(&pks, &seen, anywhere),
-                    )
-                    .await?;
+                    work[si] = LockWork {
+                        by_table,
+                        pks,
+                        seen,
+                    };
                 }
+                let [wa, wb] = work;
+                let (sa, sb) = self.both();
+                let (fa, fb) = tokio::join!(
+                    lock_and_fetch(&a, sa, wa, anywhere),
+                    lock_and_fetch(&b, sb, wb, anywhere)
+                );
+                let fresh = [fa?, fb?];
                 let [fa, fb] = fresh;
                 if !(fa.is_empty() && fb.is_empty()) {
                     // Out-of-order delivery (broker mode) can find old changes here that an
                     // interrupted round applied but did not get to delete.
-                    done_in_b.extend(
-                        timed(&b, "applied", self.store(&b).applied(&src_a, &seqs(&fa))).await?,
+                    let (qa, qb) = (seqs(&fb), seqs(&fa));
+                    let (sa, sb) = self.both();
+                    let (more_a, more_b) = tokio::join!(
+                        timed(&a, "applied", sa.applied(&src_b, &qa)),
+                        timed(&b, "applied", sb.applied(&src_a, &qb))
                     );
-                    done_in_a.extend(
-                        timed(&a, "applied", self.store(&a).applied(&src_b, &seqs(&fb))).await?,
-                    );
+                    done_in_a.extend(more_a?);
+                    done_in_b.extend(more_b?);
                     // Pieces of a key must stay in changelog order: the first one's old image is
                     // the base a counter's deltas are added to.
                     ra.extend(fa);
@@ -915,9 +940,12 @@ impl Link {
         };
         // Both transactions are open and hold their locks; a race that still got through
         // (a brand-new key inserted on both sides at once) rolls both back.
-        if !timed(&b, "apply", self.store(&b).write_batch(&batch_b)).await?
-            || !timed(&a, "apply", self.store(&a).write_batch(&batch_a)).await?
-        {
+        let (sa, sb) = self.both();
+        let (wa, wb) = tokio::join!(
+            timed(&a, "apply", sa.write_batch(&batch_a)),
+            timed(&b, "apply", sb.write_batch(&batch_b))
+        );
+        if !(wa? & wb?) {
             self.rollback(&a, &b).await?;
             return Ok(Step::Again);
         }
@@ -1002,6 +1030,36 @@ impl Link {
             }
         }
     }
+}
+
+/// Inside the open transaction on one side: locks the round's keys, then reads the changes to
+/// them that were not seen this round.
+async fn lock_and_fetch(
+    side: &str,
+    store: &mut Store,
+    work: LockWork,
+    anywhere: bool,
+) -> Result<Vec<Change>, SyncError> {
+    for (table, keys) in work.by_table {
+        timed(side, "lock", store.lock_keys(&table, &keys)).await?;
+    }
+    timed(
+        side,
+        "fetch",
+        store.fetch_unseen(&work.pks, &work.seen, anywhere),
+    )
+    .await
+}
+
+/// One side's part of locking a round's keys.
+#[derive(Default)]
+struct LockWork {
+    /// Keys to lock, by table.
+    by_table: HashMap<String, Vec<Row>>,
+    /// The same keys as (table, key text).
+    pks: HashSet<(String, String)>,
+    /// Changelog rows of this side already read this round.
+    seen: HashSet<i64>,
 }
 
 fn empty() -> TableInfo {
