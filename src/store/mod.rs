@@ -430,10 +430,12 @@ impl Store {
         Ok(true)
     }
 
-    /// Woken when the database signals a new capture (PostgreSQL `NOTIFY`).
+    /// Woken when the database signals a new capture (PostgreSQL `NOTIFY`; on SQLite, a
+    /// thread watching the file's data version).
     pub fn notified(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         match self {
             Store::Postgres(p) => Some(p.notified()),
+            Store::Sqlite(s) => Some(s.notified()),
             _ => None,
         }
     }

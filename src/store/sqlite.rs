@@ -17,7 +17,27 @@ use super::{
 /// An SQLite database.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    path: String,
+    watch: std::sync::OnceLock<Watch>,
 }
+
+/// A thread that wakes the engine when another connection commits to the file.
+struct Watch {
+    notify: Arc<tokio::sync::Notify>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.get() {
+            w.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// How often the watch thread reads `PRAGMA data_version` (a read of the shared WAL index,
+/// a few microseconds): SQLite has no cross-process notification.
+const WATCH_EVERY: Duration = Duration::from_millis(1);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _strangler_changes (
@@ -30,15 +50,28 @@ CREATE TABLE IF NOT EXISTS _strangler_guard (applying INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS _strangler_fence (unit TEXT PRIMARY KEY, token INTEGER NOT NULL);
 INSERT INTO _strangler_guard SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _strangler_guard);";
 
+/// Waits for another connection's write lock in 250 µs steps, for up to 10 s. SQLite's own
+/// busy timeout sleeps in growing steps of up to 100 ms, and each such sleep is added to the
+/// round and to the lag of every change in it.
+fn busy(attempt: i32) -> bool {
+    const STEP: Duration = Duration::from_micros(250);
+    if attempt >= (10_000_000 / STEP.as_micros()) as i32 {
+        return false;
+    }
+    std::thread::sleep(STEP);
+    true
+}
+
 const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
 
 impl SqliteStore {
     /// Opens the file (created if missing).
     pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
         let path = path.to_string();
+        let file = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let conn = Connection::open(&path)?;
-            conn.busy_timeout(Duration::from_secs(10))?;
+            let mut conn = Connection::open(&file)?;
+            conn.busy_handler(Some(busy))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             Ok(conn)
@@ -47,7 +80,47 @@ impl SqliteStore {
         .map_err(|e| StoreError::Worker(e.to_string()))??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            path,
+            watch: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Woken soon after any other connection commits to this file; started on first use.
+    /// Without it an idle engine would notice a commit only at its next poll.
+    pub fn notified(&self) -> Arc<tokio::sync::Notify> {
+        self.watch
+            .get_or_init(|| {
+                let notify = Arc::new(tokio::sync::Notify::new());
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (n, halt, path) = (notify.clone(), stop.clone(), self.path.clone());
+                let watcher = move || {
+                    let Ok(c) = Connection::open(&path) else {
+                        return;
+                    };
+                    let version = |c: &Connection| {
+                        c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                            .ok()
+                    };
+                    let mut last = version(&c);
+                    while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(WATCH_EVERY);
+                        let now = version(&c);
+                        if now != last {
+                            last = now;
+                            n.notify_one();
+                        }
+                    }
+                };
+                if let Err(e) = std::thread::Builder::new()
+                    .name("strangler-sqlite-watch".into())
+                    .spawn(watcher)
+                {
+                    tracing::warn!(error = %e, "no SQLite watch thread; the engine polls");
+                }
+                Watch { notify, stop }
+            })
+            .notify
+            .clone()
     }
 
     async fn with<T: Send + 'static>(

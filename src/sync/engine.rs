@@ -423,6 +423,9 @@ pub(super) struct Link {
     wake: Arc<Notify>,
     force_check: bool,
     feed: Option<super::broker::Feed>,
+    /// Direct mode: the first side's changelog rows applied to the second side and not yet
+    /// deleted; the next round's transaction on the first side deletes them.
+    pending: HashSet<i64>,
 }
 
 impl Link {
@@ -456,6 +459,7 @@ impl Link {
             rules: shared.rules.clone(),
             force_check: true,
             feed,
+            pending: HashSet::new(),
         }
     }
 
@@ -671,7 +675,18 @@ impl Link {
                 f.sweep = false;
             }
         }
+        // Rows applied last round and deleted only in this round's transaction.
+        ra.retain(|c| !self.pending.contains(&c.seq));
         if ra.is_empty() && rb.is_empty() {
+            if !self.pending.is_empty() {
+                let cleanup = ApplyBatch {
+                    source: self.source(&b),
+                    consumed: self.pending.iter().copied().collect(),
+                    ..ApplyBatch::default()
+                };
+                timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
+                self.pending.clear();
+            }
             self.idle_lags(&a, &b);
             return Ok(Step::Idle);
         }
@@ -791,7 +806,10 @@ impl Link {
                             by_table.entry(t.table.clone()).or_default().push(k);
                         }
                     }
-                    let seen: HashSet<i64> = [&ra, &rb][si].iter().map(|c| c.seq).collect();
+                    let mut seen: HashSet<i64> = [&ra, &rb][si].iter().map(|c| c.seq).collect();
+                    if si == 0 {
+                        seen.extend(&self.pending);
+                    }
                     work[si] = LockWork {
                         by_table,
                         pks,
@@ -923,8 +941,8 @@ impl Link {
                 .filter(|s| !conflicted_b.contains(s))
                 .collect(),
             prune_below: first(&rb),
-            consumed: Vec::new(),
-            seen: seen(&ra),
+            consumed: self.pending.iter().copied().collect(),
+            seen: seen(&ra).union(&self.pending).copied().collect(),
             unapply: unapply_b,
         };
         let mut consumed_b = processed[1].clone();
@@ -953,12 +971,21 @@ impl Link {
         timed(&b, "commit", self.store(&b).finish(true)).await?;
         let mut consumed_a = processed[0].clone();
         consumed_a.extend(&consumed[0]);
-        let cleanup = ApplyBatch {
-            source: src_b.clone(),
-            consumed: consumed_a.clone(),
-            ..ApplyBatch::default()
+        // The first side's consumed rows can go only now that the second side has committed.
+        // Direct mode defers that to the next round's transaction (a crash in between leaves
+        // them to be recognised by the second side's checkpoint); broker mode acknowledges
+        // messages only once their rows are gone, so it deletes them at once.
+        self.pending = if self.feed.is_none() {
+            consumed_a.iter().copied().collect()
+        } else {
+            let cleanup = ApplyBatch {
+                source: src_b.clone(),
+                consumed: consumed_a.clone(),
+                ..ApplyBatch::default()
+            };
+            timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
+            HashSet::new()
         };
-        timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
         if let Some(feed) = self.feed.as_mut() {
             // Both sides' consumed rows are gone now: acknowledge their messages, and let the
             // next round drop the checkpoint entries that guarded them.
