@@ -269,6 +269,39 @@ pub async fn sync_engine(config: &Config) -> Result<SyncEngine, AppError> {
     Ok(engine)
 }
 
+/// Serves `strangler sync run`'s admin API (health, metrics, sync status, conflicts) on
+/// `addr` until `shutdown`; off loopback it needs the config's `admin_token`. Returns the
+/// bound address.
+pub async fn sync_admin(
+    config: &Config,
+    addr: SocketAddr,
+    engine: &SyncEngine,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, AppError> {
+    let token = config.gateway.admin_token.clone();
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(AppError::Config(ConfigError::Invalid {
+            file: config.file.display().to_string(),
+            place: "gateway: ".into(),
+            message: format!(
+                "admin_token must be set: --admin-listen {addr} is not a loopback address"
+            ),
+        }));
+    }
+    let listener = bind(addr).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AppError::Bind { addr, source })?;
+    let state = Arc::new(admin::SyncAdmin {
+        metrics: crate::metrics::install(),
+        token,
+        sync: engine.status(),
+        control: Arc::new(ControlStore::open(&config.gateway.control).await?),
+    });
+    tokio::spawn(admin::serve(listener, state, shutdown));
+    Ok(bound)
+}
+
 /// Checks and starts the sync engine for `cfg` when it has entities.
 async fn start_sync(
     tasks: &TaskTracker,

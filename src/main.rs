@@ -58,6 +58,9 @@ enum SyncAction {
         /// Configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Serve GET /healthz, /metrics, /admin/sync and /admin/conflicts on this address.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -127,11 +130,18 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
             SyncEngine::uninstall(&cfg.sync).await?;
             println!("capture removed");
         }
-        SyncAction::Run { config } => {
+        SyncAction::Run {
+            config,
+            admin_listen,
+        } => {
             use tokio::signal::unix::{SignalKind, signal};
             let cfg = strangler::config::Config::load(&config)?;
             let token = tokio_util::sync::CancellationToken::new();
             let engine = strangler::app::sync_engine(&cfg).await?;
+            if let Some(addr) = admin_listen {
+                let bound = strangler::app::sync_admin(&cfg, addr, &engine, token.clone()).await?;
+                tracing::info!(admin = %bound, "sync admin API listening");
+            }
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             let stop = token.clone();

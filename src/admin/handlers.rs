@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{AdminBody, AdminState, json, problem};
+use super::{AdminBody, AdminState, SyncAdmin, json, problem};
 use crate::config::{BUCKETS, StickyConfig, percent};
 use crate::routing::RouterError;
 use crate::routing::rollout::Action;
@@ -20,16 +20,7 @@ pub(super) async fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                state.metrics.render(),
-            )));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, ["metrics"]) => metrics(&state.metrics),
         (&Method::GET, ["admin", "routes"]) => {
             json(StatusCode::OK, &table_json(&state.router.current()))
         }
@@ -73,7 +64,9 @@ pub(super) async fn route(
         (&Method::GET, ["admin", "health"]) => health(state).await,
         (&Method::POST, ["admin", "reload"]) => reload(state).await,
         (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
-        (&Method::GET, ["admin", "conflicts"]) => conflicts(state).await,
+        (&Method::GET, ["admin", "conflicts"]) => {
+            conflicts(state.router.control(), &state.sync).await
+        }
         (&Method::GET, ["admin", "tap"]) => {
             let events: Vec<Value> = state
                 .recent_writes
@@ -93,17 +86,57 @@ pub(super) async fn route(
     }
 }
 
+/// The calls `strangler sync run` answers.
+pub(super) async fn sync_route(
+    state: &SyncAdmin,
+    method: &Method,
+    path: &str,
+) -> Response<AdminBody> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, ["metrics"]) => metrics(&state.metrics),
+        (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
+        (&Method::GET, ["admin", "conflicts"]) => conflicts(&state.control, &state.sync).await,
+        (_, ["healthz" | "metrics"] | ["admin", "sync" | "conflicts"]) => problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} {path}: only GET"),
+        ),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{method} {path}: a sync worker answers GET /healthz, /metrics, /admin/sync and /admin/conflicts"
+            ),
+        ),
+    }
+}
+
+/// The Prometheus exposition.
+fn metrics(handle: &metrics_exporter_prometheus::PrometheusHandle) -> Response<AdminBody> {
+    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+        handle.render(),
+    )));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
 /// Conflicts stored in the control database, newest first (the in-memory list when it is down).
-async fn conflicts(state: &AdminState) -> Response<AdminBody> {
+async fn conflicts(
+    control: &crate::control::ControlStore,
+    sync: &crate::sync::status::SyncStatus,
+) -> Response<AdminBody> {
     const LIMIT: usize = 500;
-    let list: Vec<Value> = match state.router.control().conflicts(LIMIT).await {
+    let list: Vec<Value> = match control.conflicts(LIMIT).await {
         Ok(records) => records
             .iter()
             .filter_map(|r| serde_json::from_str(r).ok())
             .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "control database unavailable; listing in-memory conflicts");
-            state.sync.conflicts(LIMIT)
+            sync.conflicts(LIMIT)
         }
     };
     json(StatusCode::OK, &json!({ "conflicts": list }))

@@ -75,8 +75,63 @@ pub(crate) fn problem(status: StatusCode, detail: impl std::fmt::Display) -> Res
     r
 }
 
-fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
-    let Some(token) = &state.token else {
+/// What an admin listener answers: the gateway's full API, or a sync worker's part of it.
+pub trait Api: Send + Sync + 'static {
+    /// The bearer token every call but `/healthz` needs, if any.
+    fn token(&self) -> Option<&str>;
+    /// Answers one call.
+    fn route<'a>(
+        &'a self,
+        method: &'a http::Method,
+        path: &'a str,
+        body: &'a [u8],
+    ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a;
+}
+
+impl Api for AdminState {
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn route<'a>(
+        &'a self,
+        method: &'a http::Method,
+        path: &'a str,
+        body: &'a [u8],
+    ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a {
+        handlers::route(self, method, path, body)
+    }
+}
+
+/// The admin API of `strangler sync run`: health, metrics, sync status and conflicts.
+pub struct SyncAdmin {
+    /// Prometheus exposition.
+    pub metrics: PrometheusHandle,
+    /// Bearer token, required off loopback.
+    pub token: Option<String>,
+    /// The engine's status.
+    pub sync: Arc<crate::sync::status::SyncStatus>,
+    /// Where conflicts are stored.
+    pub control: Arc<crate::control::ControlStore>,
+}
+
+impl Api for SyncAdmin {
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn route<'a>(
+        &'a self,
+        method: &'a http::Method,
+        path: &'a str,
+        _body: &'a [u8],
+    ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a {
+        handlers::sync_route(self, method, path)
+    }
+}
+
+fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
+    let Some(token) = token else {
         return true;
     };
     let Some(given) = req
@@ -101,11 +156,11 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
 
-async fn handle(
-    state: Arc<AdminState>,
+async fn handle<A: Api>(
+    state: Arc<A>,
     req: Request<Incoming>,
 ) -> Result<Response<AdminBody>, Infallible> {
-    if req.uri().path() != "/healthz" && !authorized(&state, &req) {
+    if req.uri().path() != "/healthz" && !authorized(state.token(), &req) {
         let mut r = problem(
             StatusCode::UNAUTHORIZED,
             "admin calls need Authorization: Bearer <admin_token>",
@@ -124,11 +179,11 @@ async fn handle(
             ));
         }
     };
-    Ok(handlers::route(&state, &parts.method, parts.uri.path(), &body).await)
+    Ok(state.route(&parts.method, parts.uri.path(), &body).await)
 }
 
 /// Serves the admin API until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+pub async fn serve<A: Api>(listener: TcpListener, state: Arc<A>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
         let (stream, _peer): (_, SocketAddr) = tokio::select! {

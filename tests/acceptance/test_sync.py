@@ -1,6 +1,7 @@
 """The sync engine, black-box: writes go through the gateway to both sides (the monolith and
 the service each write their own SQLite database), and the two databases converge."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -226,3 +227,59 @@ lease = "1s"
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def sync_only_config(tmp_path, gateway_extra=""):
+    mono, svc = make_dbs(tmp_path)
+    text = f"""
+[gateway]
+control = "sqlite://{tmp_path}/control.db"
+{gateway_extra}
+""" + sync_sections(mono, svc)
+    path = tmp_path / "sync.toml"
+    path.write_text(text)
+    r = cli("sync", "install", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    return mono, svc, path
+
+
+def test_sync_run_serves_health_metrics_and_status(tmp_path):
+    mono, svc, path = sync_only_config(tmp_path)
+    worker = subprocess.Popen([binary(), "sync", "run", "--config", str(path), "--admin-listen", "127.0.0.1:0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        admin = None
+        deadline = time.time() + 20
+        while admin is None and time.time() < deadline:
+            line = worker.stderr.readline()
+            if "sync admin API listening" in line:
+                admin = "http://" + json.loads(line)["fields"]["admin"]
+        assert admin, "the worker logged its admin address"
+        with sqlite3.connect(mono) as c:
+            c.execute("INSERT INTO users (id, email, name) VALUES (1, 'a@x.io', 'Ann')")
+        deadline = time.time() + 10
+        while time.time() < deadline and rows(svc, "SELECT count(*) FROM accounts") != [(1,)]:
+            time.sleep(0.05)
+        assert rows(svc, "SELECT user_id, email, full_name FROM accounts") == [(1, "a@x.io", "Ann")]
+        assert requests.get(admin + "/healthz", timeout=5).json() == {"status": "ok"}
+        status = requests.get(admin + "/admin/sync", timeout=5).json()
+        applied = [(d["entity"], d["from"], d["to"]) for d in status["directions"] if d["applied"] == 1]
+        assert applied == [("users", "monolith", "users")], status
+        metrics = requests.get(admin + "/metrics", timeout=5).text
+        assert 'strangler_sync_changes_applied_total{entity="users",direction="monolith_to_users"} 1' in metrics
+        assert requests.get(admin + "/admin/conflicts", timeout=5).json() == {"conflicts": []}
+        # The gateway's calls are not a worker's: a clear 404, not a route table.
+        r = requests.get(admin + "/admin/routes", timeout=5)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        assert "/admin/sync" in r.json()["detail"]
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=10) == 0
+
+
+def test_sync_run_refuses_a_public_admin_listener_without_token(tmp_path):
+    _, _, path = sync_only_config(tmp_path)
+    r = subprocess.run([binary(), "sync", "run", "--config", str(path), "--admin-listen", "0.0.0.0:0"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "admin_token" in r.stderr and "0.0.0.0:0" in r.stderr and "sync.toml" in r.stderr, r.stderr
