@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use strangler::store::Store;
+use strangler::sync::SyncEngine;
 use sync_support::*;
 
 /// A broker section with names of its own, so tests do not share streams or leases.
@@ -402,4 +403,35 @@ async fn a_stale_lease_holder_is_fenced_off_on_every_backend() {
         let (_db, url) = Db::fresh_my(&my).await;
         fence_on(&url).await;
     }
+}
+
+/// `[sync.broker]` added to a config whose capture was installed without it: the engine
+/// refuses to start, naming the side and the command that fixes it; installing again does.
+#[tokio::test]
+async fn broker_mode_over_an_install_without_the_outbox_says_to_install_again() {
+    let Some(url) = service_url("STRANGLER_TEST_NATS_URL") else {
+        return;
+    };
+    let Some(s) = Sides::new(Pair::PgMy).await else {
+        return;
+    };
+    let names = Names::new();
+    SyncEngine::install(&parse(&s.config("")).sync)
+        .await
+        .unwrap();
+    let text = broker_config(&s, &names, &url, Some("late"));
+    let err = SyncEngine::new(parse(&text).sync, None)
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("without the broker outbox") && err.contains("strangler sync install"),
+        "{err}"
+    );
+    SyncEngine::install(&parse(&text).sync).await.unwrap();
+    SyncEngine::new(parse(&text).sync, None)
+        .check()
+        .await
+        .unwrap();
 }

@@ -23,6 +23,9 @@ use crate::store::{
     ApplyBatch, CaptureSpec, Change, Op, Row, Store, StoreError, TableInfo, Write, key_text,
 };
 
+/// The changelog table every backend keeps.
+const CHANGELOG: &str = "_strangler_changes";
+
 /// Longest a single database call may take before the round is retried.
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -52,6 +55,14 @@ pub enum SyncError {
     /// Capture has not been installed on a side.
     #[error("side {side:?}: capture is not installed; run `strangler sync install --config FILE`")]
     NotInstalled {
+        /// Side.
+        side: String,
+    },
+    /// Broker mode is configured but capture was installed without the relay's outbox flag.
+    #[error(
+        "side {side:?}: capture was installed without the broker outbox ([sync.broker] was added later); run `strangler sync install --config FILE` again"
+    )]
+    NoOutbox {
         /// Side.
         side: String,
     },
@@ -242,6 +253,12 @@ impl SyncEngine {
             let mut s = connect(&self.cfg, side).await?;
             if !timed(side, "installed", s.installed()).await? {
                 return Err(SyncError::NotInstalled { side: side.clone() });
+            }
+            if self.cfg.broker.is_some() {
+                let log = timed(side, "table_info", s.table_info(CHANGELOG)).await?;
+                if log.as_ref().and_then(|t| t.column("pub")).is_none() {
+                    return Err(SyncError::NoOutbox { side: side.clone() });
+                }
             }
             stores.insert(side.clone(), s);
         }
