@@ -41,22 +41,6 @@ async fn one_insert_one_apply(pair: Pair) {
         "{pair:?}: one update back, one apply"
     );
     assert_eq!(users(&s).await.0[0][2], "Ann B");
-    // Consumed changelog rows are deleted on both sides, also the ones whose deletion waits
-    // for the next round.
-    assert!(
-        eventually(5, || async {
-            s.left
-                .count("SELECT count(*) FROM _strangler_changes")
-                .await
-                == 0
-                && s.right
-                    .count("SELECT count(*) FROM _strangler_changes")
-                    .await
-                    == 0
-        })
-        .await,
-        "{pair:?}: changelogs emptied"
-    );
     eng.stop().await;
 }
 
