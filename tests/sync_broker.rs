@@ -435,3 +435,61 @@ async fn broker_mode_over_an_install_without_the_outbox_says_to_install_again() 
         .await
         .unwrap();
 }
+
+/// A source transaction larger than a NATS message (1 MB here) is still applied in one
+/// target transaction: the other side never shows part of it, even with a round batch far
+/// smaller than the transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_larger_than_a_message_arrives_whole() {
+    let Some(url) = service_url("STRANGLER_TEST_NATS_URL") else {
+        return;
+    };
+    let Some(s) = Sides::new(Pair::PgMy).await else {
+        return;
+    };
+    let names = Names::new();
+    let text = broker_config(&s, &names, &url, Some("big")).replacen(
+        "poll = \"20ms\"",
+        "poll = \"20ms\"\nbatch = 100",
+        1,
+    );
+    assert!(text.contains("batch = 100"));
+    SyncEngine::install(&parse(&text).sync).await.unwrap();
+    let eng = start(&text).await;
+    let s = Arc::new(s);
+    const ROWS: i64 = 4000;
+    let watcher = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..600 {
+                let n = s.right.count("SELECT count(*) FROM accounts").await;
+                seen.insert(n);
+                if n == ROWS {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            seen
+        })
+    };
+    let pad = "p".repeat(190);
+    let values: Vec<String> = (1..=ROWS)
+        .map(|i| format!("({i}, '{pad}@x.io', '{pad}')"))
+        .collect();
+    s.left
+        .exec(&format!(
+            "INSERT INTO users (id, email, name) VALUES {}",
+            values.join(",")
+        ))
+        .await;
+    let seen = watcher.await.unwrap();
+    assert!(
+        seen.iter().all(|n| *n == 0 || *n == ROWS),
+        "partial transaction visible: counts seen {seen:?}"
+    );
+    assert!(seen.contains(&ROWS), "{seen:?}");
+    assert!(converged(&s, 20).await);
+    eng.stop().await;
+    names.cleanup(&js(&url).await).await;
+}

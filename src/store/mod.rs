@@ -350,6 +350,11 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every change of source transaction `tx` still in the changelog, in order.
+    pub async fn read_transaction(&mut self, tx: &str) -> Result<Vec<Change>, StoreError> {
+        each!(self, s => s.read_tx(tx).await)
+    }
+
     /// Which of `seqs` from `source` this side has already applied.
     pub async fn applied(
         &mut self,

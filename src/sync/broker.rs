@@ -33,6 +33,10 @@ fn broker_err(e: impl std::fmt::Display) -> SyncError {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Payload {
     changes: Vec<Change>,
+    /// Set, with no `changes`, for a source transaction too large for one message: the
+    /// worker reads it whole from the source changelog, where it stays until applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tx: Option<String>,
 }
 
 /// One delivered message and the changes it carries.
@@ -40,6 +44,8 @@ struct Held {
     stream_seq: u64,
     side: String,
     changes: Vec<Change>,
+    /// A transaction sent by reference, not read from its changelog yet.
+    unread: Option<String>,
     msg: jetstream::Message,
 }
 
@@ -121,11 +127,12 @@ impl Feed {
                         h.msg = msg;
                         continue;
                     }
-                    count += p.changes.len();
+                    count += p.changes.len().max(1);
                     self.held.push(Held {
                         stream_seq,
                         side,
                         changes: p.changes,
+                        unread: p.tx,
                         msg,
                     });
                 }
@@ -138,6 +145,34 @@ impl Feed {
                     let _ = msg.ack_with(jetstream::AckKind::Term).await;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Reads the transactions sent by reference from `side`'s changelog (the rows of
+    /// `tables`). One whose rows are gone was applied and consumed already: its message is
+    /// acknowledged at once.
+    pub(super) async fn resolve(
+        &mut self,
+        side: &str,
+        store: &mut Store,
+        tables: &[String],
+    ) -> Result<(), SyncError> {
+        let mut i = 0;
+        while i < self.held.len() {
+            let h = &mut self.held[i];
+            if let (true, Some(tx)) = (h.side == side, h.unread.clone()) {
+                let mut cs = timed(side, "read_tx", store.read_transaction(&tx)).await?;
+                cs.retain(|c| tables.contains(&c.table));
+                h.unread = None;
+                if cs.is_empty() {
+                    let h = self.held.remove(i);
+                    let _ = h.msg.ack().await;
+                    continue;
+                }
+                h.changes = cs;
+            }
+            i += 1;
         }
         Ok(())
     }
@@ -478,11 +513,16 @@ async fn hold<F, Fut>(
 
 /// The messages of one batch of changes from `side`: one per source transaction and group
 /// (SQLite changes carry no transaction and go by runs), split further to fit `max_bytes`.
+/// One message to publish: its group, its changes, and whether it carries them by reference
+/// (a source transaction larger than `max_bytes`, read by the worker from the changelog so
+/// that it is still applied in one target transaction).
+type Outgoing = (String, Vec<Change>, bool);
+
 fn messages(
     changes: &[Change],
     groups: &HashMap<String, Vec<String>>,
     max_bytes: usize,
-) -> Vec<(String, Vec<Change>)> {
+) -> Vec<Outgoing> {
     let mut order: Vec<(String, Vec<Change>)> = Vec::new();
     let mut index: HashMap<(Option<String>, String), usize> = HashMap::new();
     for c in changes {
@@ -496,18 +536,18 @@ fn messages(
     }
     let mut out = Vec::new();
     for (g, cs) in order {
-        split(g, cs, max_bytes, &mut out);
+        if cs[0].tx.is_some() && size(&cs) > max_bytes {
+            out.push((g, cs, true));
+        } else {
+            split(g, cs, max_bytes, &mut out);
+        }
     }
     out
 }
 
-fn split(
-    group: String,
-    changes: Vec<Change>,
-    max_bytes: usize,
-    out: &mut Vec<(String, Vec<Change>)>,
-) {
-    let size: usize = changes
+/// About how many bytes `changes` take in a message.
+fn size(changes: &[Change]) -> usize {
+    changes
         .iter()
         .map(|c| {
             64 + c.pk.len()
@@ -517,9 +557,13 @@ fn split(
                     .map(|r| serde_json::to_string(r).map(|s| s.len()).unwrap_or(0))
                     .sum::<usize>()
         })
-        .sum();
-    if size <= max_bytes || changes.len() == 1 {
-        out.push((group, changes));
+        .sum()
+}
+
+/// Splits a run of changes that carry no transaction (SQLite) to fit `max_bytes`.
+fn split(group: String, changes: Vec<Change>, max_bytes: usize, out: &mut Vec<Outgoing>) {
+    if size(&changes) <= max_bytes || changes.len() == 1 {
+        out.push((group, changes, false));
         return;
     }
     let mut left = changes;
@@ -568,10 +612,21 @@ async fn relay(
                 return Ok(false);
             }
             let mut acks = Vec::new();
-            for (group, cs) in messages(&changes, &groups, max_bytes) {
+            for (group, cs, by_ref) in messages(&changes, &groups, max_bytes) {
                 let (first, last) = (&cs[0], &cs[cs.len() - 1]);
                 let id = format!("{side}.{}-{}.{}", first.seq, last.seq, first.ts_us);
-                let payload = serde_json::to_vec(&Payload { changes: cs }).map_err(broker_err)?;
+                let body = if by_ref {
+                    Payload {
+                        tx: first.tx.clone(),
+                        changes: Vec::new(),
+                    }
+                } else {
+                    Payload {
+                        changes: cs,
+                        tx: None,
+                    }
+                };
+                let payload = serde_json::to_vec(&body).map_err(broker_err)?;
                 let ack = broker
                     .js
                     .send_publish(
@@ -685,7 +740,7 @@ mod tests {
         let m = messages(&cs, &groups, 1 << 20);
         let got: Vec<(String, Vec<i64>)> = m
             .iter()
-            .map(|(g, cs)| (g.clone(), cs.iter().map(|c| c.seq).collect()))
+            .map(|(g, cs, _)| (g.clone(), cs.iter().map(|c| c.seq).collect()))
             .collect();
         assert_eq!(
             got,
@@ -698,15 +753,24 @@ mod tests {
     }
 
     #[test]
-    fn oversized_transactions_are_split_in_order() {
+    fn oversized_transactions_go_by_reference_and_runs_are_split_in_order() {
         let groups: HashMap<String, Vec<String>> =
             [("t".to_string(), vec!["g".to_string()])].into();
         let cs: Vec<Change> = (1..=10).map(|i| change(i, "t", Some("tx"))).collect();
         let m = messages(&cs, &groups, 600);
-        assert!(m.len() > 1);
+        assert_eq!(m.len(), 1, "one transaction, one message");
+        assert!(m[0].2, "carried by reference");
+        assert_eq!(m[0].1.len(), 10);
+        let fits = messages(&cs, &groups, 1 << 20);
+        assert_eq!(fits.len(), 1);
+        assert!(!fits[0].2, "carried whole");
+        // SQLite runs name no transaction: they are split, in order.
+        let runs: Vec<Change> = (1..=10).map(|i| change(i, "t", None)).collect();
+        let m = messages(&runs, &groups, 600);
+        assert!(m.len() > 1 && m.iter().all(|(_, _, r)| !r));
         let seqs: Vec<i64> = m
             .iter()
-            .flat_map(|(_, cs)| cs.iter().map(|c| c.seq))
+            .flat_map(|(_, cs, _)| cs.iter().map(|c| c.seq))
             .collect();
         assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
     }

@@ -670,6 +670,11 @@ impl Link {
                     self.settings.poll
                 };
                 feed.receive(wait).await?;
+                let [x, y] = &mut self.sides;
+                for (conn, tabs) in [(x, &ta), (y, &tb)] {
+                    let store = conn.store.as_mut().expect("connected before use");
+                    feed.resolve(&conn.name, store, tabs).await?;
+                }
                 (feed.changes(&a), feed.changes(&b))
             }
             None => (Vec::new(), Vec::new()),
