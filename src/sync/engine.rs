@@ -701,12 +701,8 @@ impl Link {
         ra.retain(|c| !self.pending.contains(&c.seq));
         if ra.is_empty() && rb.is_empty() {
             if !self.pending.is_empty() {
-                let cleanup = ApplyBatch {
-                    source: self.source(&b),
-                    consumed: self.pending.iter().copied().collect(),
-                    ..ApplyBatch::default()
-                };
-                timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
+                let pending: Vec<i64> = self.pending.iter().copied().collect();
+                self.delete_consumed(&a, &b, pending).await?;
                 self.pending.clear();
             }
             self.idle_lags(&a, &b);
@@ -844,8 +840,7 @@ impl Link {
                     lock_and_fetch(&a, sa, wa, anywhere),
                     lock_and_fetch(&b, sb, wb, anywhere)
                 );
-                let fresh = [fa?, fb?];
-                let [fa, fb] = fresh;
+                let (fa, fb) = (fa?, fb?);
                 if !(fa.is_empty() && fb.is_empty()) {
                     // Out-of-order delivery (broker mode) can find old changes here that an
                     // interrupted round applied but did not get to delete.
@@ -1000,12 +995,7 @@ impl Link {
         self.pending = if self.feed.is_none() {
             consumed_a.iter().copied().collect()
         } else {
-            let cleanup = ApplyBatch {
-                source: src_b.clone(),
-                consumed: consumed_a.clone(),
-                ..ApplyBatch::default()
-            };
-            timed(&a, "cleanup", self.store(&a).apply(&cleanup)).await?;
+            self.delete_consumed(&a, &b, consumed_a.clone()).await?;
             HashSet::new()
         };
         if let Some(feed) = self.feed.as_mut() {
@@ -1041,6 +1031,18 @@ impl Link {
             }
         }
         Ok(Step::Busy)
+    }
+
+    /// Deletes the first side's changelog rows `seqs` (applied to the second side) in a
+    /// transaction of their own.
+    async fn delete_consumed(&mut self, a: &str, b: &str, seqs: Vec<i64>) -> Result<(), SyncError> {
+        let cleanup = ApplyBatch {
+            source: self.source(b),
+            consumed: seqs,
+            ..ApplyBatch::default()
+        };
+        timed(a, "cleanup", self.store(a).apply(&cleanup)).await?;
+        Ok(())
     }
 
     async fn rollback(&mut self, a: &str, b: &str) -> Result<(), SyncError> {
