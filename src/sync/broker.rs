@@ -5,8 +5,8 @@
 //! then flags them published. Each group of entities has a durable pull consumer; the worker
 //! that holds the group's lease (a key in a JetStream key-value bucket that expires unless
 //! renewed) runs the group's apply loop on the messages and acknowledges them once applied.
-//! A worker that dies stops renewing; another takes the key over and carries on from the
-//! consumer's unacknowledged messages. The lease's revision is a fencing token written in
+//! A worker that dies stops renewing; a standby that sees the key unrenewed for a whole lease
+//! takes it over by compare-and-set and carries on from the consumer's unacknowledged messages. The lease's revision is a fencing token written in
 //! every apply transaction, so a worker that lost its lease but has not noticed yet cannot
 //! commit after its successor. Changes are applied exactly once in effect because a message
 //! whose changelog row is gone was already applied and is skipped.
@@ -439,74 +439,114 @@ async fn hold<F, Fut>(
 {
     let kv = &broker.leases;
     let tick = (b.lease / 4).max(Duration::from_millis(50));
+    // The holder's lease revision as this worker last saw it, and since when.
+    let mut seen: Option<(u64, Instant)> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        match kv.create(&unit, b.worker.clone().into()).await {
-            Ok(rev) => {
-                tracing::info!(unit = %unit, worker = %b.worker, token = rev, "took ownership");
-                metrics::gauge!(m::SYNC_OWNED, "unit" => unit.clone()).set(1.0);
-                shared
-                    .status
-                    .set_link(&unit, format!("owned by {} (this worker)", b.worker));
-                let cancel = shutdown.child_token();
-                let mut task = tokio::spawn(start(rev as i64, cancel.clone()));
-                let mut current = rev;
-                let mut renewed = Instant::now();
-                let lost = loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break false,
-                        _ = &mut task => break true,
-                        _ = tokio::time::sleep(tick) => {
-                            match kv.update(&unit, b.worker.clone().into(), current).await {
-                                Ok(r) => {
-                                    current = r;
-                                    renewed = Instant::now();
-                                }
-                                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                                    tracing::warn!(unit = %unit, "lease taken over by another worker");
-                                    break true;
-                                }
-                                Err(e) => {
-                                    if renewed.elapsed() >= b.lease {
-                                        tracing::warn!(unit = %unit, error = %e, "could not renew the lease in time; letting go");
-                                        break true;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                };
-                cancel.cancel();
-                let _ = task.await;
-                metrics::gauge!(m::SYNC_OWNED, "unit" => unit.clone()).set(0.0);
-                // Hand over at once rather than after the lease runs out.
-                let _ = kv.delete_expect_revision(&unit, Some(current)).await;
-                if !lost {
-                    return;
-                }
-            }
+        let won = match kv.create(&unit, b.worker.clone().into()).await {
+            Ok(rev) => Some(rev),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let owner = kv
-                    .get(&unit)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default();
-                shared
-                    .status
-                    .set_link(&unit, format!("standby (owned by {owner})"));
+                standby(kv, &b, &unit, &shared, &mut seen).await
             }
             Err(e) => {
                 tracing::warn!(unit = %unit, error = %e, "broker: lease request failed");
                 shared.status.set_link(&unit, format!("retrying: {e}"));
+                None
+            }
+        };
+        if let Some(rev) = won {
+            seen = None;
+            tracing::info!(unit = %unit, worker = %b.worker, token = rev, "took ownership");
+            metrics::gauge!(m::SYNC_OWNED, "unit" => unit.clone()).set(1.0);
+            shared
+                .status
+                .set_link(&unit, format!("owned by {} (this worker)", b.worker));
+            let cancel = shutdown.child_token();
+            let mut task = tokio::spawn(start(rev as i64, cancel.clone()));
+            let mut current = rev;
+            let mut renewed = Instant::now();
+            let lost = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break false,
+                    _ = &mut task => break true,
+                    _ = tokio::time::sleep(tick) => {
+                        match kv.update(&unit, b.worker.clone().into(), current).await {
+                            Ok(r) => {
+                                current = r;
+                                renewed = Instant::now();
+                            }
+                            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                                tracing::warn!(unit = %unit, "lease taken over by another worker");
+                                break true;
+                            }
+                            Err(e) => {
+                                if renewed.elapsed() >= b.lease {
+                                    tracing::warn!(unit = %unit, error = %e, "could not renew the lease in time; letting go");
+                                    break true;
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            cancel.cancel();
+            let _ = task.await;
+            metrics::gauge!(m::SYNC_OWNED, "unit" => unit.clone()).set(0.0);
+            // Hand over at once rather than after the lease runs out.
+            let _ = kv.delete_expect_revision(&unit, Some(current)).await;
+            if !lost {
+                return;
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// A standby worker's look at `unit`'s lease: takes it over (returning the new revision) when
+/// its holder has not renewed it for a whole lease period as timed by this worker's own clock.
+/// This does not wait for the broker to expire the dead holder's entry; the fencing token
+/// stops a holder that is only slow.
+async fn standby(
+    kv: &kv::Store,
+    b: &BrokerConfig,
+    unit: &str,
+    shared: &Shared,
+    seen: &mut Option<(u64, Instant)>,
+) -> Option<u64> {
+    let entry = match kv.entry(unit).await {
+        Ok(Some(entry)) => entry,
+        // Gone or unreadable since the create: the next tick tries again.
+        _ => return None,
+    };
+    let owner = String::from_utf8_lossy(&entry.value).into_owned();
+    shared
+        .status
+        .set_link(unit, format!("standby (owned by {owner})"));
+    match *seen {
+        Some((rev, since)) if rev == entry.revision => {
+            if since.elapsed() < b.lease {
+                return None;
+            }
+            match kv
+                .update(unit, b.worker.clone().into(), entry.revision)
+                .await
+            {
+                Ok(r) => {
+                    tracing::warn!(unit = %unit, holder = %owner, "lease not renewed for a whole period; taking it over");
+                    Some(r)
+                }
+                // Renewed or taken by another standby in the meantime.
+                Err(_) => None,
+            }
+        }
+        _ => {
+            *seen = Some((entry.revision, Instant::now()));
+            None
         }
     }
 }
