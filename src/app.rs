@@ -213,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         max_connections: gw_cfg.max_connections,
         tls,
         drain_grace: gw_cfg.drain_grace,
+        park: gw_cfg.timeouts.park,
     };
     let admin_addr = admin_listener
         .local_addr()

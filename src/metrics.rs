@@ -14,6 +14,8 @@ pub const ADDED_LATENCY: &str = "strangler_gateway_added_latency_seconds";
 pub const RETRIES: &str = "strangler_gateway_retries_total";
 /// Client connections open now.
 pub const CONNECTIONS: &str = "strangler_gateway_connections";
+/// Idle client connections parked without HTTP state.
+pub const PARKED: &str = "strangler_gateway_connections_parked";
 /// Whether an upstream may receive traffic (1) or not (0).
 pub const UPSTREAM_HEALTHY: &str = "strangler_router_upstream_healthy";
 /// Passive ejections by upstream.
@@ -113,6 +115,10 @@ fn describe() {
         "Idempotent requests retried on the fallback after a connect failure."
     );
     describe_gauge!(CONNECTIONS, "Client connections open now.");
+    describe_gauge!(
+        PARKED,
+        "Idle client connections holding no HTTP state until the client sends again."
+    );
     describe_gauge!(
         UPSTREAM_HEALTHY,
         "1 when the upstream may receive traffic, 0 when not."

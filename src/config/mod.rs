@@ -109,6 +109,8 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// Idle pooled upstream connections.
     pub idle: Duration,
+    /// Quiet time after which an idle client connection drops its HTTP state.
+    pub park: Duration,
 }
 
 /// PEM files of the data plane's certificate.

@@ -77,6 +77,8 @@ pub struct RawTimeouts {
     pub upstream_response: Option<String>,
     /// Idle pooled upstream connections are closed after this.
     pub idle: Option<String>,
+    /// An idle client connection drops its HTTP state after this much quiet.
+    pub park: Option<String>,
 }
 
 /// `[gateway.limits]` as written.

@@ -177,6 +177,7 @@ fn gateway(ctx: &Ctx, g: &RawGateway) -> Result<GatewayConfig, ConfigError> {
                 "30s",
             )?,
             idle: ctx.duration("timeouts.idle", &g.timeouts.idle, "30s")?,
+            park: ctx.duration("timeouts.park", &g.timeouts.park, "250ms")?,
         },
         max_header_bytes,
         max_connections,

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
 use super::headers;
+use super::park::ClientBody;
 use super::pool::{Pool, PooledBody, SendError};
 use crate::config::{GatewayConfig, StickyConfig};
 use crate::metrics as m;
@@ -20,7 +21,7 @@ use crate::routing::{Route, Router, Upstream};
 use crate::tap::{Tap, WriteEvent};
 
 /// A request body for an upstream: the client's, streamed, or a small one of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<ClientBody, Full<Bytes>>;
 
 /// A response body for a client: the upstream's, streamed, or a small one of our own.
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
@@ -101,7 +102,7 @@ impl Gateway {
     /// Serves one client request.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         client: SocketAddr,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
@@ -136,7 +137,7 @@ impl Gateway {
         let upstream = &route.targets[target as usize].upstream;
         let first = self.to_upstream(parts, Either::Left(body), upstream, client);
         let t_up = Instant::now();
-        let mut outcome = self.send(upstream, first).await;
+        let mut outcome = Box::pin(self.send(upstream, first)).await;
         // The first target's failure is recorded here; `failure_noted` keeps the final
         // accounting from counting it twice.
         let mut failure_noted = false;
@@ -154,9 +155,9 @@ impl Gateway {
                 *again.version_mut() = r.version;
                 *again.headers_mut() = r.headers;
                 let (parts, body) = again.into_parts();
-                outcome = self
-                    .send(fallback, self.to_upstream(parts, body, fallback, client))
-                    .await;
+                outcome =
+                    Box::pin(self.send(fallback, self.to_upstream(parts, body, fallback, client)))
+                        .await;
             }
         }
         let upstream_time = t_up.elapsed();

@@ -2,6 +2,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod park;
 pub mod pool;
 pub mod server;
 pub mod shards;

@@ -115,7 +115,9 @@ impl Pool {
         for _ in 0..2 {
             let mut sender = match self.checkout(key) {
                 Some(s) => s,
-                None => self.connect(key).await?,
+                // Boxed: the connect path is rare, and inline it would make every
+                // connection's in-flight request future several times larger.
+                None => Box::pin(self.connect(key)).await?,
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {

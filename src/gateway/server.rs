@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::Gateway;
+use super::park::{self, ClientBody};
 use crate::metrics as m;
+use http::Request;
+use hyper::body::Incoming;
 
 /// Settings of the listener.
 #[derive(Clone)]
@@ -31,6 +34,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsAcceptor>,
     /// How long a drain may take.
     pub drain_grace: Duration,
+    /// Quiet time after which an idle plain HTTP/1.1 connection drops its HTTP state.
+    pub park: Duration,
 }
 
 /// Accepts and serves until `shutdown`, then drains in-flight requests for up to the grace
@@ -90,7 +95,7 @@ pub async fn drive<C: GracefulConnection>(conn: C, shutdown: &CancellationToken)
     }
 }
 
-fn http1(s: &ServerSettings) -> http1::Builder {
+pub(super) fn http1(s: &ServerSettings) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(s.header_read)
@@ -105,14 +110,23 @@ async fn connection(
     s: &ServerSettings,
     shutdown: CancellationToken,
 ) {
-    let service = service_fn(move |req| gw.clone().handle(req, peer));
     let Some(acceptor) = &s.tls else {
-        return drive(
-            http1(s).serve_connection(TokioIo::new(stream), service),
-            &shutdown,
-        )
-        .await;
+        return park::serve(stream, peer, gw, s, shutdown).await;
     };
+    // Boxed: inline, the TLS and HTTP/2 states would size every plain connection's task.
+    Box::pin(secure(stream, acceptor, peer, gw, s, shutdown)).await;
+}
+
+async fn secure(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    s: &ServerSettings,
+    shutdown: CancellationToken,
+) {
+    let service =
+        service_fn(move |req: Request<Incoming>| gw.clone().handle(req.map(ClientBody::new), peer));
     let tls = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {

@@ -1,0 +1,300 @@
+//! Parked keep-alive connections. A hyper HTTP/1 connection keeps a read and a write buffer
+//! (8 KiB each) and its request state for as long as the client stays connected, so 10,000
+//! idle keep-alive clients would hold about 200 MB. Here a plain client connection is served
+//! by one hyper connection while requests come; once it has been quiet for the park delay,
+//! with no exchange open, the hyper connection is ended without closing the socket and the
+//! socket waits on its own (a few hundred bytes) until the client sends again, when a fresh
+//! hyper connection takes over with whatever bytes the old one had read but not used.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::Request;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::{Gateway, ResponseBody};
+use super::server::{ServerSettings, http1};
+use crate::metrics as m;
+
+/// What one hyper connection is doing, as far as parking it is concerned.
+#[derive(Default)]
+struct Activity {
+    /// Requests begun.
+    started: AtomicU64,
+    /// Exchanges not finished: responses whose body hyper still holds, and request bodies
+    /// not yet read to their end. A request body dropped before its end stays counted: hyper
+    /// then drains or closes the read side itself, and such a connection is never parked.
+    open: AtomicU64,
+}
+
+/// Counts an exchange open until dropped.
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A client's request body; on a parkable connection it reports when it has been read whole.
+pub struct ClientBody {
+    inner: Incoming,
+    open: Option<Arc<Activity>>,
+}
+
+impl ClientBody {
+    /// A body whose end nobody waits for (TLS and HTTP/2 connections are not parked).
+    pub fn new(inner: Incoming) -> ClientBody {
+        ClientBody { inner, open: None }
+    }
+
+    fn watched(inner: Incoming, activity: &Arc<Activity>) -> ClientBody {
+        let open = (!inner.is_end_stream()).then(|| {
+            activity.open.fetch_add(1, Relaxed);
+            activity.clone()
+        });
+        ClientBody { inner, open }
+    }
+
+    fn ended(&mut self) {
+        if let Some(a) = self.open.take() {
+            a.open.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its exchange open until hyper has written it and let it go.
+pub struct Watched {
+    inner: ResponseBody,
+    _open: Open,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client socket, with bytes a previous hyper connection read but did not use in front.
+struct Prefixed {
+    head: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.head.has_remaining() {
+            let n = self.head.len().min(buf.remaining());
+            buf.put_slice(&self.head[..n]);
+            self.head.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// How a hyper connection over a parkable socket ended.
+enum Ended {
+    /// Parked by us: the socket and the unused bytes, to wait for the next request.
+    Parked(Prefixed),
+    /// Closed by the client, by an error, by `Connection: close` or by the drain.
+    Closed,
+}
+
+/// Serves a plain HTTP/1.1 client connection to its end, parking it whenever it is idle.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    s: &ServerSettings,
+    shutdown: CancellationToken,
+) {
+    let mut io = Prefixed {
+        head: Bytes::new(),
+        io: stream,
+    };
+    // A fresh connection may take the head deadline to send its first byte, like a hyper one.
+    let mut wait = s.header_read;
+    let parked = metrics::gauge!(m::PARKED);
+    let mut first = true;
+    loop {
+        if io.head.is_empty() {
+            if !first {
+                parked.increment(1.0);
+            }
+            let woke = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => false,
+                r = tokio::time::timeout(wait, io.io.readable()) => matches!(r, Ok(Ok(()))),
+            };
+            if !first {
+                parked.decrement(1.0);
+            }
+            if !woke {
+                return;
+            }
+        }
+        first = false;
+        // Parked only after at least the park delay of quiet, which counts towards the
+        // keep-alive limit.
+        wait = s.header_read.saturating_sub(s.park);
+        // Boxed: while parked, none of hyper's state is held.
+        io = match Box::pin(one_hyper_connection(io, peer, gw.clone(), s, &shutdown)).await {
+            Ended::Parked(io) => io,
+            Ended::Closed => return,
+        };
+    }
+}
+
+async fn one_hyper_connection(
+    io: Prefixed,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    s: &ServerSettings,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let activity = Arc::new(Activity::default());
+    let seen_by_service = activity.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let a = &seen_by_service;
+        a.started.fetch_add(1, Relaxed);
+        a.open.fetch_add(1, Relaxed);
+        let open = Open(a.clone());
+        let req = req.map(|b| ClientBody::watched(b, a));
+        let handled = gw.clone().handle(req, peer);
+        // Boxed because hyper can only hand a connection back when its futures are Unpin.
+        Box::pin(async move {
+            let resp = handled.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| Watched { inner, _open: open }))
+        })
+    });
+    let mut conn = http1(s).serve_connection(TokioIo::new(io), service);
+    let (mut parking, mut draining) = (false, false);
+    let mut seen = 0;
+    let timer = tokio::time::sleep(s.park);
+    tokio::pin!(timer);
+    let result = loop {
+        tokio::select! {
+            biased;
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+            _ = &mut timer, if !parking && !draining => {
+                let started = activity.started.load(Relaxed);
+                // hyper is idle between requests only after it has finished one: before
+                // that, a graceful shutdown would answer the first request with
+                // `Connection: close`.
+                if started > 0 && started == seen && activity.open.load(Relaxed) == 0 {
+                    parking = true;
+                    Pin::new(&mut conn).graceful_shutdown();
+                } else {
+                    seen = started;
+                    timer.as_mut().reset(Instant::now() + s.park);
+                }
+            }
+        }
+    };
+    if result.is_err() {
+        return Ended::Closed;
+    }
+    let parts = conn.into_parts();
+    let mut io = parts.io.into_inner();
+    if !parking || draining {
+        let _ = io.io.shutdown().await;
+        return Ended::Closed;
+    }
+    if !parts.read_buf.is_empty() {
+        // What hyper read and left comes before what it never read.
+        let mut head = BytesMut::with_capacity(parts.read_buf.len() + io.head.len());
+        head.extend_from_slice(&parts.read_buf);
+        head.extend_from_slice(&io.head);
+        io.head = head.freeze();
+    }
+    Ended::Parked(io)
+}
