@@ -6,6 +6,8 @@
 # measured at a fixed rate of half Strangler's throughput (oha -q).
 #
 #   bash load/proxy-compare.sh            # DURATION=10 CONNS=64 ROUNDS=3 THREADS=2
+#   BASELINE_BIN=/path/to/old/strangler bash load/proxy-compare.sh
+#                                         # also runs another build as "baseline", same rounds
 #
 # Everything runs on 127.0.0.1; the load generator shares the machine's cores with the
 # proxies, exactly as it does for every system compared.
@@ -16,7 +18,8 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
-UP=18081 NGX=18082 HAP=18083 STR=18084 STR_ADMIN=18094
+UP=18081 NGX=18082 HAP=18083 STR=18084 STR_ADMIN=18094 BASE=18085 BASE_ADMIN=18095
+BASELINE_BIN=${BASELINE_BIN:-}
 
 install_missing() {
     local missing=()
@@ -101,18 +104,28 @@ name = "all"
 split = { up = 100 }
 CONF
 
+sed -e "s/:$STR_ADMIN/:$BASE_ADMIN/" -e "s/:$STR\"/:$BASE\"/" -e "s#control.db#control-base.db#" \
+    "$work/strangler.toml" > "$work/baseline.toml"
+
 nginx -c "$work/upstream.conf" & pids+=($!)
 nginx -c "$work/proxy.conf" & pids+=($!)
 haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
 RUST_LOG=warn ./target/release/strangler serve --config "$work/strangler.toml" 2> "$work/strangler.log" & pids+=($!)
-for port in $UP $NGX $HAP $STR; do
+ports=($UP $NGX $HAP $STR)
+if [ -n "$BASELINE_BIN" ]; then
+    RUST_LOG=warn "$BASELINE_BIN" serve --config "$work/baseline.toml" 2> "$work/baseline.log" & pids+=($!)
+    ports+=($BASE)
+fi
+for port in "${ports[@]}"; do
     up=0
     for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { up=1; break; }; sleep 0.1; done
     [ "$up" = 1 ] || { echo "nothing listens on 127.0.0.1:$port; see $work" >&2; exit 1; }
 done
 
-declare -A URL=([direct]="http://127.0.0.1:$UP/" [strangler]="http://127.0.0.1:$STR/" [nginx]="http://127.0.0.1:$NGX/" [haproxy]="http://127.0.0.1:$HAP/")
+declare -A URL=([direct]="http://127.0.0.1:$UP/" [strangler]="http://127.0.0.1:$STR/" [nginx]="http://127.0.0.1:$NGX/" [haproxy]="http://127.0.0.1:$HAP/" [baseline]="http://127.0.0.1:$BASE/")
 SYSTEMS=(direct strangler nginx haproxy)
+HALF_SYSTEMS=(direct strangler)
+if [ -n "$BASELINE_BIN" ]; then SYSTEMS+=(baseline); HALF_SYSTEMS+=(baseline); fi
 
 to_ms() { # wrk latency value (e.g. 412.00us, 2.31ms, 1.02s) to milliseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
@@ -146,7 +159,7 @@ half=$(awk -v r="${RPS[strangler]}" 'BEGIN { printf "%d", r / 2 }')
 echo
 echo "fixed rate $half req/s (half of Strangler's throughput): oha -z ${DURATION}s -c $CONNS -q $half"
 for r in $(seq 1 "$ROUNDS"); do
-    for s in direct strangler; do
+    for s in "${HALF_SYSTEMS[@]}"; do
         p99=$(oha -z "${DURATION}s" -c "$CONNS" -q "$half" --no-tui --output-format json "${URL[$s]}" \
             | python3 -c 'import json, sys; print("%.3f" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))')
         echo "  round $r $s: p99 $p99 ms"
@@ -160,3 +173,7 @@ echo
 awk -v a="${RPS[strangler]}" -v b="${RPS[nginx]}" 'BEGIN { printf "throughput ratio strangler/nginx: %.2f\n", a / b }'
 awk -v a="${RPS[strangler]}" -v b="${RPS[haproxy]}" 'BEGIN { printf "throughput ratio strangler/haproxy: %.2f\n", a / b }'
 awk -v s="$s99" -v d="$d99" 'BEGIN { printf "added p99 latency at half load (ms): %.3f\n", s - d }'
+if [ -n "$BASELINE_BIN" ]; then
+    awk -v a="${RPS[strangler]}" -v b="${RPS[baseline]}" 'BEGIN { printf "throughput ratio strangler/baseline: %.2f\n", a / b }'
+    awk -v s="$(median < "$work/baseline.half")" -v d="$d99" 'BEGIN { printf "baseline added p99 latency at half load (ms): %.3f\n", s - d }'
+fi

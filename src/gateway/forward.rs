@@ -137,7 +137,7 @@ impl Gateway {
         let upstream = &route.targets[target as usize].upstream;
         let first = self.to_upstream(parts, Either::Left(body), upstream, client);
         let t_up = Instant::now();
-        let mut outcome = Box::pin(self.send(upstream, first)).await;
+        let mut outcome = self.send(upstream, first).await;
         // The first target's failure is recorded here; `failure_noted` keeps the final
         // accounting from counting it twice.
         let mut failure_noted = false;
