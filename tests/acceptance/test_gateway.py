@@ -186,3 +186,37 @@ def test_restart_resumes_the_same_table(upstreams, gateway):
     routes = requests.get(gw2.admin("/admin/routes"), timeout=10).json()
     assert routes["version"] == version
     assert routes["routes"][0]["split"]["users"] == 35
+
+
+def parked_connections(gw):
+    text = requests.get(gw.admin("/metrics"), timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("strangler_gateway_connections_parked "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_idle_keep_alive_connections_are_parked_and_keep_working(upstreams, gateway):
+    import http.client
+
+    mono, svc = upstreams("monolith", "users")
+    gw = gateway(base_config(mono, svc, gateway_extra='[gateway.timeouts]\npark = "100ms"'))
+    host, port = gw.addr.rsplit(":", 1)
+    conns = []
+    for i in range(200):
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.request("GET", "/api/users/1", headers={"x-user-id": f"p-{i}"})
+        r = c.getresponse()
+        assert r.status == 200 and r.read()
+        conns.append((c, c.sock))
+    deadline = time.time() + 10
+    while parked_connections(gw) < 200 and time.time() < deadline:
+        time.sleep(0.1)
+    assert parked_connections(gw) == 200, "every quiet connection is parked"
+    for i, (c, sock) in enumerate(conns):
+        c.request("GET", "/api/users/1", headers={"x-user-id": f"p-{i}"})
+        r = c.getresponse()
+        assert r.status == 200 and r.read()
+        assert c.sock is sock, "the same TCP connection served the request after its park"
+    for c, _ in conns:
+        c.close()
