@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wiremock::matchers::{any, method};
+use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// Long enough for a connection to be parked with `park = "50ms"`.
@@ -79,6 +79,15 @@ async fn response(s: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(u16, Stri
     }
 }
 
+/// A client connection that has made one request and read its answer.
+async fn after_one_request(gw: &InProcess) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(get("/first").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut s, &mut pending).await.unwrap().0, 200);
+    (s, pending)
+}
+
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
 }
@@ -130,10 +139,7 @@ async fn an_idle_connection_is_parked_and_serves_its_next_requests() {
 async fn a_head_split_across_a_park_is_read_whole() {
     let up = echo_upstream().await;
     let gw = start(&config(&up.uri())).await;
-    let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
-    let mut pending = Vec::new();
-    s.write_all(get("/first").as_bytes()).await.unwrap();
-    assert_eq!(response(&mut s, &mut pending).await.unwrap().0, 200);
+    let (mut s, mut pending) = after_one_request(&gw).await;
     // Half a head, a quiet spell long enough to park, then the rest.
     s.write_all(b"GET /sec").await.unwrap();
     tokio::time::sleep(QUIET).await;
@@ -150,10 +156,7 @@ async fn a_head_split_across_a_park_is_read_whole() {
 async fn an_upload_in_progress_is_never_parked() {
     let up = echo_upstream().await;
     let gw = start(&config(&up.uri())).await;
-    let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
-    let mut pending = Vec::new();
-    s.write_all(get("/first").as_bytes()).await.unwrap();
-    assert_eq!(response(&mut s, &mut pending).await.unwrap().0, 200);
+    let (mut s, mut pending) = after_one_request(&gw).await;
     // A body that arrives in two parts with a quiet spell between them.
     s.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
         .await
@@ -202,20 +205,12 @@ async fn an_unread_request_body_closes_the_connection_instead_of_being_parsed() 
 
 #[tokio::test]
 async fn a_drain_closes_parked_connections_at_once() {
-    let up = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .mount(&up)
-        .await;
+    let up = echo_upstream().await;
     let cfg = config(&up.uri()).replace("control_poll", "drain_grace = \"20s\"\ncontrol_poll");
     let gw = start(&cfg).await;
     let mut socks = Vec::new();
     for _ in 0..3 {
-        let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
-        let mut pending = Vec::new();
-        s.write_all(get("/").as_bytes()).await.unwrap();
-        assert_eq!(response(&mut s, &mut pending).await.unwrap().0, 200);
-        socks.push(s);
+        socks.push(after_one_request(&gw).await.0);
     }
     tokio::time::sleep(QUIET).await;
     let t = std::time::Instant::now();

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{Gateway, ResponseBody};
+use super::pool::{End, Polled, poll_incoming};
 use super::server::{ServerSettings, http1};
 use crate::metrics as m;
 
@@ -77,15 +78,11 @@ impl Body for ClientBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.ended(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
-            _ => {}
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+        let (polled, end) = poll_incoming(&mut self.inner, cx);
+        // A failed body stays open: hyper closes such a connection itself.
+        if let Some(End::Complete) = end {
+            self.ended();
         }
         polled
     }

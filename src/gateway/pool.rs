@@ -143,6 +143,29 @@ impl Pool {
     }
 }
 
+/// How an `Incoming` body ended, as seen by the frame that ended it.
+pub(super) enum End {
+    /// Read to its end.
+    Complete,
+    /// Broken off by an error.
+    Failed,
+}
+
+/// One polled frame of a body.
+pub(super) type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+/// Polls one frame of `body`, saying whether this frame ended it.
+pub(super) fn poll_incoming(body: &mut Incoming, cx: &mut Context<'_>) -> (Polled, Option<End>) {
+    let polled = Pin::new(&mut *body).poll_frame(cx);
+    let end = match &polled {
+        Poll::Ready(None) => Some(End::Complete),
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(End::Complete),
+        Poll::Ready(Some(Err(_))) => Some(End::Failed),
+        _ => None,
+    };
+    (polled, end)
+}
+
 /// A response body that returns its connection to the pool once it has been read to the end.
 pub struct PooledBody {
     inner: Incoming,
@@ -161,16 +184,12 @@ impl Body for PooledBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.release = None,
-            _ => {}
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+        let (polled, end) = poll_incoming(&mut self.inner, cx);
+        match end {
+            Some(End::Complete) => self.release(),
+            Some(End::Failed) => self.release = None,
+            None => {}
         }
         polled
     }
