@@ -155,9 +155,9 @@ impl Gateway {
                 *again.version_mut() = r.version;
                 *again.headers_mut() = r.headers;
                 let (parts, body) = again.into_parts();
-                outcome =
-                    Box::pin(self.send(fallback, self.to_upstream(parts, body, fallback, client)))
-                        .await;
+                outcome = self
+                    .send(fallback, self.to_upstream(parts, body, fallback, client))
+                    .await;
             }
         }
         let upstream_time = t_up.elapsed();

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,8 +20,6 @@ use tokio_util::task::TaskTracker;
 use super::forward::Gateway;
 use super::park::{self, ClientBody};
 use crate::metrics as m;
-use http::Request;
-use hyper::body::Incoming;
 
 /// Settings of the listener.
 #[derive(Clone)]
