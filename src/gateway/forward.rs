@@ -1,7 +1,6 @@
 //! Forwarding one request: match → pick → forward → record, each step a plain function.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Body as _;
 
-use super::headers;
+use super::headers::{self, Peer};
 use super::park::ClientBody;
 use super::pool::{Pool, PooledBody, SendError};
 use crate::config::{GatewayConfig, StickyConfig};
@@ -103,7 +102,7 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<ClientBody>,
-        client: SocketAddr,
+        client: Peer,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
         let table = self.router.current();
@@ -135,7 +134,7 @@ impl Gateway {
                 headers: parts.headers.clone(),
             });
         let upstream = &route.targets[target as usize].upstream;
-        let first = self.to_upstream(parts, Either::Left(body), upstream, client);
+        let first = self.to_upstream(parts, Either::Left(body), upstream, &client);
         let t_up = Instant::now();
         let mut outcome = self.send(upstream, first).await;
         // The first target's failure is recorded here; `failure_noted` keeps the final
@@ -156,7 +155,7 @@ impl Gateway {
                 *again.headers_mut() = r.headers;
                 let (parts, body) = again.into_parts();
                 outcome = self
-                    .send(fallback, self.to_upstream(parts, body, fallback, client))
+                    .send(fallback, self.to_upstream(parts, body, fallback, &client))
                     .await;
             }
         }
@@ -235,7 +234,7 @@ impl Gateway {
         mut parts: http::request::Parts,
         body: ProxyBody,
         up: &Upstream,
-        client: SocketAddr,
+        client: &Peer,
     ) -> Request<ProxyBody> {
         let original_host = parts.headers.get(HOST).cloned().or_else(|| {
             parts
@@ -243,12 +242,7 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        headers::to_upstream(
-            &mut parts.headers,
-            client.ip(),
-            self.tls,
-            original_host.as_ref(),
-        );
+        headers::to_upstream(&mut parts.headers, client, self.tls, original_host.as_ref());
         // Requests go out in origin form, so Host is always set here.
         let host = match original_host {
             Some(h) if !up.rewrite_host => Some(h),

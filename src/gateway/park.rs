@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::Request;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{Gateway, ResponseBody};
+use super::headers::Peer;
 use super::pool::{End, Polled, poll_incoming};
 use super::server::{ServerSettings, http1};
 use crate::metrics as m;
@@ -194,6 +196,7 @@ pub async fn serve(
         head: Bytes::new(),
         io: stream,
     };
+    let peer = Peer::new(peer);
     // A fresh connection may take the head deadline to send its first byte, like a hyper one.
     let mut wait = s.header_read;
     let parked = metrics::gauge!(m::PARKED);
@@ -220,7 +223,15 @@ pub async fn serve(
         // keep-alive limit.
         wait = s.header_read.saturating_sub(s.park);
         // Boxed: while parked, none of hyper's state is held.
-        io = match Box::pin(one_hyper_connection(io, peer, gw.clone(), s, &shutdown)).await {
+        io = match Box::pin(one_hyper_connection(
+            io,
+            peer.clone(),
+            gw.clone(),
+            s,
+            &shutdown,
+        ))
+        .await
+        {
             Ended::Parked(io) => io,
             Ended::Closed => return,
         };
@@ -229,7 +240,7 @@ pub async fn serve(
 
 async fn one_hyper_connection(
     io: Prefixed,
-    peer: SocketAddr,
+    peer: Peer,
     gw: Arc<Gateway>,
     s: &ServerSettings,
     shutdown: &CancellationToken,
@@ -242,12 +253,10 @@ async fn one_hyper_connection(
         a.open.fetch_add(1, Relaxed);
         let open = Open(a.clone());
         let req = req.map(|b| ClientBody::watched(b, a));
-        let handled = gw.clone().handle(req, peer);
-        // Boxed because hyper can only hand a connection back when its futures are Unpin.
-        Box::pin(async move {
-            let resp = handled.await?;
-            Ok::<_, std::convert::Infallible>(resp.map(|inner| Watched { inner, _open: open }))
-        })
+        // Boxed because hyper can only hand a connection back when its futures are Unpin;
+        // boxed where it is made, so the large future is not moved again on its way in.
+        Box::pin(gw.clone().handle(req, peer.clone()))
+            .map(move |r| r.map(|resp| resp.map(|inner| Watched { inner, _open: open })))
     });
     let mut conn = http1(s).serve_connection(TokioIo::new(io), service);
     let (mut parking, mut draining) = (false, false);

@@ -34,7 +34,8 @@ struct Idle {
 
 /// Pooled HTTP/1.1 connections to upstreams, by authority.
 pub struct Pool {
-    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    /// Keyed by the authority's text: `Authority` hashes byte by byte, case-folded.
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>, ahash::RandomState>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_host: usize,
@@ -48,7 +49,7 @@ impl Pool {
         max_idle_per_host: usize,
     ) -> Arc<Pool> {
         Arc::new(Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             connect_timeout,
             idle_timeout,
             max_idle_per_host,
@@ -57,7 +58,7 @@ impl Pool {
 
     fn checkout(&self, key: &Authority) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(key)?;
+        let list = idle.get_mut(key.as_str())?;
         while let Some(entry) = list.pop() {
             if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
                 return Some(entry.sender);
@@ -71,7 +72,10 @@ impl Pool {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(key.clone()).or_default();
+            let list = match idle.get_mut(key.as_str()) {
+                Some(list) => list,
+                None => idle.entry(key.as_str().into()).or_default(),
+            };
             if list.len() < self.max_idle_per_host {
                 list.push(Idle {
                     sender,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::Gateway;
+use super::headers::Peer;
 use super::park::{self, ClientBody};
 use crate::metrics as m;
 
@@ -125,8 +126,10 @@ async fn secure(
     s: &ServerSettings,
     shutdown: CancellationToken,
 ) {
-    let service =
-        service_fn(move |req: Request<Incoming>| gw.clone().handle(req.map(ClientBody::new), peer));
+    let peer = Peer::new(peer);
+    let service = service_fn(move |req: Request<Incoming>| {
+        gw.clone().handle(req.map(ClientBody::new), peer.clone())
+    });
     let tls = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {
