@@ -12,30 +12,9 @@ ulimit -n "$(ulimit -Hn)"
 
 command -v nginx >/dev/null || { echo "needs nginx (apt-get install nginx)" >&2; exit 1; }
 cargo build --release --bin strangler 2>&1 | tail -1
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
-CONF
-cat > "$work/strangler.toml" <<CONF
-[gateway]
-listen = "127.0.0.1:$STR"
-admin_listen = "127.0.0.1:$STR_ADMIN"
-control = "sqlite://$work/control.db"
-[upstreams.up]
-url = "http://127.0.0.1:$UP"
-[[routes]]
-name = "all"
-split = { up = 100 }
-CONF
+. load/lib.sh
+upstream_conf $UP > "$work/upstream.conf"
+strangler_conf $STR $STR_ADMIN $UP > "$work/strangler.toml"
 nginx -c "$work/upstream.conf" & pids+=($!)
 RUST_LOG=warn ./target/release/strangler serve --config "$work/strangler.toml" & gw=$!; pids+=($gw)
 for port in $UP $STR; do
@@ -54,7 +33,7 @@ for i in range(n):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
     data = b""
-    while b"ok\n" not in data:
+    while b"upstream\n" not in data:
         chunk = s.recv(4096)
         if not chunk:
             raise SystemExit(f"connection {i} closed early")

@@ -34,26 +34,8 @@ install_missing
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bin strangler 2>&1 | tail -1
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP reuseport backlog=4096;
-        location / { return 200 "hello from the upstream\n"; }
-    }
-}
-CONF
+. load/lib.sh
+upstream_conf $UP > "$work/upstream.conf"
 cat > "$work/proxy.conf" <<CONF
 worker_processes auto;
 daemon off;
@@ -90,22 +72,8 @@ frontend f
 backend b
     server s1 127.0.0.1:$UP maxconn 1000
 CONF
-cat > "$work/strangler.toml" <<CONF
-[gateway]
-listen = "127.0.0.1:$STR"
-admin_listen = "127.0.0.1:$STR_ADMIN"
-control = "sqlite://$work/control.db"
-
-[upstreams.up]
-url = "http://127.0.0.1:$UP"
-
-[[routes]]
-name = "all"
-split = { up = 100 }
-CONF
-
-sed -e "s/:$STR_ADMIN/:$BASE_ADMIN/" -e "s/:$STR\"/:$BASE\"/" -e "s#control.db#control-base.db#" \
-    "$work/strangler.toml" > "$work/baseline.toml"
+strangler_conf $STR $STR_ADMIN $UP > "$work/strangler.toml"
+strangler_conf $BASE $BASE_ADMIN $UP > "$work/baseline.toml"
 
 nginx -c "$work/upstream.conf" & pids+=($!)
 nginx -c "$work/proxy.conf" & pids+=($!)

@@ -22,27 +22,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --bin strangler 2>&1 | tail -1
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. load/lib.sh
 echo "work dir: $work" >&2
-
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP;
-        location / { return 200 "hello from the upstream\n"; }
-    }
-}
-CONF
+upstream_conf $UP > "$work/upstream.conf"
 cat > "$work/proxy.conf" <<CONF
 master_process off;
 worker_processes 1;
@@ -64,23 +46,6 @@ http {
     }
 }
 CONF
-strangler_conf() { # port -> config with one I/O thread, like the one NGINX worker
-    cat <<CONF
-[gateway]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$(($1 + 10))"
-control = "sqlite://$work/control-$1.db"
-threads = 1
-
-[upstreams.up]
-url = "http://127.0.0.1:$UP"
-
-[[routes]]
-name = "all"
-split = { up = 100 }
-CONF
-}
-
 export RUST_LOG=warn
 nginx -c "$work/upstream.conf" & pids+=($!)
 
@@ -108,11 +73,12 @@ count() {
     echo "$((total / N))" > "$work/$name.ipr"
 }
 
-strangler_conf $STR > "$work/strangler.toml"
+# One I/O thread, like the one NGINX worker.
+strangler_conf $STR $((STR + 10)) $UP 1 > "$work/strangler.toml"
 count strangler $STR ./target/release/strangler serve --config "$work/strangler.toml"
 count nginx $NGX nginx -c "$work/proxy.conf"
 if [ -n "$BASELINE_BIN" ]; then
-    strangler_conf $BASE > "$work/baseline.toml"
+    strangler_conf $BASE $((BASE + 10)) $UP 1 > "$work/baseline.toml"
     count baseline $BASE "$BASELINE_BIN" serve --config "$work/baseline.toml"
 fi
 echo
