@@ -2,9 +2,12 @@
 //! installing capture (changelog table and triggers), reading captured changes, and applying
 //! a batch of writes together with its checkpoint in one transaction.
 
+mod capture;
 mod mysql;
 mod postgres;
 mod sqlite;
+
+pub use capture::Capture;
 
 use std::collections::HashSet;
 
@@ -260,6 +263,24 @@ impl Store {
         }
     }
 
+    /// The side's change capture.
+    pub fn capture(&mut self) -> &mut dyn Capture {
+        match self {
+            Store::Sqlite(s) => s,
+            Store::Postgres(s) => &mut **s,
+            Store::Mysql(s) => &mut **s,
+        }
+    }
+
+    /// The side's change capture, for reading only.
+    fn capture_ref(&self) -> &dyn Capture {
+        match self {
+            Store::Sqlite(s) => s,
+            Store::Postgres(s) => &**s,
+            Store::Mysql(s) => &**s,
+        }
+    }
+
     /// A table's columns and keys; `None` when there is no such table.
     pub async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {
         each!(self, s => s.table_info(table).await)
@@ -268,17 +289,17 @@ impl Store {
     /// Creates the changelog and the capture triggers (idempotent); `outbox` adds the
     /// published flag the broker relay needs.
     pub async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
-        each!(self, s => s.install(specs, outbox).await)
+        self.capture().install(specs, outbox).await
     }
 
     /// Removes the triggers, the changelog and every other table the engine made.
     pub async fn uninstall(&mut self, tables: &[String]) -> Result<(), StoreError> {
-        each!(self, s => s.uninstall(tables).await)
+        self.capture().uninstall(tables).await
     }
 
     /// Whether capture is installed.
     pub async fn installed(&mut self) -> Result<bool, StoreError> {
-        each!(self, s => s.installed().await)
+        self.capture().installed().await
     }
 
     /// Up to about `limit` committed changes in sequence order, never splitting a source
@@ -305,7 +326,7 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        each!(self, s => s.mark_published(seqs).await)
+        self.capture().mark_published(seqs).await
     }
 
     /// Which of `seqs` are still in this side's changelog (not yet consumed).
@@ -313,7 +334,7 @@ impl Store {
         if seqs.is_empty() {
             return Ok(HashSet::new());
         }
-        each!(self, s => s.existing(seqs).await)
+        self.capture().existing(seqs).await
     }
 
     /// Inside the open transaction: records that the holder of `token` works on `unit`;
@@ -331,7 +352,10 @@ impl Store {
         if tables.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rows = each!(self, s => s.read_changes(limit + 1, tables, unpublished).await)?;
+        let mut rows = self
+            .capture()
+            .read_changes(limit + 1, tables, unpublished)
+            .await?;
         if rows.len() > limit {
             let last_tx = rows[limit].tx.clone();
             rows.truncate(limit);
@@ -342,7 +366,7 @@ impl Store {
                 match keep {
                     Some(i) => rows.truncate(i + 1),
                     None => {
-                        rows = each!(self, s => s.read_tx(&tx).await)?;
+                        rows = self.capture().read_tx(&tx).await?;
                     }
                 }
             }
@@ -352,7 +376,7 @@ impl Store {
 
     /// Every change of source transaction `tx` still in the changelog, in order.
     pub async fn read_transaction(&mut self, tx: &str) -> Result<Vec<Change>, StoreError> {
-        each!(self, s => s.read_tx(tx).await)
+        self.capture().read_tx(tx).await
     }
 
     /// Which of `seqs` from `source` this side has already applied.
@@ -397,7 +421,7 @@ impl Store {
         } else {
             Some(seen.iter().copied().max().unwrap_or(0))
         };
-        let mut found = each!(self, s => s.fetch_keys(keys, after).await)?;
+        let mut found = self.capture().fetch_keys(keys, after).await?;
         found.retain(|c| !seen.contains(&c.seq) && keys.contains(&(c.table.clone(), c.pk.clone())));
         found.sort_by_key(|c| c.seq);
         Ok(found)
@@ -438,16 +462,12 @@ impl Store {
     /// Woken when the database signals a new capture (PostgreSQL `NOTIFY`; on SQLite, a
     /// thread watching the file's data version).
     pub fn notified(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
-        match self {
-            Store::Postgres(p) => Some(p.notified()),
-            Store::Sqlite(s) => Some(s.notified()),
-            _ => None,
-        }
+        self.capture_ref().notified()
     }
 
     /// Changes waiting in this side's changelog.
     pub async fn backlog(&mut self) -> Result<i64, StoreError> {
-        each!(self, s => s.backlog().await)
+        self.capture().backlog().await
     }
 }
 

@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq, family,
-    image, raced, same_run, written_keys,
+    ApplyBatch, Capture, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq,
+    family, image, raced, same_run, written_keys,
 };
 
 /// A PostgreSQL database.
@@ -151,11 +151,6 @@ impl PgStore {
         Ok(self.client.execute(&st, params).await?)
     }
 
-    /// Woken when a capture trigger fires on this database.
-    pub fn notified(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.notify.clone()
-    }
-
     pub(super) async fn table_info(
         &mut self,
         table: &str,
@@ -201,77 +196,6 @@ impl PgStore {
         }))
     }
 
-    pub(super) async fn install(
-        &mut self,
-        specs: &[CaptureSpec],
-        outbox: bool,
-    ) -> Result<(), StoreError> {
-        let tx = self.client.transaction().await?;
-        // Serialize concurrent installs (CREATE OR REPLACE FUNCTION races otherwise).
-        tx.batch_execute("SELECT pg_advisory_xact_lock(7305612)")
-            .await?;
-        tx.batch_execute(SCHEMA).await?;
-        if outbox {
-            tx.batch_execute(
-                "ALTER TABLE _strangler_changes ADD COLUMN IF NOT EXISTS pub boolean NOT NULL DEFAULT false;
-                 CREATE INDEX IF NOT EXISTS _strangler_changes_unpub ON _strangler_changes (seq) WHERE NOT pub;",
-            )
-            .await?;
-        }
-        for s in specs {
-            let args: Vec<String> = s.key.iter().map(|k| lit(k)).collect();
-            let trig = dq(&format!("_strangler_{}", s.table));
-            tx.batch_execute(&format!(
-                "DROP TRIGGER IF EXISTS {trig} ON {t};
-                 CREATE TRIGGER {trig} AFTER INSERT OR UPDATE OR DELETE ON {t}
-                 FOR EACH ROW EXECUTE FUNCTION _strangler_capture({args});",
-                t = dq(&s.table),
-                args = args.join(", ")
-            ))
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(super) async fn uninstall(&mut self, _tables: &[String]) -> Result<(), StoreError> {
-        let tx = self.client.transaction().await?;
-        let rows = tx
-            .query(
-                "SELECT t.tgname::text, c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
-                 JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = '_strangler_capture'",
-                &[],
-            )
-            .await?;
-        for r in rows {
-            let (trig, table): (String, String) = (r.get(0), r.get(1));
-            tx.batch_execute(&format!(
-                "DROP TRIGGER IF EXISTS {} ON {}",
-                dq(&trig),
-                dq(&table)
-            ))
-            .await?;
-        }
-        tx.batch_execute(
-            "DROP FUNCTION IF EXISTS _strangler_capture();
-             DROP TABLE IF EXISTS _strangler_changes;
-             DROP TABLE IF EXISTS _strangler_applied;
-             DROP TABLE IF EXISTS _strangler_checkpoint;
-             DROP TABLE IF EXISTS _strangler_fence;",
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(super) async fn installed(&mut self) -> Result<bool, StoreError> {
-        let r = self
-            .client
-            .query_one("SELECT to_regclass('_strangler_changes') IS NOT NULL", &[])
-            .await?;
-        Ok(r.get(0))
-    }
-
     fn changes(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Change>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -291,46 +215,6 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(super) async fn read_changes(
-        &mut self,
-        limit: usize,
-        tables: &[String],
-        unpublished: bool,
-    ) -> Result<Vec<Change>, StoreError> {
-        let rows = self
-            .query(
-                if unpublished {
-                    "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
-                     WHERE NOT pub AND tbl = ANY($2) ORDER BY seq LIMIT $1"
-                } else {
-                    "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
-                     WHERE tbl = ANY($2) ORDER BY seq LIMIT $1"
-                },
-                &[&(limit as i64), &tables],
-            )
-            .await?;
-        Self::changes(rows)
-    }
-
-    pub(super) async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE _strangler_changes SET pub = true WHERE seq = ANY($1)",
-            &[&seqs],
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT seq FROM _strangler_changes WHERE seq = ANY($1)",
-                &[&seqs],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
     pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
         let rows = self
             .query(
@@ -341,15 +225,6 @@ impl PgStore {
             )
             .await?;
         Ok(!rows.is_empty())
-    }
-
-    pub(super) async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
-        let rows = self.query(
-                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes WHERE tx = $1 ORDER BY seq",
-                &[&txid],
-            )
-            .await?;
-        Self::changes(rows)
     }
 
     pub(super) async fn applied(
@@ -388,28 +263,6 @@ impl PgStore {
         )
         .await?;
         Ok(())
-    }
-
-    pub(super) async fn fetch_keys(
-        &mut self,
-        keys: &HashSet<(String, String)>,
-        _after: Option<i64>,
-    ) -> Result<Vec<Change>, StoreError> {
-        let tables: Vec<&str> = keys
-            .iter()
-            .map(|(t, _)| t.as_str())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let pks: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
-        let rows = self
-            .query(
-                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
-                 WHERE tbl = ANY($1) AND pk = ANY($2)",
-                &[&tables, &pks],
-            )
-            .await?;
-        Self::changes(rows)
     }
 
     pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
@@ -537,13 +390,162 @@ impl PgStore {
         }
         Ok(!raced(&written, found, &batch.seen))
     }
+}
 
-    pub(super) async fn backlog(&mut self) -> Result<i64, StoreError> {
+#[async_trait::async_trait]
+impl Capture for PgStore {
+    fn method(&self) -> &'static str {
+        "triggers"
+    }
+
+    async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await?;
+        // Serialize concurrent installs (CREATE OR REPLACE FUNCTION races otherwise).
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7305612)")
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        if outbox {
+            tx.batch_execute(
+                "ALTER TABLE _strangler_changes ADD COLUMN IF NOT EXISTS pub boolean NOT NULL DEFAULT false;
+                 CREATE INDEX IF NOT EXISTS _strangler_changes_unpub ON _strangler_changes (seq) WHERE NOT pub;",
+            )
+            .await?;
+        }
+        for s in specs {
+            let args: Vec<String> = s.key.iter().map(|k| lit(k)).collect();
+            let trig = dq(&format!("_strangler_{}", s.table));
+            tx.batch_execute(&format!(
+                "DROP TRIGGER IF EXISTS {trig} ON {t};
+                 CREATE TRIGGER {trig} AFTER INSERT OR UPDATE OR DELETE ON {t}
+                 FOR EACH ROW EXECUTE FUNCTION _strangler_capture({args});",
+                t = dq(&s.table),
+                args = args.join(", ")
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn uninstall(&mut self, _tables: &[String]) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT t.tgname::text, c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                 JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = '_strangler_capture'",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let (trig, table): (String, String) = (r.get(0), r.get(1));
+            tx.batch_execute(&format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                dq(&trig),
+                dq(&table)
+            ))
+            .await?;
+        }
+        tx.batch_execute(
+            "DROP FUNCTION IF EXISTS _strangler_capture();
+             DROP TABLE IF EXISTS _strangler_changes;
+             DROP TABLE IF EXISTS _strangler_applied;
+             DROP TABLE IF EXISTS _strangler_checkpoint;
+             DROP TABLE IF EXISTS _strangler_fence;",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn installed(&mut self) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .query_one("SELECT to_regclass('_strangler_changes') IS NOT NULL", &[])
+            .await?;
+        Ok(r.get(0))
+    }
+
+    async fn read_changes(
+        &mut self,
+        limit: usize,
+        tables: &[String],
+        unpublished: bool,
+    ) -> Result<Vec<Change>, StoreError> {
+        let rows = self
+            .query(
+                if unpublished {
+                    "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                     WHERE NOT pub AND tbl = ANY($2) ORDER BY seq LIMIT $1"
+                } else {
+                    "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                     WHERE tbl = ANY($2) ORDER BY seq LIMIT $1"
+                },
+                &[&(limit as i64), &tables],
+            )
+            .await?;
+        Self::changes(rows)
+    }
+
+    async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE _strangler_changes SET pub = true WHERE seq = ANY($1)",
+            &[&seqs],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT seq FROM _strangler_changes WHERE seq = ANY($1)",
+                &[&seqs],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn read_tx(&mut self, txid: &str) -> Result<Vec<Change>, StoreError> {
+        let rows = self.query(
+                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes WHERE tx = $1 ORDER BY seq",
+                &[&txid],
+            )
+            .await?;
+        Self::changes(rows)
+    }
+
+    async fn fetch_keys(
+        &mut self,
+        keys: &HashSet<(String, String)>,
+        _after: Option<i64>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let tables: Vec<&str> = keys
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let pks: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
+        let rows = self
+            .query(
+                "SELECT seq, tbl, op::text, old, new, tx, ts, pk FROM _strangler_changes \
+                 WHERE tbl = ANY($1) AND pk = ANY($2)",
+                &[&tables, &pks],
+            )
+            .await?;
+        Self::changes(rows)
+    }
+
+    async fn backlog(&mut self) -> Result<i64, StoreError> {
         Ok(self
             .client
             .query_one("SELECT count(*) FROM _strangler_changes", &[])
             .await?
             .get(0))
+    }
+
+    fn notified(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.notify.clone())
     }
 }
 

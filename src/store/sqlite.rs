@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write, dq,
-    family, to_change,
+    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write,
+    dq, family, to_change,
 };
 
 /// An SQLite database.
@@ -83,44 +83,6 @@ impl SqliteStore {
             path,
             watch: std::sync::OnceLock::new(),
         })
-    }
-
-    /// Woken soon after any other connection commits to this file; started on first use.
-    /// Without it an idle engine would notice a commit only at its next poll.
-    pub fn notified(&self) -> Arc<tokio::sync::Notify> {
-        self.watch
-            .get_or_init(|| {
-                let notify = Arc::new(tokio::sync::Notify::new());
-                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let (n, halt, path) = (notify.clone(), stop.clone(), self.path.clone());
-                let watcher = move || {
-                    let Ok(c) = Connection::open(&path) else {
-                        return;
-                    };
-                    let version = |c: &Connection| {
-                        c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
-                            .ok()
-                    };
-                    let mut last = version(&c);
-                    while !halt.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::thread::sleep(WATCH_EVERY);
-                        let now = version(&c);
-                        if now != last {
-                            last = now;
-                            n.notify_one();
-                        }
-                    }
-                };
-                if let Err(e) = std::thread::Builder::new()
-                    .name("strangler-sqlite-watch".into())
-                    .spawn(watcher)
-                {
-                    tracing::warn!(error = %e, "no SQLite watch thread; the engine polls");
-                }
-                Watch { notify, stop }
-            })
-            .notify
-            .clone()
     }
 
     async fn with<T: Send + 'static>(
@@ -195,11 +157,77 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn install(
+    pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
+        let unit = unit.to_string();
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT INTO _strangler_fence (unit, token) VALUES (?1, ?2) \
+                 ON CONFLICT (unit) DO UPDATE SET token = excluded.token WHERE token <= excluded.token",
+                rusqlite::params![unit, token],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub(super) async fn applied(
         &mut self,
-        specs: &[CaptureSpec],
-        outbox: bool,
+        source: &str,
+        seqs: &[i64],
+    ) -> Result<HashSet<i64>, StoreError> {
+        let (source, seqs) = (source.to_string(), seqs.to_vec());
+        let seqs = Value::from(seqs).to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq FROM _strangler_applied WHERE src = ?1 AND seq IN (SELECT value FROM json_each(?2))",
+            )?;
+            let out = stmt
+                .query_map(rusqlite::params![source, seqs], |r| r.get(0))?
+                .collect::<Result<HashSet<i64>, _>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn begin(&mut self) -> Result<(), StoreError> {
+        self.with(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?)).await
+    }
+
+    pub(super) async fn lock_keys(
+        &mut self,
+        _table: &str,
+        _keys: &[Row],
     ) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        Ok(())
+    }
+
+    pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let batch = batch.clone();
+        self.with(move |c| prepare(c, &batch)).await
+    }
+
+    pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+        self.with(move |c| {
+            if commit {
+                c.execute("UPDATE _strangler_guard SET applying = 0", [])?;
+                c.execute_batch("COMMIT")?;
+            } else if !c.is_autocommit() {
+                c.execute_batch("ROLLBACK")?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Capture for SqliteStore {
+    fn method(&self) -> &'static str {
+        "triggers"
+    }
+
+    async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
         let specs = specs.to_vec();
         let mut infos = Vec::new();
         for s in &specs {
@@ -272,7 +300,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn uninstall(&mut self, tables: &[String]) -> Result<(), StoreError> {
+    async fn uninstall(&mut self, tables: &[String]) -> Result<(), StoreError> {
         let tables = tables.to_vec();
         self.with(move |c| {
             let tx = c.transaction()?;
@@ -304,7 +332,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn installed(&mut self) -> Result<bool, StoreError> {
+    async fn installed(&mut self) -> Result<bool, StoreError> {
         self.with(|c| {
             Ok(c.query_row(
                 "SELECT 1 FROM sqlite_master WHERE name = '_strangler_changes'",
@@ -317,7 +345,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn read_changes(
+    async fn read_changes(
         &mut self,
         limit: usize,
         tables: &[String],
@@ -342,7 +370,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+    async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
         let seqs = Value::from(seqs.to_vec()).to_string();
         self.with(move |c| {
             c.execute(
@@ -354,7 +382,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
+    async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
         let seqs = Value::from(seqs.to_vec()).to_string();
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
@@ -368,57 +396,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
-        let unit = unit.to_string();
-        self.with(move |c| {
-            let n = c.execute(
-                "INSERT INTO _strangler_fence (unit, token) VALUES (?1, ?2) \
-                 ON CONFLICT (unit) DO UPDATE SET token = excluded.token WHERE token <= excluded.token",
-                rusqlite::params![unit, token],
-            )?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
-    pub(super) async fn read_tx(&mut self, _tx: &str) -> Result<Vec<Change>, StoreError> {
+    async fn read_tx(&mut self, _tx: &str) -> Result<Vec<Change>, StoreError> {
         // SQLite triggers cannot see a transaction id; changes carry none.
         Ok(Vec::new())
     }
 
-    pub(super) async fn applied(
-        &mut self,
-        source: &str,
-        seqs: &[i64],
-    ) -> Result<HashSet<i64>, StoreError> {
-        let (source, seqs) = (source.to_string(), seqs.to_vec());
-        let seqs = Value::from(seqs).to_string();
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq FROM _strangler_applied WHERE src = ?1 AND seq IN (SELECT value FROM json_each(?2))",
-            )?;
-            let out = stmt
-                .query_map(rusqlite::params![source, seqs], |r| r.get(0))?
-                .collect::<Result<HashSet<i64>, _>>()?;
-            Ok(out)
-        })
-        .await
-    }
-
-    pub(super) async fn begin(&mut self) -> Result<(), StoreError> {
-        self.with(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?)).await
-    }
-
-    pub(super) async fn lock_keys(
-        &mut self,
-        _table: &str,
-        _keys: &[Row],
-    ) -> Result<(), StoreError> {
-        // BEGIN IMMEDIATE already holds the database's single write lock.
-        Ok(())
-    }
-
-    pub(super) async fn fetch_keys(
+    async fn fetch_keys(
         &mut self,
         keys: &HashSet<(String, String)>,
         after: Option<i64>,
@@ -454,27 +437,45 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        let batch = batch.clone();
-        self.with(move |c| prepare(c, &batch)).await
-    }
-
-    pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
-        self.with(move |c| {
-            if commit {
-                c.execute("UPDATE _strangler_guard SET applying = 0", [])?;
-                c.execute_batch("COMMIT")?;
-            } else if !c.is_autocommit() {
-                c.execute_batch("ROLLBACK")?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    pub(super) async fn backlog(&mut self) -> Result<i64, StoreError> {
+    async fn backlog(&mut self) -> Result<i64, StoreError> {
         self.with(|c| Ok(c.query_row("SELECT count(*) FROM _strangler_changes", [], |r| r.get(0))?))
             .await
+    }
+
+    fn notified(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        // A watch thread, started on first use: SQLite has no cross-process notification, and
+        // without it an idle engine would notice another connection's commit only at its poll.
+        let watch = self.watch.get_or_init(|| {
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (n, halt, path) = (notify.clone(), stop.clone(), self.path.clone());
+            let watcher = move || {
+                let Ok(c) = Connection::open(&path) else {
+                    return;
+                };
+                let version = |c: &Connection| {
+                    c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                        .ok()
+                };
+                let mut last = version(&c);
+                while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(WATCH_EVERY);
+                    let now = version(&c);
+                    if now != last {
+                        last = now;
+                        n.notify_one();
+                    }
+                }
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name("strangler-sqlite-watch".into())
+                .spawn(watcher)
+            {
+                tracing::warn!(error = %e, "no SQLite watch thread; the engine polls");
+            }
+            Watch { notify, stop }
+        });
+        Some(watch.notify.clone())
     }
 }
 

@@ -154,7 +154,12 @@ fn side_url<'a>(cfg: &'a SyncConfig, side: &str) -> Result<&'a str, SyncError> {
 pub(super) async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncError> {
     let url = side_url(cfg, side)?;
     match tokio::time::timeout(OP_TIMEOUT, Store::connect(url)).await {
-        Ok(r) => r.map_err(|source| SyncError::Store {
+        Ok(Ok(mut s)) => {
+            let capture = s.capture().method();
+            tracing::debug!(side, database = s.kind(), capture, "side connected");
+            Ok(s)
+        }
+        Ok(Err(source)) => Err(SyncError::Store {
             side: side.into(),
             source,
         }),
