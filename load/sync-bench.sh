@@ -5,11 +5,12 @@
 # pgbench ceiling of the same inserts on this machine (plain, and with our capture triggers);
 # and a one-million-change backlog drained with the peak RSS.
 #
-#   bash load/sync-bench.sh            # RATE=10000 SECONDS=60 BACKLOG=1000000
+#   bash load/sync-bench.sh            # RATE=10000 DURATION=60 BACKLOG=1000000
+# (DURATION, not SECONDS: bash keeps its own SECONDS, the shell's age, which read 0 here.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-10000}
-SECONDS_=${SECONDS:-60}
+DURATION=${DURATION:-60}
 BACKLOG=${BACKLOG:-1000000}
 PG=${STRANGLER_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export STRANGLER_TEST_POSTGRES_URL=$PG
@@ -50,10 +51,10 @@ echo "== backlog of $BACKLOG changes (sqlite <-> sqlite)"
 "$BENCH" --pair sqlite --backlog "$BACKLOG"
 
 NATS=${STRANGLER_TEST_NATS_URL:-nats://127.0.0.1:4222}
-echo "== postgres <-> postgres through NATS JetStream ($NATS) at $RATE changes/s for ${SECONDS_}s"
-"$BENCH" --pair postgres --rate "$RATE" --seconds "$SECONDS_" --broker "$NATS"
+echo "== postgres <-> postgres through NATS JetStream ($NATS) at $RATE changes/s for ${DURATION}s"
+"$BENCH" --pair postgres --rate "$RATE" --seconds "$DURATION" --broker "$NATS"
 
 for pair in sqlite postgres; do
-    echo "== $pair <-> $pair at $RATE changes/s for ${SECONDS_}s"
-    "$BENCH" --pair "$pair" --rate "$RATE" --seconds "$SECONDS_"
+    echo "== $pair <-> $pair at $RATE changes/s for ${DURATION}s"
+    "$BENCH" --pair "$pair" --rate "$RATE" --seconds "$DURATION"
 done
