@@ -30,8 +30,8 @@ install_missing() {
     fi
     command -v oha >/dev/null || cargo install oha --locked
 }
-install_missing
 export PATH="$HOME/.cargo/bin:$PATH"
+install_missing
 cargo build --release --bin strangler 2>&1 | tail -1
 
 . load/lib.sh
@@ -90,6 +90,24 @@ for port in "${ports[@]}"; do
     [ "$up" = 1 ] || { echo "nothing listens on 127.0.0.1:$port; see $work" >&2; exit 1; }
 done
 
+# CPU time (clock ticks, user and system) of a system's processes, for CPU per request.
+declare -A PIDS=([direct]="" [strangler]="${pids[3]}" [nginx]="${pids[1]}" [haproxy]="${pids[2]}" [baseline]="${pids[4]:-}")
+UP_PIDS="${pids[0]}"
+TCK=$(getconf CLK_TCK)
+ticks() { # PIDs and their children -> "user system"
+    local all=() p
+    for p in "$@"; do all+=("$p"); all+=($(pgrep -P "$p" || true)); done
+    for p in "${all[@]}"; do awk '{ print $14, $15 }' "/proc/$p/stat" 2>/dev/null || true; done \
+        | awk '{ u += $1; s += $2 } END { printf "%d %d\n", u, s }'
+}
+children_ticks() { # user and system ticks of this shell's finished children (the load generator)
+    times > "$work/times"   # in this shell: a subshell's `times` would count its own children
+    awk -v t="$TCK" 'NR == 2 { gsub(/[ms]/, " "); split($0, a, " "); printf "%d %d\n", (a[1] * 60 + a[2]) * t, (a[3] * 60 + a[4]) * t }' "$work/times"
+}
+per_request() { # ticks, requests -> microseconds per request
+    awk -v d="$1" -v n="$2" -v t="$TCK" 'BEGIN { printf "%.2f", d / t / n * 1e6 }'
+}
+
 declare -A URL=([direct]="http://127.0.0.1:$UP/" [strangler]="http://127.0.0.1:$STR/" [nginx]="http://127.0.0.1:$NGX/" [haproxy]="http://127.0.0.1:$HAP/" [baseline]="http://127.0.0.1:$BASE/")
 SYSTEMS=(direct strangler nginx haproxy)
 HALF_SYSTEMS=(direct strangler)
@@ -106,7 +124,20 @@ for s in "${SYSTEMS[@]}"; do wrk -t"$THREADS" -c"$CONNS" -d2s "${URL[$s]}" >/dev
 echo "measuring: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, $ROUNDS rounds, interleaved"
 for r in $(seq 1 "$ROUNDS"); do
     for s in "${SYSTEMS[@]}"; do
+        read -r pu0 ps0 < <(ticks ${PIDS[$s]})
+        read -r uu0 us0 < <(ticks $UP_PIDS)
+        children_ticks > "$work/lg0"; read -r lu0 ls0 < "$work/lg0"
         out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${URL[$s]}")
+        read -r pu1 ps1 < <(ticks ${PIDS[$s]})
+        read -r uu1 us1 < <(ticks $UP_PIDS)
+        children_ticks > "$work/lg1"; read -r lu1 ls1 < "$work/lg1"
+        n=$(awk '/requests in/ { print $1 }' <<<"$out")
+        if [ -n "${PIDS[$s]}" ]; then
+            per_request $((pu1 - pu0)) "$n" >> "$work/$s.cpu_user"
+            per_request $((ps1 - ps0)) "$n" >> "$work/$s.cpu_sys"
+        fi
+        per_request $((uu1 - uu0 + us1 - us0)) "$n" >> "$work/$s.cpu_up"
+        per_request $((lu1 - lu0 + ls1 - ls0)) "$n" >> "$work/$s.cpu_load"
         rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
         p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
         p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
@@ -122,6 +153,23 @@ for s in "${SYSTEMS[@]}"; do
     RPS[$s]=$(median < "$work/$s.rps")
     printf '%-10s %14.0f %10.3f %10.3f\n' "$s" "${RPS[$s]}" "$(median < "$work/$s.p50")" "$(median < "$work/$s.p99")"
 done
+
+echo
+echo "CPU per request (microseconds, medians): the proxy in user space and in the kernel,"
+echo "the upstream, and the load generator (wrk)"
+printf '%-10s %10s %10s %10s %10s\n' system "proxy usr" "proxy sys" upstream "load gen"
+declare -A CPU_USER CPU_SYS CPU_REST
+for s in "${SYSTEMS[@]}"; do
+    u=-; k=-
+    [ -s "$work/$s.cpu_user" ] && { u=$(median < "$work/$s.cpu_user"); k=$(median < "$work/$s.cpu_sys"); }
+    up=$(median < "$work/$s.cpu_up"); lg=$(median < "$work/$s.cpu_load")
+    CPU_USER[$s]=$u; CPU_SYS[$s]=$k; CPU_REST[$s]=$(awk -v a="$up" -v b="$lg" 'BEGIN { print a + b }')
+    printf '%-10s %10s %10s %10s %10s\n' "$s" "$u" "$k" "$up" "$lg"
+done
+# On a CPU-bound box every request costs load generator + upstream + proxy CPU. A proxy that
+# did no user-space work at all, with NGINX's kernel work, would reach at most this ratio.
+awk -v r="${CPU_REST[nginx]}" -v u="${CPU_USER[nginx]}" -v k="${CPU_SYS[nginx]}" \
+    'BEGIN { printf "best throughput ratio to nginx a proxy with no user-space work could reach here: %.2f\n", (r + u + k) / (r + k) }'
 
 half=$(awk -v r="${RPS[strangler]}" 'BEGIN { printf "%d", r / 2 }')
 echo
