@@ -105,7 +105,7 @@ children_ticks() { # user and system ticks of this shell's finished children (th
     awk -v t="$TCK" 'NR == 2 { gsub(/[ms]/, " "); split($0, a, " "); printf "%d %d\n", (a[1] * 60 + a[2]) * t, (a[3] * 60 + a[4]) * t }' "$work/times"
 }
 per_request() { # ticks, requests -> microseconds per request
-    awk -v d="$1" -v n="$2" -v t="$TCK" 'BEGIN { printf "%.2f", d / t / n * 1e6 }'
+    awk -v d="$1" -v n="$2" -v t="$TCK" 'BEGIN { printf "%.2f\n", d / t / n * 1e6 }'
 }
 
 declare -A URL=([direct]="http://127.0.0.1:$UP/" [strangler]="http://127.0.0.1:$STR/" [nginx]="http://127.0.0.1:$NGX/" [haproxy]="http://127.0.0.1:$HAP/" [baseline]="http://127.0.0.1:$BASE/")
@@ -168,8 +168,8 @@ for s in "${SYSTEMS[@]}"; do
 done
 # On a CPU-bound box every request costs load generator + upstream + proxy CPU. A proxy that
 # did no user-space work at all, with NGINX's kernel work, would reach at most this ratio.
-awk -v r="${CPU_REST[nginx]}" -v u="${CPU_USER[nginx]}" -v k="${CPU_SYS[nginx]}" \
-    'BEGIN { printf "best throughput ratio to nginx a proxy with no user-space work could reach here: %.2f\n", (r + u + k) / (r + k) }'
+awk -v r="${CPU_REST[nginx]}" -v u="${CPU_USER[nginx]}" -v k="${CPU_SYS[nginx]}" -v sk="${CPU_SYS[strangler]}" \
+    'BEGIN { printf "best throughput ratio to nginx a proxy with no user-space work could reach here: %.2f (%.2f with strangler'"'"'s kernel time)\n", (r + u + k) / (r + k), (r + u + k) / (r + sk) }'
 
 half=$(awk -v r="${RPS[strangler]}" 'BEGIN { printf "%d", r / 2 }')
 echo
