@@ -427,3 +427,60 @@ pub fn used_columns(entity: &EntityConfig, left: bool) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn casts_between_families() {
+        use TypeFamily::*;
+        let ok = |v: Value, to| cast(&v, to).unwrap();
+        assert_eq!(ok(json!(null), Integer), json!(null));
+        assert_eq!(ok(json!(7), Integer), json!(7));
+        assert_eq!(ok(json!(2.6), Integer), json!(3));
+        assert_eq!(ok(json!(true), Integer), json!(1));
+        assert_eq!(ok(json!(" 42 "), Integer), json!(42));
+        assert_eq!(ok(json!(1.5), Real), json!(1.5));
+        assert_eq!(ok(json!("2.25"), Real), json!(2.25));
+        assert_eq!(ok(json!(0), Boolean), json!(false));
+        assert_eq!(ok(json!(3), Boolean), json!(true));
+        assert_eq!(ok(json!(" Yes"), Boolean), json!(true));
+        assert_eq!(ok(json!("f"), Boolean), json!(false));
+        assert_eq!(ok(json!(false), Boolean), json!(false));
+        assert_eq!(ok(json!(12), Text), json!("12"));
+        assert_eq!(ok(json!("x"), Json), json!("x"));
+        assert_eq!(ok(json!({"a": 1}), Text), json!(r#"{"a":1}"#));
+
+        let err = |v: Value, to| cast(&v, to).unwrap_err();
+        assert_eq!(err(json!("x1"), Integer), r#""x1" is not an integer"#);
+        assert_eq!(err(json!([1]), Integer), "[1] is not an integer");
+        assert_eq!(err(json!("abc"), Real), r#""abc" is not a number"#);
+        assert_eq!(err(json!("inf"), Real), r#""inf" is not a finite number"#);
+        assert_eq!(err(json!(true), Real), "true is not a number");
+        assert_eq!(err(json!("maybe"), Boolean), r#""maybe" is not a boolean"#);
+        assert_eq!(err(json!([]), Boolean), "[] is not a boolean");
+    }
+
+    #[test]
+    fn split_and_join_are_inverse_and_keep_nulls() {
+        assert_eq!(
+            split(&json!("Ada Lovelace"), " "),
+            (json!("Ada"), json!("Lovelace"))
+        );
+        assert_eq!(split(&json!("Ada"), " "), (json!("Ada"), json!(null)));
+        assert_eq!(split(&json!(null), " "), (json!(null), json!(null)));
+        assert_eq!(split(&json!(5), " "), (json!(null), json!(null)));
+        let j = |a: Value, b: Value| join(Some(&a), Some(&b), " ");
+        assert_eq!(j(json!("Ada"), json!("Lovelace")), json!("Ada Lovelace"));
+        assert_eq!(j(json!("Ada"), json!(null)), json!("Ada"));
+        assert_eq!(j(json!(null), json!("L")), json!("L"));
+        assert_eq!(j(json!(null), json!(null)), json!(null));
+        assert_eq!(j(json!(1), json!(true)), json!("1 true"));
+        assert_eq!(join(None, None, "-"), json!(null));
+        assert_eq!(map_str(json!("a"), str::to_uppercase), json!("A"));
+        assert_eq!(map_str(json!(3), str::to_uppercase), json!(3));
+    }
+}
