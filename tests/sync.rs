@@ -487,18 +487,7 @@ async fn drift(pair: Pair, on_right: bool) {
         return;
     };
     db.exec(&retype).await;
-    assert!(
-        eventually(5, || async {
-            eng.status.snapshot()["paused"]["users"].is_string()
-        })
-        .await,
-        "{pair:?}: paused: {}",
-        eng.status.snapshot()
-    );
-    let reason = eng.status.snapshot()["paused"]["users"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reason = paused_reason(&eng).await;
     assert!(reason.contains(r#"column "score""#), "{reason}");
     eprintln!("paused: {reason}");
     s.left
