@@ -10,6 +10,8 @@ pub const REQUESTS: &str = "strangler_gateway_requests_total";
 pub const UPSTREAM_LATENCY: &str = "strangler_gateway_upstream_latency_seconds";
 /// Time the gateway itself added to a request.
 pub const ADDED_LATENCY: &str = "strangler_gateway_added_latency_seconds";
+/// Requests failed or refused through the client's fault (never counted against an upstream).
+pub const CLIENT_ERRORS: &str = "strangler_gateway_client_errors_total";
 /// Requests retried on the fallback after a connect failure.
 pub const RETRIES: &str = "strangler_gateway_retries_total";
 /// Client connections open now.
@@ -109,6 +111,10 @@ fn describe() {
         ADDED_LATENCY,
         Unit::Seconds,
         "Time the gateway added to a request."
+    );
+    describe_counter!(
+        CLIENT_ERRORS,
+        "Requests failed or refused through the client's fault (broken or stalled body, bad head), by route and reason."
     );
     describe_counter!(
         RETRIES,

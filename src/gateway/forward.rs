@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Body as _;
 
 use super::headers::{self, Peer};
-use super::park::ClientBody;
+use super::park::{BodyFate, ClientBody};
+use super::path;
 use super::pool::{Pool, PooledBody, SendError};
 use crate::config::{GatewayConfig, StickyConfig};
 use crate::metrics as m;
@@ -35,6 +36,8 @@ pub struct Gateway {
     target_header: bool,
     upstream_timeout: Duration,
     tls: bool,
+    /// Largest request head accepted (request line and header fields).
+    max_header_bytes: usize,
 }
 
 /// A local response: RFC 9457 problem details.
@@ -95,6 +98,7 @@ impl Gateway {
             target_header: cfg.target_header,
             upstream_timeout: cfg.timeouts.upstream_response,
             tls: cfg.tls.is_some(),
+            max_header_bytes: cfg.max_header_bytes,
         }
     }
 
@@ -105,6 +109,10 @@ impl Gateway {
         client: Peer,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
+        let mut req = req;
+        if let Some(refusal) = self.admit(&mut req) {
+            return Ok(refusal);
+        }
         let table = self.router.current();
         let host = headers::request_host(req.uri(), req.headers());
         let Some(route) = table.find(req.method(), host, req.uri().path(), req.headers()) else {
@@ -125,6 +133,7 @@ impl Gateway {
         let write_key = (is_write(&method) && route.entity.is_some())
             .then(|| route_key(route, req.uri().path()));
         let (parts, body) = req.into_parts();
+        let fate = body.fate();
         let mut target = pick.target;
         let replay = (is_idempotent(&method) && body.is_end_stream() && target != route.fallback)
             .then(|| Replay {
@@ -137,6 +146,12 @@ impl Gateway {
         let first = self.to_upstream(parts, Either::Left(body), upstream, &client);
         let t_up = Instant::now();
         let mut outcome = self.send(upstream, first).await;
+        if let Some(fault) = client_fault(&outcome, fate.as_ref()) {
+            // The client broke or stalled its own body: never the upstream's failure.
+            metrics::counter!(m::CLIENT_ERRORS, "route" => route.name.clone(), "reason" => fault.reason())
+                .increment(1);
+            return Ok(fault.into_response());
+        }
         // The first target's failure is recorded here; `failure_noted` keeps the final
         // accounting from counting it twice.
         let mut failure_noted = false;
@@ -220,6 +235,87 @@ impl Gateway {
         Ok(resp)
     }
 
+    /// Checks what must hold of a request before it is routed, and makes its target
+    /// canonical: one `Host` (RFC 9112 §3.2), the authority of an absolute-form target in
+    /// place of `Host` (§3.2.2), a head within the configured size, no transfer coding but
+    /// `chunked`, and a normalised path (see `path`).
+    fn admit(&self, req: &mut Request<ClientBody>) -> Option<Response<ResponseBody>> {
+        let mut head = req.method().as_str().len() + req.uri().path().len() + 12;
+        if let Some(q) = req.uri().query() {
+            head += q.len() + 1;
+        }
+        let mut hosts = 0usize;
+        let mut coded = false;
+        for (name, value) in req.headers() {
+            head += name.as_str().len() + value.len() + 4;
+            if name == HOST {
+                hosts += 1;
+            } else if name == TRANSFER_ENCODING {
+                coded |= value
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .any(|c| !c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+        }
+        if head > self.max_header_bytes {
+            return Some(refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-too-large",
+                &format!(
+                    "the request head is {head} bytes, more than the limit of {}",
+                    self.max_header_bytes
+                ),
+            ));
+        }
+        let h11 = req.version() == http::Version::HTTP_11;
+        if hosts > 1 || (hosts == 0 && h11) {
+            return Some(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad-host",
+                &format!("an HTTP/1.1 request must carry exactly one Host header, not {hosts}"),
+            ));
+        }
+        if coded {
+            return Some(refuse(
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer-coding",
+                "only the chunked transfer coding is supported",
+            ));
+        }
+        if let Some(authority) = req.uri().authority()
+            && req.version() <= http::Version::HTTP_11
+        {
+            // Absolute form: its authority is the request's host, for routing and upstream.
+            let v = HeaderValue::from_str(authority.as_str())
+                .ok()
+                .filter(|_| !authority.as_str().contains('@'));
+            let Some(v) = v else {
+                return Some(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad-host",
+                    "the request target's authority may not carry user information",
+                ));
+            };
+            req.headers_mut().insert(HOST, v);
+        }
+        let normal = match path::normalize(req.uri().path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => return None,
+            Ok(std::borrow::Cow::Owned(p)) => p,
+            Err(e) => return Some(refuse(StatusCode::BAD_REQUEST, "bad-path", &e.to_string())),
+        };
+        let target = match req.uri().query() {
+            Some(q) => format!("{normal}?{q}"),
+            None => normal,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = target.parse().ok();
+        match Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => return Some(refuse(StatusCode::BAD_REQUEST, "bad-path", "bad path")),
+        }
+        None
+    }
+
     fn note_failure(&self, route: &Route, target: u8) {
         let up = &route.targets[target as usize].upstream;
         if let Some(period) = up.health.record_failure() {
@@ -290,6 +386,58 @@ fn route_key(route: &Route, path: &str) -> Option<String> {
         .next()
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// A request refused before routing: counted as the client's error.
+fn refuse(status: StatusCode, kind: &'static str, detail: &str) -> Response<ResponseBody> {
+    metrics::counter!(m::CLIENT_ERRORS, "route" => "", "reason" => kind).increment(1);
+    problem(status, kind, detail)
+}
+
+/// An exchange that failed because of the client's request body.
+enum ClientFault {
+    /// The body broke off: aborted, malformed chunk, or a read error.
+    Body,
+    /// The upstream waited for a body the client did not finish sending in time.
+    Stalled,
+}
+
+impl ClientFault {
+    fn reason(&self) -> &'static str {
+        match self {
+            ClientFault::Body => "body-error",
+            ClientFault::Stalled => "body-timeout",
+        }
+    }
+
+    fn into_response(self) -> Response<ResponseBody> {
+        match self {
+            ClientFault::Body => problem(
+                StatusCode::BAD_REQUEST,
+                "body-error",
+                "the request body ended early or was malformed",
+            ),
+            ClientFault::Stalled => problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "the request body was not sent in time",
+            ),
+        }
+    }
+}
+
+/// Blames a failed exchange on the client when its body broke or never finished.
+fn client_fault(
+    outcome: &Result<Response<PooledBody>, Failure>,
+    fate: Option<&BodyFate>,
+) -> Option<ClientFault> {
+    let fate = fate?;
+    match outcome {
+        Err(Failure::Upstream(_)) if fate.failed() => Some(ClientFault::Body),
+        Err(Failure::Timeout) if fate.failed() => Some(ClientFault::Body),
+        Err(Failure::Timeout) if fate.unfinished() => Some(ClientFault::Stalled),
+        _ => None,
+    }
 }
 
 /// Why forwarding failed.

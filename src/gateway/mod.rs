@@ -3,7 +3,9 @@
 pub mod forward;
 pub mod headers;
 pub mod park;
+pub mod path;
 pub mod pool;
+pub mod refusal;
 pub mod server;
 pub mod shards;
 pub mod tls;

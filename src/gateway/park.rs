@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -49,24 +49,58 @@ impl Drop for Open {
     }
 }
 
+/// How far a client's request body has come, shared with the request's handler so that a
+/// failed exchange can be blamed on the client (a broken or stalled body) or the upstream.
+#[derive(Clone)]
+pub struct BodyFate(Arc<AtomicU8>);
+
+const STREAMING: u8 = 0;
+const COMPLETE: u8 = 1;
+const FAILED: u8 = 2;
+
+impl BodyFate {
+    /// The client's body broke off: aborted, malformed chunk, or an I/O error.
+    pub fn failed(&self) -> bool {
+        self.0.load(Relaxed) == FAILED
+    }
+
+    /// The client has not yet sent its whole body.
+    pub fn unfinished(&self) -> bool {
+        self.0.load(Relaxed) == STREAMING
+    }
+}
+
 /// A client's request body; on a parkable connection it reports when it has been read whole.
 pub struct ClientBody {
     inner: Incoming,
     open: Option<Arc<Activity>>,
+    /// Only for bodies that have content: a bodiless request allocates nothing.
+    fate: Option<BodyFate>,
 }
 
 impl ClientBody {
     /// A body whose end nobody waits for (TLS and HTTP/2 connections are not parked).
     pub fn new(inner: Incoming) -> ClientBody {
-        ClientBody { inner, open: None }
+        let fate = (!inner.is_end_stream()).then(|| BodyFate(Arc::new(AtomicU8::new(STREAMING))));
+        ClientBody {
+            inner,
+            open: None,
+            fate,
+        }
     }
 
     fn watched(inner: Incoming, activity: &Arc<Activity>) -> ClientBody {
-        let open = (!inner.is_end_stream()).then(|| {
+        let mut body = ClientBody::new(inner);
+        if body.fate.is_some() {
             activity.open.fetch_add(1, Relaxed);
-            activity.clone()
-        });
-        ClientBody { inner, open }
+            body.open = Some(activity.clone());
+        }
+        body
+    }
+
+    /// What the handler keeps to learn how the body ended; `None` for a bodiless request.
+    pub fn fate(&self) -> Option<BodyFate> {
+        self.fate.clone()
     }
 
     fn ended(&mut self) {
@@ -82,9 +116,20 @@ impl Body for ClientBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let (polled, end) = poll_incoming(&mut self.inner, cx);
-        // A failed body stays open: hyper closes such a connection itself.
-        if let Some(End::Complete) = end {
-            self.ended();
+        match end {
+            Some(End::Complete) => {
+                if let Some(f) = &self.fate {
+                    f.0.store(COMPLETE, Relaxed);
+                }
+                self.ended();
+            }
+            // A failed body stays open: hyper closes such a connection itself.
+            Some(End::Failed) => {
+                if let Some(f) = &self.fate {
+                    f.0.store(FAILED, Relaxed);
+                }
+            }
+            None => {}
         }
         polled
     }
@@ -124,10 +169,44 @@ impl Body for Watched {
     }
 }
 
-/// The client socket, with bytes a previous hyper connection read but did not use in front.
+/// The client socket, with bytes a previous hyper connection read but did not use in front,
+/// and hyper's own bodiless refusals turned into problem+json on the way out (`refusal`).
 struct Prefixed {
     head: Bytes,
     io: TcpStream,
+    /// A rewritten refusal not yet written whole.
+    pending: Bytes,
+}
+
+impl Prefixed {
+    /// Writes what is left of a rewritten refusal; ready once none is left.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.pending.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `buf` as written if it is one of hyper's refusals, sending ours instead.
+    fn refused(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        let ours = super::refusal::rewrite(buf)?;
+        self.pending = ours;
+        Some(match self.drain(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(buf.len())),
+        })
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -152,6 +231,10 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if let Some(done) = self.refused(cx, buf) {
+            return done;
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -160,6 +243,12 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if let [one] = bufs
+            && let Some(done) = self.refused(cx, one)
+        {
+            return done;
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -168,10 +257,12 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -195,6 +286,7 @@ pub async fn serve(
     let mut io = Prefixed {
         head: Bytes::new(),
         io: stream,
+        pending: Bytes::new(),
     };
     let peer = Peer::new(peer);
     // A fresh connection may take the head deadline to send its first byte, like a hyper one.

@@ -11,30 +11,39 @@ use tokio_util::sync::CancellationToken;
 use super::forward::Gateway;
 use super::server::{ServerSettings, serve};
 
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listener on `addr`. The first of a process binds before it turns `SO_REUSEPORT` on, so
+/// a port that another process holds (with or without that option) is refused with
+/// "address in use" instead of being shared; the later ones join the first one's group.
+fn reuseport_listener(addr: SocketAddr, first: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
     socket.set_nodelay(true)?;
-    socket.bind(addr)?;
+    if first {
+        socket.bind(addr)?;
+        socket.set_reuseport(true)?;
+    } else {
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+    }
     socket.listen(4096)?.into_std()
 }
 
 /// Binds `threads` listeners on one address (a port of 0 is resolved by the first); returns
-/// the bound address and the listeners. Must run inside a runtime.
+/// the bound address and the listeners. A port another process already listens on is
+/// refused. Must run inside a runtime.
 pub fn bind(
     addr: SocketAddr,
     threads: usize,
 ) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-    let first = reuseport_listener(addr)?;
+    let first = reuseport_listener(addr, true)?;
     let bound = first.local_addr()?;
     let mut all = vec![first];
     for _ in 1..threads.max(1) {
-        all.push(reuseport_listener(bound)?);
+        all.push(reuseport_listener(bound, false)?);
     }
     Ok((bound, all))
 }
