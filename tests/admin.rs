@@ -52,11 +52,48 @@ async fn admin_off_loopback_needs_the_bearer_token() {
         .status,
         200
     );
+    for wrong in ["Bearer s3cre", "Bearer s3cret2", "Bearer S3CRET", "Bearer "] {
+        let r = get(
+            &c,
+            &format!("{admin}/admin/routes"),
+            &[("authorization", wrong)],
+        )
+        .await;
+        assert_eq!(r.status, 401, "{wrong}");
+    }
     assert_eq!(
         get(&c, &format!("{admin}/healthz"), &[]).await.status,
         200,
         "liveness stays open"
     );
+}
+
+#[tokio::test]
+async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
+    let mono = named_upstream("monolith").await;
+    let users = named_upstream("users").await;
+    let gw = start(&format!(
+        "{}{}",
+        gateway_section(),
+        two_upstreams(&mono.uri(), &users.uri())
+    ))
+    .await;
+    let c = client();
+    for (method, path, allow) in [
+        ("POST", "/admin/routes", "GET"),
+        ("DELETE", "/metrics", "GET"),
+        ("GET", "/admin/rollback", "POST"),
+        ("GET", "/admin/routes/users/split", "PUT"),
+        ("PUT", "/admin/routes/users/rollout/start", "POST"),
+        ("POST", "/admin/sync", "GET"),
+    ] {
+        let r = send(&c, method, &gw.admin(path), &[], "").await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.headers["allow"], allow, "{method} {path}");
+        assert_eq!(r.json()["status"], 405);
+    }
+    let r = get(&c, &gw.admin("/admin/nothing"), &[]).await;
+    assert_eq!(r.status, 404);
 }
 
 #[tokio::test]

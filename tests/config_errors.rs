@@ -155,7 +155,10 @@ fn admin_off_loopback_requires_a_token() {
     assert!(
         Config::parse(
             Path::new("x.toml"),
-            "[gateway]\nadmin_listen = \"0.0.0.0:9090\"\nadmin_token = \"s3cret\"\n"
+            &format!(
+                "[gateway]\nadmin_listen = \"0.0.0.0:9090\"\nadmin_token = \"s3cret\"\n{}",
+                route("split = { monolith = 100 }")
+            )
         )
         .is_ok()
     );
@@ -327,4 +330,30 @@ fn sync_sections_name_the_entity_side_and_field() {
         "columns = { id = \"user_id\", email = \"email\", name = \"full_name\" }\nauthority = \"monolith\"\nconflict = \"last_write_wins\"\nlag_tolerance = \"2s\"",
     );
     Config::parse(Path::new("config/demo.toml"), &ok).expect("the issue's entity shape");
+}
+
+#[test]
+fn a_file_with_nothing_to_route_or_sync_is_refused() {
+    for text in ["", "[gateway]\nlisten = \"127.0.0.1:8080\"\n", UPSTREAMS] {
+        let err = error_of(text);
+        assert!(
+            err.contains("has no [[routes]] and no [[entities]]"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn more_routes_than_the_limit_are_refused_by_count() {
+    let mut text = UPSTREAMS.to_string();
+    for i in 0..=strangler::config::MAX_ROUTES {
+        text.push_str(&format!(
+            "[[routes]]\nname = \"r{i}\"\npath_prefix = \"/p{i}\"\nsplit = {{ monolith = 100 }}\n"
+        ));
+    }
+    let err = error_of(&text);
+    assert!(
+        err.contains("the file has 10001 [[routes]]; at most 10000 are supported"),
+        "{err}"
+    );
 }

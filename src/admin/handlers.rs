@@ -79,11 +79,42 @@ pub(super) async fn route(
                 .unwrap_or_default();
             json(StatusCode::OK, &json!({ "events": events }))
         }
-        _ => problem(
-            StatusCode::NOT_FOUND,
-            format!("no admin endpoint {method} {path}"),
-        ),
+        (_, known) => match allowed(known) {
+            Some(allow) => not_allowed(method, path, allow),
+            None => problem(
+                StatusCode::NOT_FOUND,
+                format!("no admin endpoint {method} {path}"),
+            ),
+        },
     }
+}
+
+/// The methods a known admin path answers, for a 405's `Allow`.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["healthz" | "metrics"]
+        | [
+            "admin",
+            "routes" | "versions" | "health" | "sync" | "conflicts" | "tap",
+        ]
+        | ["admin", "routes", _, "rollout"] => "GET",
+        ["admin", "routes", _, "split"] => "PUT",
+        ["admin", "rollback" | "reload"]
+        | ["admin", "routes", _, "rollback"]
+        | ["admin", "routes", _, "rollout", _] => "POST",
+        _ => return None,
+    })
+}
+
+/// 405 with the `Allow` header RFC 9110 §15.5.6 asks for.
+fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<AdminBody> {
+    let mut r = problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} {path}: this endpoint answers {allow} only"),
+    );
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
 }
 
 /// The calls `strangler sync run` answers.
@@ -98,10 +129,9 @@ pub(super) async fn sync_route(
         (&Method::GET, ["metrics"]) => metrics(&state.metrics),
         (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
         (&Method::GET, ["admin", "conflicts"]) => conflicts(&state.control, &state.sync).await,
-        (_, ["healthz" | "metrics"] | ["admin", "sync" | "conflicts"]) => problem(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} {path}: only GET"),
-        ),
+        (_, ["healthz" | "metrics"] | ["admin", "sync" | "conflicts"]) => {
+            not_allowed(method, path, "GET")
+        }
         _ => problem(
             StatusCode::NOT_FOUND,
             format!(

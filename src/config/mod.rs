@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use raw::RawConfig;
-pub use validate::{BUCKETS, from_raw, percent};
+pub use validate::{BUCKETS, MAX_ROUTES, from_raw, percent};
 
 /// A configuration error, formatted as `FILE: route "NAME": field: problem`.
 #[derive(Debug, thiserror::Error)]

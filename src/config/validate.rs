@@ -46,6 +46,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Most routes one file may hold.
+pub const MAX_ROUTES: usize = 10_000;
+
 /// Validates a parsed file; `file` is the name used in messages.
 pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let gateway = gateway(
@@ -62,6 +65,16 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             place: format!("upstream {name:?}: "),
         };
         upstreams.push(upstream(&ctx, name, u)?);
+    }
+    if raw.routes.len() > MAX_ROUTES {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            place: String::new(),
+            message: format!(
+                "the file has {} [[routes]]; at most {MAX_ROUTES} are supported (each route keeps its own metric series, bucket map and rollout state)",
+                raw.routes.len()
+            ),
+        });
     }
     let names: HashSet<&str> = raw.upstreams.keys().map(String::as_str).collect();
     let mut seen = HashSet::new();
@@ -85,6 +98,14 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         raw.sync.as_ref(),
         raw.entities.as_deref(),
     )?;
+    if routes.is_empty() && sync.entities.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            place: String::new(),
+            message: "the file has no [[routes]] and no [[entities]]: nothing to route or sync"
+                .into(),
+        });
+    }
     if !sync.entities.is_empty() {
         for r in &routes {
             if let Some(e) = &r.entity

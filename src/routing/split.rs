@@ -179,15 +179,37 @@ impl Allocation {
         }
     }
 
-    /// A dense bucket → index table for the request path; `index` maps an upstream name to
-    /// its slot in the route's target list.
-    pub fn lookup(&self, index: impl Fn(&str) -> u8) -> Box<[u8]> {
-        let mut table = vec![0u8; BUCKETS as usize];
+    /// The spans for the request path as (end, target slot), sorted, neighbours of one
+    /// target merged; `index` maps an upstream name to its slot in the route's target list.
+    /// A few bytes per route, where a dense bucket table would take 10 KB.
+    pub fn lookup(&self, index: impl Fn(&str) -> u8) -> Lookup {
+        let mut ends: Vec<(u16, u8)> = Vec::with_capacity(self.spans.len());
         for s in &self.spans {
             let idx = index(&s.upstream);
-            table[s.start as usize..s.end as usize].fill(idx);
+            match ends.last_mut() {
+                Some(last) if last.1 == idx => last.0 = s.end,
+                _ => ends.push((s.end, idx)),
+            }
         }
-        table.into_boxed_slice()
+        Lookup(ends.into_boxed_slice())
+    }
+}
+
+/// Bucket → target slot on the request path.
+#[derive(Debug)]
+pub struct Lookup(Box<[(u16, u8)]>);
+
+impl Lookup {
+    /// The target slot owning bucket `b`.
+    #[inline]
+    pub fn get(&self, b: u16) -> u8 {
+        match &*self.0 {
+            [(_, only)] => *only,
+            spans => {
+                let i = spans.partition_point(|(end, _)| *end <= b);
+                spans.get(i).or(spans.last()).map_or(0, |s| s.1)
+            }
+        }
     }
 }
 
@@ -272,10 +294,25 @@ mod tests {
     fn all_to_and_lookup() {
         let a = Allocation::all_to("m");
         assert_eq!(a.shares(), w(&[("m", BUCKETS)]));
-        let t = Allocation::initial(&w(&[("m", 5000), ("s", 5000)]), "m")
+        let table = Allocation::initial(&w(&[("m", 5000), ("s", 5000)]), "m")
             .lookup(|n| u8::from(n == "s"));
+        let t: Vec<u8> = (0..BUCKETS as u16).map(|b| table.get(b)).collect();
         assert_eq!(t[0], 1);
         assert_eq!(t[9999], 0);
         assert_eq!(t.iter().filter(|x| **x == 1).count(), 5000);
+        // Fragmented allocations look up like the spans say, bucket by bucket.
+        let x = Allocation::initial(&w(&[("a", 1000), ("b", 1000), ("m", 8000)]), "m")
+            .rebalance(&w(&[("a", 3000), ("b", 500), ("m", 6500)]), "m")
+            .rebalance(&w(&[("a", 100), ("b", 4000), ("m", 5900)]), "m");
+        let slot = |n: &str| match n {
+            "a" => 0,
+            "b" => 1,
+            _ => 2,
+        };
+        let lookup = x.lookup(slot);
+        for b in 0..BUCKETS as u16 {
+            assert_eq!(lookup.get(b), slot(x.owner(b)), "bucket {b}");
+        }
+        assert_eq!(Allocation::all_to("m").lookup(slot).get(9999), 2);
     }
 }

@@ -118,7 +118,7 @@ pub struct Route {
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
     /// Possible targets; indexes below point here.
     pub targets: Vec<Target>,
-    lookup: Box<[u8]>,
+    lookup: super::split::Lookup,
     /// Bucket allocation in force.
     pub allocation: Allocation,
     seed: u64,
@@ -194,7 +194,7 @@ impl Route {
                     }
                     StickyKey::Random => fastrand::u16(..super::split::BUCKETS as u16),
                 };
-                (self.lookup[b as usize], PickReason::Split)
+                (self.lookup.get(b), PickReason::Split)
             }
         };
         let target = if self.targets[chosen as usize].upstream.health.is_available() {
