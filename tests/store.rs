@@ -19,6 +19,7 @@ fn upsert(a: i64, b: i64, v: &str) -> Write {
         key: vec!["a".into(), "b".into()],
         row: obj(json!({"a": a, "b": b, "v": v})),
         insert_only: Row::new(),
+        bytes: vec![],
     }
 }
 
@@ -350,6 +351,7 @@ async fn capture_contract(db: &Db, url: &str, tx_ids: bool) {
                 key: vec!["id".into()],
                 row: obj(json!({"id": 3, "v": "engine"})),
                 insert_only: Row::new(),
+                bytes: vec![],
             }],
             source: "peer".into(),
             consumed: seqs.clone(),

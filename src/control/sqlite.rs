@@ -40,9 +40,32 @@ impl SqliteControl {
                 Connection::open(&path)?
             };
             conn.busy_timeout(Duration::from_secs(5))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.execute_batch(SCHEMA)?;
+            // Switching to WAL while another process opens the same new file answers
+            // "database is locked" without waiting on the busy handler: try again briefly.
+            let mut tries = 0;
+            loop {
+                let setup = conn
+                    .pragma_update(None, "journal_mode", "WAL")
+                    .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+                    .and_then(|()| conn.execute_batch(SCHEMA));
+                match setup {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if tries < 50
+                            && matches!(
+                                e.code,
+                                rusqlite::ErrorCode::DatabaseBusy
+                                    | rusqlite::ErrorCode::DatabaseLocked
+                            ) =>
+                    {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
             Ok(conn)
         })
         .await

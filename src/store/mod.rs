@@ -155,6 +155,8 @@ pub enum Write {
         row: Row,
         /// Extra columns set only when the row is new.
         insert_only: Row,
+        /// Binary columns: their values are `\x`-and-hex text, written as bytes.
+        bytes: Vec<String>,
     },
     /// Delete by key.
     Delete {
@@ -469,6 +471,18 @@ impl Store {
     pub async fn backlog(&mut self) -> Result<i64, StoreError> {
         self.capture().backlog().await
     }
+}
+
+/// Bytes from the `\x`-and-hex text of a binary value, if `v` is that.
+pub fn hex_bytes(v: &Value) -> Option<Vec<u8>> {
+    let hex = v.as_str()?.strip_prefix("\\x")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Maps a declared column type to its family.

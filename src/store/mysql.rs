@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::{
     ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write,
-    bq, changes, family, raced, same_run, written_keys,
+    bq, changes, family, hex_bytes, raced, same_run, written_keys,
 };
+use crate::config::sync::TypeFamily;
 
 /// A MariaDB / MySQL database.
 pub struct MyStore {
@@ -337,7 +338,16 @@ impl Capture for MyStore {
                 let parts: Vec<String> = info
                     .columns
                     .iter()
-                    .map(|c| format!("{}, {row}.{}", lit(&c.name), bq(&c.name)))
+                    .map(|c| {
+                        // JSON_OBJECT would put a binary value's raw bytes in a JSON string:
+                        // binary columns travel as `\x` and hex, like PostgreSQL's bytea text.
+                        let value = if c.family == TypeFamily::Blob {
+                            format!("CONCAT('\\\\x', HEX({row}.{}))", bq(&c.name))
+                        } else {
+                            format!("{row}.{}", bq(&c.name))
+                        };
+                        format!("{}, {value}", lit(&c.name))
+                    })
                     .collect();
                 format!("JSON_OBJECT({})", parts.join(", "))
             };
@@ -518,6 +528,7 @@ fn statement(run: &[Write]) -> (String, Vec<My>) {
             key,
             row,
             insert_only,
+            ..
         } => {
             let cols: Vec<String> = row
                 .keys()
@@ -527,10 +538,18 @@ fn statement(run: &[Write]) -> (String, Vec<My>) {
             let one = format!("({})", vec!["?"; cols.len()].join(","));
             for w in run {
                 if let Write::Upsert {
-                    row, insert_only, ..
+                    row,
+                    insert_only,
+                    bytes,
+                    ..
                 } = w
                 {
-                    params.extend(row.values().chain(insert_only.values()).map(my));
+                    params.extend(row.iter().chain(insert_only).map(|(c, v)| {
+                        match bytes.contains(c).then(|| hex_bytes(v)).flatten() {
+                            Some(b) => My::Bytes(b),
+                            None => my(v),
+                        }
+                    }));
                 }
             }
             let mut updates: Vec<String> = row

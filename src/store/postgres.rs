@@ -557,6 +557,7 @@ fn statement(w: &Write, rows: &str) -> String {
             key,
             row,
             insert_only,
+            ..
         } => {
             let cols: Vec<String> = row
                 .keys()

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write,
-    dq, family, to_change,
+    dq, family, hex_bytes, to_change,
 };
 
 /// An SQLite database.
@@ -257,15 +257,9 @@ impl Capture for SqliteStore {
                     let parts: Vec<String> = info
                         .columns
                         .iter()
-                        .map(|col| {
-                            format!(
-                                "'{}', {row}.{}",
-                                col.name.replace('\'', "''"),
-                                dq(&col.name)
-                            )
-                        })
+                        .map(|col| image_member(row, &col.name))
                         .collect();
-                    format!("json_object({})", parts.join(", "))
+                    format!("'{{' || {} || '}}'", parts.join(" || ',' || "))
                 };
                 let pk = |row: &str| {
                     s.key
@@ -479,6 +473,30 @@ impl Capture for SqliteStore {
     }
 }
 
+/// One `"name":value` member of a row image, as SQL text the trigger evaluates. The image is
+/// built as text instead of with `json_object()`, which refuses BLOBs (failing the
+/// application's write) and keeps only 15 significant digits of a REAL on SQLite 3.40, the
+/// library of Debian 12 and Python 3.11, in which the *writer's* trigger runs. Integers go as
+/// their text; REALs as 18 significant digits (`%!.18g`: every finite double tried comes back
+/// bit-identical, where 17 digits of SQLite's own printf were off by one unit in the last
+/// place near the largest double), infinities as a string; TEXT through `json_quote`; BLOBs
+/// as `\x` and hex, the text form of PostgreSQL's bytea. A REAL's -0.0 arrives as 0.0: no
+/// SQL function of SQLite tells the sign of a zero.
+fn image_member(row: &str, column: &str) -> String {
+    let key = serde_json::to_string(column).unwrap_or_default();
+    let c = format!("{row}.{}", dq(column));
+    format!(
+        "'{key}:' || CASE typeof({c}) \
+         WHEN 'null' THEN 'null' \
+         WHEN 'integer' THEN CAST({c} AS TEXT) \
+         WHEN 'real' THEN CASE WHEN abs({c}) <= 1.7976931348623157e308 \
+              THEN printf('%!.18g', {c}) ELSE json_quote(printf('%!.18g', {c})) END \
+         WHEN 'text' THEN json_quote({c}) \
+         ELSE '\"\\\\x' || hex({c}) || '\"' END",
+        key = key.replace('\'', "''")
+    )
+}
+
 fn sql(v: &Value) -> Sql {
     match v {
         Value::Null => Sql::Null,
@@ -499,6 +517,7 @@ fn write(tx: &Connection, w: &Write) -> Result<(), StoreError> {
             key,
             row,
             insert_only,
+            bytes,
         } => {
             let cols: Vec<&String> = row.keys().chain(insert_only.keys()).collect();
             let names: Vec<String> = cols.iter().map(|c| dq(c)).collect();
@@ -520,7 +539,16 @@ fn write(tx: &Connection, w: &Write) -> Result<(), StoreError> {
                 names.join(", "),
                 marks.join(", ")
             );
-            let values: Vec<Sql> = row.values().chain(insert_only.values()).map(sql).collect();
+            let values: Vec<Sql> = row
+                .iter()
+                .chain(insert_only)
+                .map(
+                    |(c, v)| match bytes.contains(c).then(|| hex_bytes(v)).flatten() {
+                        Some(b) => Sql::Blob(b),
+                        None => sql(v),
+                    },
+                )
+                .collect();
             tx.prepare_cached(&stmt)?
                 .execute(params_from_iter(values))?;
         }

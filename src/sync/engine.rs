@@ -1214,11 +1214,18 @@ fn write(m: &Mapping, side: &str, row: &Option<Row>, key: &Row) -> Result<Write,
     match row {
         Some(r) => {
             let (row, insert_only) = m.to_side(side, r)?;
+            let bytes = m
+                .binary_columns(side)
+                .iter()
+                .filter(|c| row.contains_key(*c) || insert_only.contains_key(*c))
+                .cloned()
+                .collect();
             Ok(Write::Upsert {
                 table: t.table.clone(),
                 key: t.key.clone(),
                 row,
                 insert_only,
+                bytes,
             })
         }
         None => Ok(Write::Delete {

@@ -26,6 +26,8 @@ pub struct Mapping {
     /// The entity as configured.
     pub entity: EntityConfig,
     left_families: Vec<(String, TypeFamily)>,
+    /// Binary columns of the left and right tables: their values travel as `\x` and hex.
+    binary: [Vec<String>; 2],
 }
 
 fn compatible(a: TypeFamily, b: TypeFamily) -> bool {
@@ -165,13 +167,26 @@ impl Mapping {
             .iter()
             .map(|c| (c.name.clone(), c.family))
             .collect();
+        let binary = |t: &TableInfo| {
+            t.columns
+                .iter()
+                .filter(|c| c.family == TypeFamily::Blob)
+                .map(|c| c.name.clone())
+                .collect()
+        };
         Ok((
             Mapping {
                 entity: entity.clone(),
                 left_families,
+                binary: [binary(l), binary(r)],
             },
             warnings,
         ))
+    }
+
+    /// The binary columns of `side`'s table.
+    pub fn binary_columns(&self, side: &str) -> &[String] {
+        &self.binary[usize::from(!self.is_left(side))]
     }
 
     /// Whether `side` is the left side.
