@@ -448,6 +448,10 @@ pub(super) struct Link {
     /// Direct mode: the first side's changelog rows applied to the second side and not yet
     /// deleted; the next round's transaction on the first side deletes them.
     pending: HashSet<i64>,
+    /// Capture time (µs) of the oldest change known not yet applied, by entity index and
+    /// the index of the side it comes from: what lag is measured from while the link is
+    /// retrying, whatever stops it.
+    waiting: HashMap<(usize, usize), i64>,
 }
 
 impl Link {
@@ -482,6 +486,7 @@ impl Link {
             force_check: true,
             feed,
             pending: HashSet::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -536,13 +541,22 @@ impl Link {
                     tracing::warn!(link = %link_label, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync round failed; retrying");
                     metrics::counter!(m::SYNC_RETRIES, "link" => link_label.clone()).increment(1);
                     self.status.set_link(&link_label, format!("retrying: {e}"));
+                    self.stuck_lags();
                     for s in &mut self.sides {
                         s.store = None;
                     }
                     self.force_check = true;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    // The lag of what waits goes on growing while the link backs off.
+                    let until = tokio::time::Instant::now() + backoff;
+                    while tokio::time::Instant::now() < until {
+                        let slice = until
+                            .saturating_duration_since(tokio::time::Instant::now())
+                            .min(Duration::from_millis(250));
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(slice) => {}
+                        }
+                        self.stuck_lags();
                     }
                     backoff = (backoff * 2).min(self.settings.retry_max);
                 }
@@ -555,15 +569,26 @@ impl Link {
     }
 
     async fn step(&mut self) -> Result<Step, SyncError> {
+        let mut failed = None;
         for i in 0..2 {
             if self.sides[i].store.is_none() {
                 let name = self.sides[i].name.clone();
-                let mut s = connect(&self.cfg, &name).await?;
-                if !timed(&name, "installed", s.installed()).await? {
-                    return Err(SyncError::NotInstalled { side: name });
+                match self.open(&name).await {
+                    Ok(s) => self.sides[i].store = Some(s),
+                    Err(e) => failed = failed.or(Some(e)),
                 }
-                self.sides[i].store = Some(s);
             }
+        }
+        if let Some(e) = failed {
+            // A side that answers still tells how long its changes have waited.
+            for si in 0..2 {
+                if self.sides[si].store.is_some()
+                    && let Err(e) = self.peek_waiting(si).await
+                {
+                    tracing::debug!(error = %e, "cannot read the oldest waiting change");
+                }
+            }
+            return Err(e);
         }
         let state = match &self.feed {
             Some(f) => format!("running, owned by {} (this worker)", f.worker),
@@ -572,6 +597,62 @@ impl Link {
         self.status.set_link(&self.name, state);
         self.schema_checks().await?;
         self.round().await
+    }
+
+    /// Connects to `side` and checks that capture is installed there.
+    async fn open(&self, side: &str) -> Result<Store, SyncError> {
+        let mut s = connect(&self.cfg, side).await?;
+        if !timed(side, "installed", s.installed()).await? {
+            return Err(SyncError::NotInstalled { side: side.into() });
+        }
+        Ok(s)
+    }
+
+    /// Notes the oldest change waiting in side `si`'s changelog for each entity (all of them,
+    /// or only the paused ones), for the lag of a link that cannot apply it.
+    async fn peek_waiting(&mut self, si: usize) -> Result<(), SyncError> {
+        self.peek(si, false).await
+    }
+
+    async fn peek(&mut self, si: usize, paused_only: bool) -> Result<(), SyncError> {
+        let side = self.sides[si].name.clone();
+        for ei in 0..self.entities.len() {
+            let e = &self.entities[ei];
+            if paused_only && e.paused.is_none() {
+                continue;
+            }
+            let Some(t) = e.cfg.table(&side) else {
+                continue;
+            };
+            let tables = [t.table.clone()];
+            let oldest = timed(&side, "peek", self.store(&side).read_changes(1, &tables))
+                .await?
+                .first()
+                .map(|c| c.ts_us);
+            match oldest {
+                Some(ts) => {
+                    let w = self.waiting.entry((ei, si)).or_insert(ts);
+                    *w = (*w).min(ts);
+                }
+                None => {
+                    if self.waiting.remove(&(ei, si)).is_some() || paused_only {
+                        let to = self.sides[1 - si].name.clone();
+                        self.record_dir(&self.entities[ei], &side, &to, 0.0, None, 0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the lag of every direction with a change known to be waiting.
+    fn stuck_lags(&self) {
+        let now = now_us();
+        for (&(ei, si), &oldest) in &self.waiting {
+            let (from, to) = (&self.sides[si].name, &self.sides[1 - si].name);
+            let lag = ((now - oldest).max(0) as f64) / 1e6;
+            self.record_dir(&self.entities[ei], from, to, lag, None, 0);
+        }
     }
 
     /// Both sides' stores at once (first side, second side), for calls made side by side.
@@ -704,6 +785,22 @@ impl Link {
         }
         // Rows applied last round and deleted only in this round's transaction.
         ra.retain(|c| !self.pending.contains(&c.seq));
+        self.waiting
+            .retain(|(ei, _), _| self.entities[*ei].paused.is_some());
+        for (si, r) in [(0usize, &ra), (1, &rb)] {
+            for c in r {
+                if let Some(&ei) = tables[si].get(&c.table) {
+                    let w = self.waiting.entry((ei, si)).or_insert(c.ts_us);
+                    *w = (*w).min(c.ts_us);
+                }
+            }
+        }
+        if any_paused {
+            // A paused entity's changes wait in the changelogs: its lag keeps growing.
+            self.peek(0, true).await?;
+            self.peek(1, true).await?;
+            self.stuck_lags();
+        }
         if ra.is_empty() && rb.is_empty() {
             if !self.pending.is_empty() {
                 let pending: Vec<i64> = self.pending.iter().copied().collect();
