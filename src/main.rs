@@ -24,11 +24,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration file and exit.
+    /// Validate a configuration file and exit; entity mappings are also checked against the
+    /// databases when they answer.
     Check {
         /// Configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Fail when a database does not answer, instead of saying it was not checked.
+        #[arg(long, conflicts_with = "offline")]
+        connect: bool,
+        /// Check the file only; connect to no database.
+        #[arg(long)]
+        offline: bool,
     },
     /// Run a self-contained demonstration on the embedded SQLite default.
     Demo,
@@ -88,7 +95,11 @@ async fn main() -> anyhow::Result<()> {
         "info"
     });
     match cli.command {
-        Command::Check { config } => {
+        Command::Check {
+            config,
+            connect,
+            offline,
+        } => {
             let cfg = strangler::config::Config::load(&config)?;
             let broker = cfg
                 .sync
@@ -101,8 +112,31 @@ async fn main() -> anyhow::Result<()> {
                     )
                 })
                 .unwrap_or_default();
+            let databases = if cfg.sync.entities.is_empty() {
+                String::new()
+            } else if offline {
+                "; mappings not checked against the databases (--offline)".to_string()
+            } else {
+                match strangler::sync::SyncEngine::check_databases(&cfg.sync)
+                    .await
+                    .with_context(|| format!("{}: entity mappings", config.display()))?
+                {
+                    Ok(warnings) => {
+                        for w in warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        "; mappings checked against the databases".to_string()
+                    }
+                    Err(why) if connect => {
+                        anyhow::bail!("{}: databases not reachable: {why}", config.display())
+                    }
+                    Err(why) => format!(
+                        "; mappings NOT checked against the databases ({why}); --connect makes that an error"
+                    ),
+                }
+            };
             println!(
-                "{}: ok ({} upstreams, {} routes, {} sides, {} entities{broker})",
+                "{}: ok ({} upstreams, {} routes, {} sides, {} entities{broker}){databases}",
                 config.display(),
                 cfg.upstreams.len(),
                 cfg.routes.len(),

@@ -53,6 +53,8 @@ pub const SYNC_PAUSED: &str = "strangler_sync_entity_paused";
 pub const SYNC_DRIFT: &str = "strangler_sync_schema_drift_total";
 /// Capture timestamps clamped because they ran ahead of the engine's clock.
 pub const SYNC_CLOCK_CLAMPED: &str = "strangler_sync_clock_clamped_total";
+/// Changes set aside (quarantined) per entity: they could not be decoded, mapped or applied.
+pub const SYNC_QUARANTINED: &str = "strangler_sync_quarantined";
 /// Broker mode: changes published to the stream, per side.
 pub const SYNC_PUBLISHED: &str = "strangler_sync_published_total";
 /// Broker mode: publishes the stream recognised as duplicates (`Nats-Msg-Id`), per side.
@@ -111,6 +113,10 @@ fn describe() {
         ADDED_LATENCY,
         Unit::Seconds,
         "Time the gateway added to a request."
+    );
+    describe_gauge!(
+        SYNC_QUARANTINED,
+        "Changes set aside per entity because they could not be decoded, mapped or applied; they wait in their changelog for POST /admin/sync/quarantine/{id}/retry."
     );
     describe_counter!(
         CLIENT_ERRORS,

@@ -86,6 +86,7 @@ async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
         ("GET", "/admin/routes/users/split", "PUT"),
         ("PUT", "/admin/routes/users/rollout/start", "POST"),
         ("POST", "/admin/sync", "GET"),
+        ("GET", "/admin/sync/quarantine/1/retry", "POST"),
     ] {
         let r = send(&c, method, &gw.admin(path), &[], "").await;
         assert_eq!(r.status, 405, "{method} {path}");
@@ -94,6 +95,21 @@ async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
     }
     let r = get(&c, &gw.admin("/admin/nothing"), &[]).await;
     assert_eq!(r.status, 404);
+    let r = send(
+        &c,
+        "POST",
+        &gw.admin("/admin/sync/quarantine/7/retry"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404, "no such quarantined change");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GET /admin/sync")
+    );
 }
 
 #[tokio::test]

@@ -186,8 +186,9 @@ fn check_command_reports_the_error_and_fails() {
     let ok = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap();
     for entry in ok {
         let p = entry.unwrap().path();
+        // The file alone: the example databases need not exist here.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
-            .args(["check", "--config"])
+            .args(["check", "--offline", "--config"])
             .arg(&p)
             .output()
             .unwrap();
@@ -355,5 +356,57 @@ fn more_routes_than_the_limit_are_refused_by_count() {
     assert!(
         err.contains("the file has 10001 [[routes]]; at most 10000 are supported"),
         "{err}"
+    );
+}
+
+/// Runs `strangler check` on `text` (with `{dir}` set); returns success, stdout and stderr.
+fn check_cli(dir: &Path, text: &str, extra: &[&str]) -> (bool, String, String) {
+    let path = dir.join("strangler.toml");
+    std::fs::write(&path, text.replace("{dir}", &dir.display().to_string())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_compares_mappings_with_the_databases_when_they_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[sides.monolith]\ndatabase = \"sqlite://{dir}/m.db\"\n[sides.users]\ndatabase = \"sqlite://{dir}/u.db\"\n[[entities]]\nname = \"users\"\nmonolith = { table = \"users\", key = [\"id\"] }\nusers = { table = \"accounts\", key = [\"user_id\"] }\ncolumns = { id = \"user_id\", email = \"email\" }\n";
+    // No database files: said plainly, and an error with --connect. Nothing is created.
+    let (ok, out, _) = check_cli(dir.path(), text, &[]);
+    assert!(ok && out.contains("mappings NOT checked"), "{out}");
+    assert!(!dir.path().join("m.db").exists());
+    let (ok, _, err) = check_cli(dir.path(), text, &["--connect"]);
+    assert!(!ok && err.contains("databases not reachable"), "{err}");
+    // The databases answer, but the service's table does not exist.
+    let m = rusqlite::Connection::open(dir.path().join("m.db")).unwrap();
+    m.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);")
+        .unwrap();
+    let u = rusqlite::Connection::open(dir.path().join("u.db")).unwrap();
+    u.execute_batch("CREATE TABLE other (x INTEGER);").unwrap();
+    let (ok, _, err) = check_cli(dir.path(), text, &[]);
+    assert!(!ok, "a missing table must fail check");
+    assert!(
+        err.contains("entity \"users\"")
+            && err.contains("accounts")
+            && err.contains("does not exist"),
+        "{err}"
+    );
+    // Everything fits.
+    u.execute_batch("CREATE TABLE accounts (user_id INTEGER PRIMARY KEY, email TEXT);")
+        .unwrap();
+    let (ok, out, err) = check_cli(dir.path(), text, &["--connect"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("mappings checked against the databases"),
+        "{out}"
     );
 }

@@ -64,6 +64,7 @@ pub(super) async fn route(
         (&Method::GET, ["admin", "health"]) => health(state).await,
         (&Method::POST, ["admin", "reload"]) => reload(state).await,
         (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
+        (&Method::POST, ["admin", "sync", "quarantine", id, "retry"]) => retry(&state.sync, id),
         (&Method::GET, ["admin", "conflicts"]) => {
             conflicts(state.router.control(), &state.sync).await
         }
@@ -89,6 +90,20 @@ pub(super) async fn route(
     }
 }
 
+/// Asks the engine to try a quarantined change again (with the changes held behind it).
+fn retry(sync: &crate::sync::status::SyncStatus, id: &str) -> Response<AdminBody> {
+    match id.parse::<u64>() {
+        Ok(n) if sync.request_retry(n) => json(
+            StatusCode::ACCEPTED,
+            &json!({"retrying": n, "detail": "the change and those held behind it go back into the stream on the next round"}),
+        ),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            format!("no quarantined change {id:?} (GET /admin/sync lists them)"),
+        ),
+    }
+}
+
 /// The methods a known admin path answers, for a 405's `Allow`.
 fn allowed(segments: &[&str]) -> Option<&'static str> {
     Some(match segments {
@@ -100,6 +115,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         | ["admin", "routes", _, "rollout"] => "GET",
         ["admin", "routes", _, "split"] => "PUT",
         ["admin", "rollback" | "reload"]
+        | ["admin", "sync", "quarantine", _, "retry"]
         | ["admin", "routes", _, "rollback"]
         | ["admin", "routes", _, "rollout", _] => "POST",
         _ => return None,
@@ -128,7 +144,9 @@ pub(super) async fn sync_route(
         (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, ["metrics"]) => metrics(&state.metrics),
         (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
+        (&Method::POST, ["admin", "sync", "quarantine", id, "retry"]) => retry(&state.sync, id),
         (&Method::GET, ["admin", "conflicts"]) => conflicts(&state.control, &state.sync).await,
+        (_, ["admin", "sync", "quarantine", _, "retry"]) => not_allowed(method, path, "POST"),
         (_, ["healthz" | "metrics"] | ["admin", "sync" | "conflicts"]) => {
             not_allowed(method, path, "GET")
         }

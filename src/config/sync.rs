@@ -247,6 +247,17 @@ pub struct EntityConfig {
     pub lag_tolerance: Duration,
     /// Ownership unit in broker mode: entities of one group move together (default: the name).
     pub group: String,
+    /// What a change that cannot be decoded, mapped or applied does to the entity.
+    pub on_error: OnError,
+}
+
+/// What a change that cannot be decoded, mapped or applied does to its entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// The change (and later changes to its key) is set aside; the rest goes on.
+    Quarantine,
+    /// The whole entity stops until an operator acts.
+    Pause,
 }
 
 impl EntityConfig {
@@ -323,6 +334,7 @@ struct RawEntity {
     column_conflict: BTreeMap<String, String>,
     lag_tolerance: Option<String>,
     group: Option<String>,
+    on_error: Option<String>,
     #[serde(flatten)]
     tables: BTreeMap<String, toml::Value>,
 }
@@ -581,7 +593,7 @@ fn entity(
         if !sides.contains_key(side) {
             return Err(err(format!(
                 "{side}: not a side (sides are: {}); entity keys are name, columns, columns_from, \
-                 transforms, authority, priority, conflict, column_conflict, lag_tolerance, group and side names",
+                 transforms, authority, priority, conflict, column_conflict, lag_tolerance, group, on_error and side names",
                 sides.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
@@ -740,8 +752,18 @@ fn entity(
         Duration::from_secs(2),
     )?;
     let group = raw.group.clone().unwrap_or_else(|| raw.name.clone());
+    let on_error = match raw.on_error.as_deref() {
+        None | Some("quarantine") => OnError::Quarantine,
+        Some("pause") => OnError::Pause,
+        Some(other) => {
+            return Err(err(format!(
+                "on_error: {other:?} must be \"quarantine\" or \"pause\""
+            )));
+        }
+    };
     Ok(EntityConfig {
         group,
+        on_error,
         name: raw.name,
         priority: raw.priority.unwrap_or_else(|| authority.clone()),
         left,

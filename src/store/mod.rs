@@ -92,6 +92,9 @@ pub struct Change {
     pub ts_us: i64,
     /// Key values joined by [`KEY_SEPARATOR`].
     pub pk: String,
+    /// Why an image of this change could not be decoded; such a change is quarantined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poison: Option<String>,
 }
 
 /// A column as the database describes it.
@@ -521,17 +524,28 @@ type ChangeRow = (
 );
 
 /// Turns a changelog row into a [`Change`].
-fn to_change((seq, table, op, old, new, tx, ts_us, pk): ChangeRow) -> Result<Change, StoreError> {
-    Ok(Change {
+fn to_change(row: ChangeRow) -> Result<Change, StoreError> {
+    Ok(decoded(row))
+}
+
+/// A change from its changelog columns. An image that cannot be decoded does not fail the
+/// read (one bad row must never stop the stream): the change carries the reason instead.
+fn decoded((seq, table, op, old, new, tx, ts_us, pk): ChangeRow) -> Change {
+    let (old, new, poison) = match (image(seq, old), image(seq, new)) {
+        (Ok(old), Ok(new)) => (old, new, None),
+        (Err(e), _) | (_, Err(e)) => (None, None, Some(e.to_string())),
+    };
+    Change {
         seq,
         table,
         op: Op::parse(&op),
-        old: image(seq, old)?,
-        new: image(seq, new)?,
+        old,
+        new,
         tx,
         ts_us,
         pk,
-    })
+        poison,
+    }
 }
 
 /// Changelog rows to changes.

@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, Column, Op, Row, StoreError, TableInfo, Write, dq,
-    family, image, raced, same_run, written_keys,
+    ApplyBatch, Capture, CaptureSpec, Change, Column, Row, StoreError, TableInfo, Write, decoded,
+    dq, family, raced, same_run, written_keys,
 };
 
 /// A PostgreSQL database.
@@ -199,18 +199,16 @@ impl PgStore {
     fn changes(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Change>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let seq: i64 = r.get(0);
-            let op: String = r.get(2);
-            out.push(Change {
-                seq,
-                table: r.get(1),
-                op: Op::parse(&op),
-                old: image(seq, r.get(3))?,
-                new: image(seq, r.get(4))?,
-                tx: r.get(5),
-                ts_us: r.get(6),
-                pk: r.get(7),
-            });
+            out.push(decoded((
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+            )));
         }
         Ok(out)
     }

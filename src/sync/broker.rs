@@ -760,6 +760,7 @@ mod tests {
             tx: tx.map(String::from),
             ts_us: 1,
             pk: seq.to_string(),
+            poison: None,
         }
     }
 

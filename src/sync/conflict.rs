@@ -215,6 +215,7 @@ mod tests {
         };
         EntityConfig {
             group: "e".into(),
+            on_error: crate::config::sync::OnError::Quarantine,
             name: "e".into(),
             left: t("a"),
             right: t("b"),

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::conflict::{self, ConflictRule, Rules, SideChange};
 use super::mapping::{Mapping, MappingError, used_columns};
-use super::status::{SyncStatus, link_name};
-use crate::config::sync::{EntityConfig, SyncConfig, SyncSettings};
+use super::status::{Quarantined, SyncStatus, link_name};
+use crate::config::sync::{EntityConfig, OnError, SyncConfig, SyncSettings};
 use crate::control::ControlStore;
 use crate::metrics as m;
 use crate::store::{
@@ -276,6 +276,38 @@ impl SyncEngine {
         Ok(warnings)
     }
 
+    /// What `sync install` checks before installing, without changing anything: every side
+    /// answers and every mapping fits its tables. `Ok(Err(reason))` when a side could not be
+    /// reached (a SQLite file that does not exist counts as unreachable and is not created);
+    /// `Err` when the databases answered and something does not fit.
+    pub async fn check_databases(
+        cfg: &SyncConfig,
+    ) -> Result<Result<Vec<String>, String>, SyncError> {
+        let mut stores = HashMap::new();
+        for side in capture_specs(cfg).keys() {
+            let url = side_url(cfg, side)?;
+            if let Some(path) = url.strip_prefix("sqlite://")
+                && path != ":memory:"
+                && !std::path::Path::new(path).exists()
+            {
+                return Ok(Err(format!("side {side:?}: {path} does not exist")));
+            }
+            match connect(cfg, side).await {
+                Ok(s) => {
+                    stores.insert(side.clone(), s);
+                }
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+        }
+        let mut warnings = Vec::new();
+        for e in &cfg.entities {
+            let (l, r) = infos(&mut stores, e).await?;
+            let (_, w) = Mapping::check(e, l.as_ref(), r.as_ref())?;
+            warnings.extend(w);
+        }
+        Ok(Ok(warnings))
+    }
+
     /// Creates changelogs and triggers on every side (idempotent); checks mappings first.
     pub async fn install(cfg: &SyncConfig) -> Result<(), SyncError> {
         let mut stores = HashMap::new();
@@ -452,7 +484,24 @@ pub(super) struct Link {
     /// the index of the side it comes from: what lag is measured from while the link is
     /// retrying, whatever stops it.
     waiting: HashMap<(usize, usize), i64>,
+    /// Keys of quarantined changes, by side index, table and key text: their changes are
+    /// skipped (left in the changelog) until the quarantined one is retried.
+    held: HashMap<(usize, String, String), u64>,
+    /// Changelog rows skipped because they are held, by side index: read past them.
+    held_rows: [usize; 2],
+    /// Whether the round in progress has begun writing.
+    writing: bool,
+    /// Consecutive rounds that failed while writing.
+    write_failures: u32,
+    /// Looking for a change the other side refuses: one change from one side per round
+    /// (side index, rounds left).
+    isolate: Option<(usize, usize)>,
+    /// While isolating: the changes of the round being written (side index, change).
+    round_changes: Vec<(usize, Change)>,
 }
+
+/// Attempts a change gets before it is quarantined.
+const QUARANTINE_AFTER: u32 = 3;
 
 impl Link {
     /// Builds the loop for one pair of sides (one group's entities in broker mode).
@@ -487,6 +536,12 @@ impl Link {
             feed,
             pending: HashSet::new(),
             waiting: HashMap::new(),
+            held: HashMap::new(),
+            held_rows: [0, 0],
+            writing: false,
+            write_failures: 0,
+            isolate: None,
+            round_changes: Vec::new(),
         }
     }
 
@@ -510,6 +565,16 @@ impl Link {
                 _ = shutdown.cancelled() => return,
                 s = self.step() => s,
             };
+            if step.is_ok() {
+                self.write_failures = 0;
+                if let Some((side, left)) = self.isolate {
+                    // The other side next; isolation ends once enough rounds went through.
+                    self.isolate = left
+                        .checked_sub(1)
+                        .map(|l| (1 - side, l))
+                        .filter(|_| left > 0);
+                }
+            }
             match step {
                 Ok(Step::Busy) => backoff = Duration::from_millis(100),
                 Ok(Step::Again) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -541,6 +606,9 @@ impl Link {
                     tracing::warn!(link = %link_label, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync round failed; retrying");
                     metrics::counter!(m::SYNC_RETRIES, "link" => link_label.clone()).increment(1);
                     self.status.set_link(&link_label, format!("retrying: {e}"));
+                    if std::mem::take(&mut self.writing) {
+                        self.write_failed(&e);
+                    }
                     self.stuck_lags();
                     for s in &mut self.sides {
                         s.store = None;
@@ -645,6 +713,127 @@ impl Link {
         Ok(())
     }
 
+    /// A round failed while writing: after a few such rounds, look for the change at fault one
+    /// change at a time; a change that fails alone that often is quarantined.
+    fn write_failed(&mut self, e: &SyncError) {
+        self.write_failures += 1;
+        if self.write_failures < QUARANTINE_AFTER {
+            return;
+        }
+        self.write_failures = 0;
+        if self.isolate.is_none() {
+            tracing::warn!(link = %self.name, "writes keep failing: looking for the change at fault one at a time");
+            self.isolate = Some((0, 2 * self.settings.batch.max(1)));
+            return;
+        }
+        let changes = std::mem::take(&mut self.round_changes);
+        // Found: the stream goes back to whole batches (and isolates again if need be).
+        self.isolate = None;
+        let Some((si, head)) = changes.first().cloned() else {
+            return;
+        };
+        let ei = self.entity_of(si, &head.table);
+        let reason = format!("the other side refused it: {e}");
+        let id = match ei {
+            Some(ei) => self.set_aside(si, ei, &head, reason, QUARANTINE_AFTER),
+            None => return,
+        };
+        for (sj, c) in &changes[1..] {
+            self.hold_with(id, *sj, c);
+        }
+    }
+
+    /// The entity whose table on side `si` is `table`.
+    fn entity_of(&self, si: usize, table: &str) -> Option<usize> {
+        let side = &self.sides[si].name;
+        self.entities
+            .iter()
+            .position(|e| e.cfg.table(side).is_some_and(|t| t.table == table))
+    }
+
+    /// Quarantines change `c` of side `si`: it stays in the changelog, skipped with every
+    /// later change to its key until retried. Returns its id.
+    fn set_aside(
+        &mut self,
+        si: usize,
+        ei: usize,
+        c: &Change,
+        reason: String,
+        attempts: u32,
+    ) -> u64 {
+        let side = self.sides[si].name.clone();
+        let entity = self.entities[ei].cfg.name.clone();
+        tracing::error!(link = %self.name, side = %side, entity = %entity, table = %c.table, key = %c.pk, seq = c.seq, reason = %reason,
+            "change quarantined; later changes to its key wait with it");
+        let id = self.status.quarantine(Quarantined {
+            id: 0,
+            link: self.name.clone(),
+            side,
+            entity,
+            table: c.table.clone(),
+            key: c.pk.clone(),
+            seq: c.seq,
+            reason,
+            attempts,
+            at_ms: (now_us() / 1000) as u64,
+            held: Vec::new(),
+        });
+        self.held.insert((si, c.table.clone(), c.pk.clone()), id);
+        self.held_rows[si] += 1;
+        id
+    }
+
+    /// Makes change `c` of side `si`, and later ones to its key, wait with quarantined `id`.
+    fn hold_with(&mut self, id: u64, si: usize, c: &Change) {
+        let key = (si, c.table.clone(), c.pk.clone());
+        if let std::collections::hash_map::Entry::Vacant(v) = self.held.entry(key) {
+            v.insert(id);
+            self.held_rows[si] += 1;
+        }
+        self.status.hold(id, c.seq);
+    }
+
+    /// Drops held and poisoned changes from a round's read; poisoned ones are quarantined
+    /// (or pause their entity when it says so).
+    fn screen(&mut self, si: usize, changes: &mut Vec<Change>) {
+        let mut kept = Vec::with_capacity(changes.len());
+        for c in changes.drain(..) {
+            if let Some(&id) = self.held.get(&(si, c.table.clone(), c.pk.clone())) {
+                self.status.hold(id, c.seq);
+                continue;
+            }
+            if let Some(reason) = &c.poison
+                && let Some(ei) = self.entity_of(si, &c.table)
+            {
+                let reason = format!("cannot decode the change: {reason}");
+                if self.entities[ei].cfg.on_error == OnError::Pause {
+                    pause(&mut self.entities[ei], &self.status, reason);
+                } else {
+                    self.set_aside(si, ei, &c, reason, 1);
+                }
+                continue;
+            }
+            kept.push(c);
+        }
+        *changes = kept;
+    }
+
+    /// Releases the quarantined changes an operator asked to retry.
+    fn take_retries(&mut self) {
+        for id in self.status.take_retries(&self.name) {
+            self.held.retain(|(si, _, _), v| {
+                if *v == id {
+                    self.held_rows[*si] = self.held_rows[*si].saturating_sub(1);
+                }
+                *v != id
+            });
+            tracing::info!(link = %self.name, id, "quarantined change released for another try");
+        }
+        if self.held.is_empty() {
+            self.held_rows = [0, 0];
+        }
+    }
+
     /// Records the lag of every direction with a change known to be waiting.
     fn stuck_lags(&self) {
         let now = now_us();
@@ -746,8 +935,24 @@ impl Link {
             }
         }
         let list = |m: &HashMap<String, usize>| m.keys().cloned().collect::<Vec<_>>();
-        let (ta, tb) = (list(&tables[0]), list(&tables[1]));
-        let batch = self.settings.batch;
+        self.take_retries();
+        let (mut ta, mut tb) = (list(&tables[0]), list(&tables[1]));
+        // Held changes stay in the changelog: read past them. While isolating, one change
+        // from one side.
+        let (batch_a, batch_b) = match self.isolate {
+            Some((0, _)) => (1 + self.held_rows[0], 0),
+            Some(_) => (0, 1 + self.held_rows[1]),
+            None => (
+                self.settings.batch + self.held_rows[0],
+                self.settings.batch + self.held_rows[1],
+            ),
+        };
+        if batch_a == 0 {
+            ta.clear();
+        }
+        if batch_b == 0 {
+            tb.clear();
+        }
         let (mut ra, mut rb) = match self.feed.as_mut() {
             Some(feed) => {
                 let wait = if feed.sweep {
@@ -770,8 +975,8 @@ impl Link {
         if self.feed.as_ref().is_none_or(|f| f.sweep) {
             let (sa, sb) = self.both();
             let (da, db) = tokio::join!(
-                timed(&a, "read_changes", sa.read_changes(batch, &ta)),
-                timed(&b, "read_changes", sb.read_changes(batch, &tb))
+                timed(&a, "read_changes", sa.read_changes(batch_a, &ta)),
+                timed(&b, "read_changes", sb.read_changes(batch_b, &tb))
             );
             let (da, db) = (da?, db?);
             for (r, d) in [(&mut ra, da), (&mut rb, db)] {
@@ -785,6 +990,13 @@ impl Link {
         }
         // Rows applied last round and deleted only in this round's transaction.
         ra.retain(|c| !self.pending.contains(&c.seq));
+        self.screen(0, &mut ra);
+        self.screen(1, &mut rb);
+        if self.isolate.is_some() {
+            // One change, whatever the read past held rows brought.
+            ra.truncate(1);
+            rb.truncate(1);
+        }
         self.waiting
             .retain(|(ei, _), _| self.entities[*ei].paused.is_some());
         for (si, r) in [(0usize, &ra), (1, &rb)] {
@@ -898,7 +1110,12 @@ impl Link {
                                 "changelog row {} on side {side:?} (table {:?}): {msg}",
                                 c.seq, c.table
                             );
-                            pause(&mut self.entities[ei], &self.status, reason);
+                            if self.entities[ei].cfg.on_error == OnError::Pause {
+                                pause(&mut self.entities[ei], &self.status, reason);
+                            } else {
+                                let c = c.clone();
+                                self.set_aside(si, ei, &c, reason, 1);
+                            }
                             self.rollback(&a, &b).await?;
                             return Ok(Step::Again);
                         }
@@ -975,7 +1192,7 @@ impl Link {
         let now = now_us();
         let mut trail: Vec<String> = Vec::new();
         let built = (|| -> Result<(), (usize, String)> {
-            for g in &groups {
+            for (gi, g) in groups.iter().enumerate() {
                 let ent = &self.entities[g.ent];
                 let mapping = ent.mapping.as_ref().expect("active entity");
                 let (na, nb) = (net(&a, &g.a), net(&b, &g.b));
@@ -998,17 +1215,13 @@ impl Link {
                 }
                 let w = |side: &str, row: &Option<Row>| write(mapping, side, row, &g.key);
                 match (&na, &nb) {
-                    (Some(x), None) => {
-                        to_b.push((g.a[0].seq, w(&b, &x.row).map_err(|m| (g.ent, m))?))
-                    }
-                    (None, Some(y)) => {
-                        to_a.push((g.b[0].seq, w(&a, &y.row).map_err(|m| (g.ent, m))?))
-                    }
+                    (Some(x), None) => to_b.push((g.a[0].seq, w(&b, &x.row).map_err(|m| (gi, m))?)),
+                    (None, Some(y)) => to_a.push((g.b[0].seq, w(&a, &y.row).map_err(|m| (gi, m))?)),
                     (Some(x), Some(y)) => {
                         let (left, right) = if mapping.is_left(&a) { (x, y) } else { (y, x) };
                         let res = conflict::resolve(&ent.cfg, &self.rules, left, right);
-                        to_a.push((g.b[0].seq, w(&a, &res.row).map_err(|m| (g.ent, m))?));
-                        to_b.push((g.a[0].seq, w(&b, &res.row).map_err(|m| (g.ent, m))?));
+                        to_a.push((g.b[0].seq, w(&a, &res.row).map_err(|m| (gi, m))?));
+                        to_b.push((g.a[0].seq, w(&b, &res.row).map_err(|m| (gi, m))?));
                         conflicted_b.extend(g.b.iter().map(|p| p.seq));
                         let policy = ent.cfg.conflict.name();
                         metrics::counter!(m::SYNC_CONFLICTS, "entity" => ent.cfg.name.clone(), "policy" => policy.clone()).increment(1);
@@ -1030,9 +1243,27 @@ impl Link {
             }
             Ok(())
         })();
-        if let Err((ei, msg)) = built {
+        if let Err((gi, msg)) = built {
             self.rollback(&a, &b).await?;
-            return Err(self.bad(ei, msg));
+            let g = &groups[gi];
+            if self.entities[g.ent].cfg.on_error == OnError::Pause {
+                return Err(self.bad(g.ent, msg));
+            }
+            // The key's changes on both sides wait together; the first is the one listed.
+            let find = |r: &[Change], seq: i64| r.iter().find(|c| c.seq == seq).cloned();
+            let members: Vec<(usize, Change)> =
+                g.a.iter()
+                    .filter_map(|p| find(&ra, p.seq).map(|c| (0, c)))
+                    .chain(g.b.iter().filter_map(|p| find(&rb, p.seq).map(|c| (1, c))))
+                    .collect();
+            if let Some((si, head)) = members.first() {
+                let id =
+                    self.set_aside(*si, g.ent, head, format!("cannot map the change: {msg}"), 1);
+                for (sj, c) in &members[1..] {
+                    self.hold_with(id, *sj, c);
+                }
+            }
+            return Ok(Step::Again);
         }
         to_a.sort_by_key(|(s, _)| *s);
         to_b.sort_by_key(|(s, _)| *s);
@@ -1040,7 +1271,7 @@ impl Link {
         let seen = |r: &[Change]| r.iter().map(|c| c.seq).collect::<HashSet<_>>();
         let broker = self.feed.is_some();
         let first = |r: &[Change]| {
-            if any_paused || broker {
+            if any_paused || broker || !self.held.is_empty() {
                 None
             } else {
                 r.first().map(|c| c.seq)
@@ -1077,6 +1308,19 @@ impl Link {
         };
         // Both transactions are open and hold their locks; a race that still got through
         // (a brand-new key inserted on both sides at once) rolls both back.
+        self.writing = true;
+        if self.isolate.is_some() {
+            self.round_changes = ra
+                .iter()
+                .map(|c| (0, c.clone()))
+                .chain(rb.iter().map(|c| (1, c.clone())))
+                .collect();
+            // The isolated side's change first: it is the one read, the rest joined its key.
+            if let Some((1, _)) = self.isolate {
+                self.round_changes
+                    .sort_by_key(|(si, _)| usize::from(*si == 0));
+            }
+        }
         let (sa, sb) = self.both();
         let (wa, wb) = tokio::join!(
             timed(&a, "apply", sa.write_batch(&batch_a)),
@@ -1088,6 +1332,7 @@ impl Link {
         }
         timed(&a, "commit", self.store(&a).finish(true)).await?;
         timed(&b, "commit", self.store(&b).finish(true)).await?;
+        self.writing = false;
         let mut consumed_a = processed[0].clone();
         consumed_a.extend(&consumed[0]);
         // The first side's consumed rows can go only now that the second side has committed.

@@ -17,12 +17,43 @@ struct Direction {
     applied: u64,
 }
 
+/// A change set aside because it could not be decoded, mapped or applied. It stays in its
+/// side's changelog; later changes to its key wait with it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Quarantined {
+    /// Id for `POST /admin/sync/quarantine/{id}/retry`.
+    pub id: u64,
+    /// The link that set it aside.
+    pub link: String,
+    /// Side whose changelog holds it.
+    pub side: String,
+    /// Entity.
+    pub entity: String,
+    /// Table on that side.
+    pub table: String,
+    /// Key values joined as the changelog stores them.
+    pub key: String,
+    /// Changelog sequence number.
+    pub seq: i64,
+    /// Why it was set aside.
+    pub reason: String,
+    /// Attempts made before it was.
+    pub attempts: u32,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// Later changes to the same key waiting with it.
+    pub held: Vec<i64>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     directions: BTreeMap<(String, String, String), Direction>,
     paused: BTreeMap<String, String>,
     links: BTreeMap<String, String>,
     conflicts: VecDeque<Value>,
+    quarantine: BTreeMap<u64, Quarantined>,
+    retries: Vec<u64>,
+    next_id: u64,
 }
 
 /// Shared engine status.
@@ -89,6 +120,67 @@ impl SyncStatus {
         });
     }
 
+    /// Lists a quarantined change; returns its id.
+    pub fn quarantine(&self, mut q: Quarantined) -> u64 {
+        self.with(|i| {
+            i.next_id += 1;
+            q.id = i.next_id;
+            let gauge =
+                metrics::gauge!(crate::metrics::SYNC_QUARANTINED, "entity" => q.entity.clone());
+            i.quarantine.insert(q.id, q);
+            gauge.increment(1.0);
+            i.next_id
+        })
+    }
+
+    /// Notes a later change to a quarantined change's key, waiting with it.
+    pub fn hold(&self, id: u64, seq: i64) {
+        self.with(|i| {
+            if let Some(q) = i.quarantine.get_mut(&id)
+                && q.seq != seq
+                && !q.held.contains(&seq)
+            {
+                q.held.push(seq);
+            }
+        });
+    }
+
+    /// Asks for a quarantined change to be tried again; false when there is no such id.
+    pub fn request_retry(&self, id: u64) -> bool {
+        self.with(|i| {
+            let known = i.quarantine.contains_key(&id);
+            if known && !i.retries.contains(&id) {
+                i.retries.push(id);
+            }
+            known
+        })
+    }
+
+    /// Takes the retry requests for `link`'s quarantined changes, dropping them from the list.
+    pub fn take_retries(&self, link: &str) -> Vec<u64> {
+        self.with(|i| {
+            let mine: Vec<u64> = i
+                .retries
+                .iter()
+                .copied()
+                .filter(|id| i.quarantine.get(id).is_some_and(|q| q.link == link))
+                .collect();
+            i.retries.retain(|id| !mine.contains(id));
+            for id in &mine {
+                if let Some(q) = i.quarantine.remove(id) {
+                    metrics::gauge!(crate::metrics::SYNC_QUARANTINED, "entity" => q.entity)
+                        .decrement(1.0);
+                }
+            }
+            mine
+        })
+    }
+
+    /// Quarantined changes, oldest first.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.with(|i| i.quarantine.values().cloned().collect())
+    }
+
     /// Most recent conflicts, newest first.
     pub fn conflicts(&self, limit: usize) -> Vec<Value> {
         self.with(|i| i.conflicts.iter().rev().take(limit).cloned().collect())
@@ -119,6 +211,7 @@ impl SyncStatus {
                 "directions": directions,
                 "paused": i.paused,
                 "links": i.links,
+                "quarantine": i.quarantine.values().collect::<Vec<_>>(),
             })
         })
     }
