@@ -305,3 +305,46 @@ async fn a_port_another_gateway_serves_is_refused() {
     // The first one still serves, with its several listeners.
     assert_eq!(get(&client(), &first.url("/x"), &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn aborted_bodies_never_roll_back_a_rollout() {
+    let mono = named_upstream("monolith").await;
+    let canary = named_upstream("canary").await;
+    let cfg = format!(
+        "{}[upstreams.monolith]\nurl = \"{}\"\n[upstreams.canary]\nurl = \"{}\"\npassive = {{ consecutive_failures = 3, base_ejection = \"60s\" }}\n[[routes]]\nname = \"ro\"\nsplit = {{ monolith = 100 }}\nfallback = \"monolith\"\npins = [{{ header = \"x-canary\", value = \"1\", upstream = \"canary\" }}]\nrollout = {{ target = \"canary\", steps = [50, 100], hold = \"1h\", window = \"1m\", min_requests = 1 }}\n",
+        gateway_section(),
+        mono.uri(),
+        canary.uri()
+    );
+    let gw = start(&cfg).await;
+    let c = client();
+    let st = send(
+        &c,
+        "POST",
+        &gw.admin("/admin/routes/ro/rollout/start"),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(st["status"], "running", "{st}");
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
+        s.write_all(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nx-canary: 1\r\nContent-Length: 100000\r\n\r\npartial",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let st = get(&c, &gw.admin("/admin/routes/ro/rollout"), &[])
+        .await
+        .json();
+    assert_eq!(
+        st["status"], "running",
+        "a client's aborted bodies rolled the rollout back: {st}"
+    );
+    let r = get(&c, &gw.url("/x"), &[("x-canary", "1")]).await;
+    assert_eq!((r.status.as_u16(), r.target()), (200, "canary".to_string()));
+}

@@ -101,7 +101,7 @@ async fn https_serves_http2_and_http1_with_secure_cookies() {
 #[tokio::test]
 async fn missing_certificate_file_is_reported_by_name() {
     let cfg = format!(
-        "{}[gateway.tls]\ncert = \"{{dir}}/nope.pem\"\nkey = \"{{dir}}/nope.key\"\n",
+        "{}[gateway.tls]\ncert = \"{{dir}}/nope.pem\"\nkey = \"{{dir}}/nope.key\"\n[upstreams.m]\nurl = \"http://127.0.0.1:9\"\n[[routes]]\nname = \"r\"\nsplit = {{ m = 100 }}\n",
         gateway_section()
     );
     let (_dir, path) = config_file(&cfg);
