@@ -10,6 +10,19 @@ fn two_upstreams(mono: &str, users: &str) -> String {
     )
 }
 
+/// A gateway with the two-upstream route, and its upstreams (kept alive by the caller).
+async fn two_upstream_gateway() -> (InProcess, wiremock::MockServer, wiremock::MockServer) {
+    let mono = named_upstream("monolith").await;
+    let users = named_upstream("users").await;
+    let gw = start(&format!(
+        "{}{}",
+        gateway_section(),
+        two_upstreams(&mono.uri(), &users.uri())
+    ))
+    .await;
+    (gw, mono, users)
+}
+
 #[tokio::test]
 async fn admin_off_loopback_needs_the_bearer_token() {
     let mono = named_upstream("monolith").await;
@@ -70,14 +83,7 @@ async fn admin_off_loopback_needs_the_bearer_token() {
 
 #[tokio::test]
 async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
-    let mono = named_upstream("monolith").await;
-    let users = named_upstream("users").await;
-    let gw = start(&format!(
-        "{}{}",
-        gateway_section(),
-        two_upstreams(&mono.uri(), &users.uri())
-    ))
-    .await;
+    let (gw, _mono, _users) = two_upstream_gateway().await;
     let c = client();
     for (method, path, allow) in [
         ("POST", "/admin/routes", "GET"),
@@ -114,14 +120,7 @@ async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
 
 #[tokio::test]
 async fn versions_are_listed_newest_first_with_reasons() {
-    let mono = named_upstream("monolith").await;
-    let users = named_upstream("users").await;
-    let gw = start(&format!(
-        "{}{}",
-        gateway_section(),
-        two_upstreams(&mono.uri(), &users.uri())
-    ))
-    .await;
+    let (gw, _mono, _users) = two_upstream_gateway().await;
     let c = client();
     for pct in [20, 30, 40] {
         let body = format!("{{\"monolith\": {}, \"users\": {pct}}}", 100 - pct);
