@@ -407,3 +407,96 @@ async fn mariadb_binary_columns_are_captured_as_bytes() {
     );
     eng.stop().await;
 }
+
+/// Decimals keep their digits and scale, timestamps their microseconds and zone, JSON its
+/// document, between two PostgreSQL databases; decimals also into MariaDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_decimals_timestamps_and_json_arrive_exactly() {
+    let (Some(pg), Some(my)) = (
+        service_url("STRANGLER_TEST_POSTGRES_URL"),
+        service_url("STRANGLER_TEST_MYSQL_URL"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (left, left_url) = Db::fresh_pg(&pg).await;
+    let (right, right_url) = Db::fresh_pg(&pg).await;
+    let (maria, maria_url) = Db::fresh_my(&my).await;
+    let pg_table = "CREATE TABLE amounts (id BIGINT PRIMARY KEY, amount NUMERIC(38,10), at TIMESTAMPTZ, doc JSONB);";
+    left.exec(pg_table).await;
+    right.exec(pg_table).await;
+    maria
+        .exec("CREATE TABLE amounts (id BIGINT PRIMARY KEY, amount DECIMAL(38,10));")
+        .await;
+    let text = format!(
+        r#"
+[gateway]
+control = "sqlite://{control}"
+[sync]
+poll = "20ms"
+[sides.monolith]
+database = "{left_url}"
+[sides.service]
+database = "{right_url}"
+[sides.ledger]
+database = "{maria_url}"
+[[entities]]
+name = "amounts"
+monolith = {{ table = "amounts", key = ["id"] }}
+service = {{ table = "amounts", key = ["id"] }}
+columns = {{ id = "id", amount = "amount", at = "at", doc = "doc" }}
+"#,
+        control = dir.path().join("control.db").display()
+    );
+    let eng = start(&text).await;
+    let amounts = [
+        "12345678901234567890.1234567890",
+        "0.1000000000",
+        "-9999999999999999999999999999.9999999999",
+        "1.5000000000",
+    ];
+    for (i, a) in amounts.iter().enumerate() {
+        left.exec(&format!(
+            "INSERT INTO amounts VALUES ({i}, {a}, '2026-12-03 13:00:00.{:06}+05:30', '{{\"a\": [1, 2.50, \"x\\u00e9\"], \"n\": null, \"big\": 123456789012345678901234567890}}')",
+            123456 + i
+        ))
+        .await;
+    }
+    let q = "SELECT id, amount::text, at::text, doc::text FROM amounts ORDER BY id";
+    assert!(
+        eventually(10, || async { right.rows(q).await.len() == amounts.len() }).await,
+        "{}",
+        eng.status.snapshot()
+    );
+    assert_eq!(right.rows(q).await, left.rows(q).await);
+    assert_eq!(right.rows(q).await[0][1], amounts[0]);
+    eng.stop().await;
+
+    // The same decimals into MariaDB.
+    let text = text
+        .replace(
+            &format!("database = \"{right_url}\""),
+            &format!("database = \"{maria_url}\""),
+        )
+        .replace(
+            "columns = { id = \"id\", amount = \"amount\", at = \"at\", doc = \"doc\" }",
+            "columns = { id = \"id\", amount = \"amount\" }",
+        );
+    let text = text.replace("[sides.ledger]", "[sides.unused]");
+    let _ = right;
+    let eng = start(&text).await;
+    for (i, a) in amounts.iter().enumerate() {
+        left.exec(&format!("UPDATE amounts SET amount = {a} WHERE id = {i}"))
+            .await;
+    }
+    let mq = "SELECT id, CAST(amount AS CHAR) FROM amounts ORDER BY id";
+    assert!(eventually(10, || async { maria.rows(mq).await.len() == amounts.len() }).await);
+    let got: Vec<String> = maria
+        .rows(mq)
+        .await
+        .into_iter()
+        .map(|r| r[1].clone())
+        .collect();
+    assert_eq!(got, amounts);
+    eng.stop().await;
+}

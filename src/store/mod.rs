@@ -18,6 +18,18 @@ use crate::config::sync::TypeFamily;
 /// A row image: column → value.
 pub type Row = Map<String, Value>;
 
+/// PostgreSQL's own words for an error: the server's message and detail, where
+/// `tokio_postgres` alone would say only "db error".
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{} ({}): {d}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => e.to_string(),
+    }
+}
+
 /// Separator of key values in a changelog key text.
 pub const KEY_SEPARATOR: char = '\u{1f}';
 
@@ -28,7 +40,7 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL said no.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// MariaDB / MySQL said no.
     #[error("mysql: {0}")]

@@ -45,9 +45,11 @@ fn my(v: &Value) -> My {
         Value::Bool(b) => My::Int(i64::from(*b)),
         Value::Number(n) => match n.as_i64() {
             Some(i) => My::Int(i),
+            // Other numbers as their text, as captured: MariaDB reads it into a DECIMAL
+            // exactly and into a DOUBLE correctly rounded.
             None => match n.as_u64() {
                 Some(u) => My::UInt(u),
-                None => My::Double(n.as_f64().unwrap_or(0.0)),
+                None => My::Bytes(n.to_string().into_bytes()),
             },
         },
         Value::String(s) => My::Bytes(s.as_bytes().to_vec()),
