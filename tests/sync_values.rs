@@ -409,7 +409,8 @@ async fn mariadb_binary_columns_are_captured_as_bytes() {
 }
 
 /// Decimals keep their digits and scale, timestamps their microseconds and zone, JSON its
-/// document, between two PostgreSQL databases; decimals also into MariaDB.
+/// document, between two PostgreSQL databases; decimals also into MariaDB. The table is
+/// named like a built-in type on purpose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_decimals_timestamps_and_json_arrive_exactly() {
     let (Some(pg), Some(my)) = (
@@ -422,11 +423,11 @@ async fn postgres_decimals_timestamps_and_json_arrive_exactly() {
     let (left, left_url) = Db::fresh_pg(&pg).await;
     let (right, right_url) = Db::fresh_pg(&pg).await;
     let (maria, maria_url) = Db::fresh_my(&my).await;
-    let pg_table = "CREATE TABLE amounts (id BIGINT PRIMARY KEY, amount NUMERIC(38,10), at TIMESTAMPTZ, doc JSONB);";
+    let pg_table = "CREATE TABLE money (id BIGINT PRIMARY KEY, amount NUMERIC(38,10), at TIMESTAMPTZ, doc JSONB);";
     left.exec(pg_table).await;
     right.exec(pg_table).await;
     maria
-        .exec("CREATE TABLE amounts (id BIGINT PRIMARY KEY, amount DECIMAL(38,10));")
+        .exec("CREATE TABLE money (id BIGINT PRIMARY KEY, amount DECIMAL(38,10));")
         .await;
     let text = format!(
         r#"
@@ -441,9 +442,9 @@ database = "{right_url}"
 [sides.ledger]
 database = "{maria_url}"
 [[entities]]
-name = "amounts"
-monolith = {{ table = "amounts", key = ["id"] }}
-service = {{ table = "amounts", key = ["id"] }}
+name = "money"
+monolith = {{ table = "money", key = ["id"] }}
+service = {{ table = "money", key = ["id"] }}
 columns = {{ id = "id", amount = "amount", at = "at", doc = "doc" }}
 "#,
         control = dir.path().join("control.db").display()
@@ -457,12 +458,12 @@ columns = {{ id = "id", amount = "amount", at = "at", doc = "doc" }}
     ];
     for (i, a) in amounts.iter().enumerate() {
         left.exec(&format!(
-            "INSERT INTO amounts VALUES ({i}, {a}, '2026-12-03 13:00:00.{:06}+05:30', '{{\"a\": [1, 2.50, \"x\\u00e9\"], \"n\": null, \"big\": 123456789012345678901234567890}}')",
+            "INSERT INTO money VALUES ({i}, {a}, '2026-12-03 13:00:00.{:06}+05:30', '{{\"a\": [1, 2.50, \"x\\u00e9\"], \"n\": null, \"big\": 123456789012345678901234567890}}')",
             123456 + i
         ))
         .await;
     }
-    let q = "SELECT id, amount::text, at::text, doc::text FROM amounts ORDER BY id";
+    let q = "SELECT id, amount::text, at::text, doc::text FROM money ORDER BY id";
     assert!(
         eventually(10, || async { right.rows(q).await.len() == amounts.len() }).await,
         "{}",
@@ -486,10 +487,10 @@ columns = {{ id = "id", amount = "amount", at = "at", doc = "doc" }}
     let _ = right;
     let eng = start(&text).await;
     for (i, a) in amounts.iter().enumerate() {
-        left.exec(&format!("UPDATE amounts SET amount = {a} WHERE id = {i}"))
+        left.exec(&format!("UPDATE money SET amount = {a} WHERE id = {i}"))
             .await;
     }
-    let mq = "SELECT id, CAST(amount AS CHAR) FROM amounts ORDER BY id";
+    let mq = "SELECT id, CAST(amount AS CHAR) FROM money ORDER BY id";
     assert!(eventually(10, || async { maria.rows(mq).await.len() == amounts.len() }).await);
     let got: Vec<String> = maria
         .rows(mq)

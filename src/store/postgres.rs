@@ -20,6 +20,9 @@ pub struct PgStore {
     notify: std::sync::Arc<tokio::sync::Notify>,
     /// Prepared statements by SQL text: a statement given as text costs a second round trip.
     statements: std::collections::HashMap<String, Statement>,
+    /// Each written table's row type, schema-qualified: `NULL::money` alone would name the
+    /// built-in type, not a table called `money`.
+    row_types: std::collections::HashMap<String, String>,
     /// Changelog rows the open transaction deletes.
     deleting: usize,
     /// Changelog rows deleted since the last vacuum, and when that was.
@@ -117,6 +120,7 @@ impl PgStore {
             driver,
             notify,
             statements: std::collections::HashMap::new(),
+            row_types: std::collections::HashMap::new(),
             deleting: 0,
             deleted: 0,
             vacuumed: std::time::Instant::now(),
@@ -247,14 +251,35 @@ impl PgStore {
         Ok(())
     }
 
+    /// `table`'s row type, schema-qualified as the search path resolves the table.
+    async fn row_type(&mut self, table: &str) -> Result<String, StoreError> {
+        if let Some(t) = self.row_types.get(table) {
+            return Ok(t.clone());
+        }
+        let found = self
+            .client
+            .query_opt(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = to_regclass($1)",
+                &[&dq(table)],
+            )
+            .await?
+            .map(|r| r.get::<_, String>(0));
+        let name = found.unwrap_or_else(|| dq(table));
+        self.row_types.insert(table.to_string(), name.clone());
+        Ok(name)
+    }
+
     pub(super) async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {
         let cols: Vec<String> = keys[0].keys().cloned().collect();
+        let row_type = self.row_type(table).await?;
         let json = Value::Array(keys.iter().cloned().map(Value::Object).collect()).to_string();
         self.execute(
             &format!(
                 "SELECT 1 FROM {t} WHERE {m} ORDER BY {k} FOR UPDATE",
                 t = dq(table),
-                m = key_match(table, &cols, "$1::text::jsonb"),
+                m = key_match(&row_type, &cols, "$1::text::jsonb"),
                 k = cols.iter().map(|c| dq(c)).collect::<Vec<_>>().join(", ")
             ),
             &[&json],
@@ -296,6 +321,9 @@ impl PgStore {
     /// as literals: one round trip, where a statement per step (each prepared, then run) took
     /// a dozen. The server runs the statements in order and stops at the first error.
     async fn prepare_in_tx(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        for w in &batch.writes {
+            self.row_type(w.table()).await?;
+        }
         let mut sql = String::new();
         let mut i = 0;
         while i < batch.writes.len() {
@@ -320,7 +348,12 @@ impl PgStore {
                 })
                 .collect();
             let json = format!("{}::jsonb", lit(&Value::Array(rows).to_string()));
-            sql.push_str(&statement(first, &json));
+            let row_type = self
+                .row_types
+                .get(first.table())
+                .cloned()
+                .unwrap_or_else(|| dq(first.table()));
+            sql.push_str(&statement(first, &json, &row_type));
             sql.push_str(";\n");
             i = j;
         }
@@ -548,7 +581,7 @@ impl Capture for PgStore {
 }
 
 /// The statement applying a run of writes like `w`, their rows read from the JSON array `rows`.
-fn statement(w: &Write, rows: &str) -> String {
+fn statement(w: &Write, rows: &str, row_type: &str) -> String {
     match w {
         Write::Upsert {
             table,
@@ -573,7 +606,7 @@ fn statement(w: &Write, rows: &str) -> String {
                 format!("UPDATE SET {}", updates.join(", "))
             };
             format!(
-                "INSERT INTO {t} ({c}) SELECT {c} FROM jsonb_populate_recordset(NULL::{t}, {rows}) \
+                "INSERT INTO {t} ({c}) SELECT {c} FROM jsonb_populate_recordset(NULL::{row_type}, {rows}) \
                  ON CONFLICT ({k}) DO {action}",
                 t = dq(table),
                 c = cols.join(", "),
@@ -585,7 +618,7 @@ fn statement(w: &Write, rows: &str) -> String {
             format!(
                 "DELETE FROM {t} WHERE {m}",
                 t = dq(table),
-                m = key_match(table, &cols, rows)
+                m = key_match(row_type, &cols, rows)
             )
         }
     }
@@ -595,8 +628,8 @@ fn statement(w: &Write, rows: &str) -> String {
 /// Each key column is matched with `= ANY(array)`, which the planner always serves from the
 /// key's index; a plain `IN (SELECT … FROM jsonb_populate_recordset(…))` is estimated at 100
 /// rows and hash-joined against a scan of the whole table.
-fn key_match(table: &str, cols: &[String], json: &str) -> String {
-    let rows = format!("jsonb_populate_recordset(NULL::{}, {json})", dq(table));
+fn key_match(row_type: &str, cols: &[String], json: &str) -> String {
+    let rows = format!("jsonb_populate_recordset(NULL::{row_type}, {json})");
     let mut parts: Vec<String> = cols
         .iter()
         .map(|c| format!("{0} = ANY(ARRAY(SELECT {0} FROM {rows}))", dq(c)))
