@@ -493,9 +493,16 @@ pub(super) struct Link {
     writing: bool,
     /// Consecutive rounds that failed while writing.
     write_failures: u32,
-    /// Looking for a change the other side refuses: one change from one side per round
-    /// (side index, rounds left).
+    /// Looking for a change the other side refuses, by halving the batch of one side
+    /// (side index, changes read per round); a success doubles it back.
     isolate: Option<(usize, usize)>,
+    /// The side the next isolation starts with: sides take turns.
+    isolate_next: usize,
+    /// How many changes of each side the round being written carries.
+    round_len: [usize; 2],
+    /// Quarantined changes by id: entity index, side index, capture time. They count in the
+    /// lag until they are applied.
+    quarantined: HashMap<u64, (usize, usize, i64)>,
     /// While isolating: the changes of the round being written (side index, change).
     round_changes: Vec<(usize, Change)>,
 }
@@ -541,6 +548,9 @@ impl Link {
             writing: false,
             write_failures: 0,
             isolate: None,
+            isolate_next: 0,
+            round_len: [0, 0],
+            quarantined: HashMap::new(),
             round_changes: Vec::new(),
         }
     }
@@ -565,14 +575,14 @@ impl Link {
                 _ = shutdown.cancelled() => return,
                 s = self.step() => s,
             };
-            if step.is_ok() {
+            if let Ok(done) = &step {
                 self.write_failures = 0;
-                if let Some((side, left)) = self.isolate {
-                    // The other side next; isolation ends once enough rounds went through.
-                    self.isolate = left
-                        .checked_sub(1)
-                        .map(|l| (1 - side, l))
-                        .filter(|_| left > 0);
+                if let Some((side, limit)) = self.isolate {
+                    // A success doubles the batch back; whole batches again end the search
+                    // (so does a side with nothing left to read).
+                    let limit = limit * 2;
+                    self.isolate = (limit < self.settings.batch && !matches!(done, Step::Idle))
+                        .then_some((side, limit));
                 }
             }
             match step {
@@ -626,7 +636,12 @@ impl Link {
                         }
                         self.stuck_lags();
                     }
-                    backoff = (backoff * 2).min(self.settings.retry_max);
+                    // A search for a refused change fails on purpose: it keeps a short pace.
+                    backoff = if self.isolate.is_some() {
+                        Duration::from_millis(100)
+                    } else {
+                        (backoff * 2).min(self.settings.retry_max)
+                    };
                 }
             }
         }
@@ -713,17 +728,27 @@ impl Link {
         Ok(())
     }
 
-    /// A round failed while writing: after a few such rounds, look for the change at fault one
-    /// change at a time; a change that fails alone that often is quarantined.
+    /// A round failed while writing. After a few such rounds, the search for the change at
+    /// fault halves one side's batch at each failure down to a single change; a change that
+    /// fails alone that often is quarantined. A transient failure costs a few smaller rounds.
     fn write_failed(&mut self, e: &SyncError) {
+        match self.isolate {
+            Some((side, limit)) if limit > 1 => {
+                self.isolate = Some((side, limit / 2));
+                return;
+            }
+            _ => {}
+        }
         self.write_failures += 1;
         if self.write_failures < QUARANTINE_AFTER {
             return;
         }
         self.write_failures = 0;
         if self.isolate.is_none() {
-            tracing::warn!(link = %self.name, "writes keep failing: looking for the change at fault one at a time");
-            self.isolate = Some((0, 2 * self.settings.batch.max(1)));
+            tracing::warn!(link = %self.name, "writes keep failing: looking for the change at fault");
+            let side = self.isolate_next;
+            self.isolate_next = 1 - side;
+            self.isolate = Some((side, (self.round_len[side] / 2).max(1)));
             return;
         }
         let changes = std::mem::take(&mut self.round_changes);
@@ -780,6 +805,7 @@ impl Link {
         });
         self.held.insert((si, c.table.clone(), c.pk.clone()), id);
         self.held_rows[si] += 1;
+        self.quarantined.insert(id, (ei, si, c.ts_us));
         id
     }
 
@@ -821,6 +847,7 @@ impl Link {
     /// Releases the quarantined changes an operator asked to retry.
     fn take_retries(&mut self) {
         for id in self.status.take_retries(&self.name) {
+            self.quarantined.remove(&id);
             self.held.retain(|(si, _, _), v| {
                 if *v == id {
                     self.held_rows[*si] = self.held_rows[*si].saturating_sub(1);
@@ -834,6 +861,22 @@ impl Link {
         }
     }
 
+    /// Records the lag of every direction holding a quarantined change: not applied yet, it
+    /// is the oldest change waiting there.
+    fn quarantine_lags(&self) {
+        let mut oldest: HashMap<(usize, usize), i64> = HashMap::new();
+        for &(ei, si, ts) in self.quarantined.values() {
+            let o = oldest.entry((ei, si)).or_insert(ts);
+            *o = (*o).min(ts);
+        }
+        let now = now_us();
+        for ((ei, si), ts) in oldest {
+            let (from, to) = (&self.sides[si].name, &self.sides[1 - si].name);
+            let lag = ((now - ts).max(0) as f64) / 1e6;
+            self.record_dir(&self.entities[ei], from, to, lag, None, 0);
+        }
+    }
+
     /// Records the lag of every direction with a change known to be waiting.
     fn stuck_lags(&self) {
         let now = now_us();
@@ -842,6 +885,7 @@ impl Link {
             let lag = ((now - oldest).max(0) as f64) / 1e6;
             self.record_dir(&self.entities[ei], from, to, lag, None, 0);
         }
+        self.quarantine_lags();
     }
 
     /// Both sides' stores at once (first side, second side), for calls made side by side.
@@ -937,11 +981,11 @@ impl Link {
         let list = |m: &HashMap<String, usize>| m.keys().cloned().collect::<Vec<_>>();
         self.take_retries();
         let (mut ta, mut tb) = (list(&tables[0]), list(&tables[1]));
-        // Held changes stay in the changelog: read past them. While isolating, one change
-        // from one side.
+        // Held changes stay in the changelog: read past them. While isolating, part of one
+        // side's batch.
         let (batch_a, batch_b) = match self.isolate {
-            Some((0, _)) => (1 + self.held_rows[0], 0),
-            Some(_) => (0, 1 + self.held_rows[1]),
+            Some((0, limit)) => (limit + self.held_rows[0], 0),
+            Some((_, limit)) => (0, limit + self.held_rows[1]),
             None => (
                 self.settings.batch + self.held_rows[0],
                 self.settings.batch + self.held_rows[1],
@@ -992,10 +1036,10 @@ impl Link {
         ra.retain(|c| !self.pending.contains(&c.seq));
         self.screen(0, &mut ra);
         self.screen(1, &mut rb);
-        if self.isolate.is_some() {
-            // One change, whatever the read past held rows brought.
-            ra.truncate(1);
-            rb.truncate(1);
+        if let Some((_, limit)) = self.isolate {
+            // The isolating batch, whatever the read past held rows brought.
+            ra.truncate(limit);
+            rb.truncate(limit);
         }
         self.waiting
             .retain(|(ei, _), _| self.entities[*ei].paused.is_some());
@@ -1020,6 +1064,7 @@ impl Link {
                 self.pending.clear();
             }
             self.idle_lags(&a, &b);
+            self.quarantine_lags();
             return Ok(Step::Idle);
         }
         let seqs = |r: &[Change]| r.iter().map(|c| c.seq).collect::<Vec<_>>();
@@ -1309,6 +1354,7 @@ impl Link {
         // Both transactions are open and hold their locks; a race that still got through
         // (a brand-new key inserted on both sides at once) rolls both back.
         self.writing = true;
+        self.round_len = [ra.len(), rb.len()];
         if self.isolate.is_some() {
             self.round_changes = ra
                 .iter()
@@ -1367,6 +1413,7 @@ impl Link {
                 self.record_dir(ent, from, to, lag, (n > 0).then_some(pos), n);
             }
         }
+        self.quarantine_lags();
         for c in &conflicts {
             self.status.conflict(c.clone());
         }
