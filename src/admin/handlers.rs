@@ -153,7 +153,7 @@ pub(super) async fn sync_route(
         _ => problem(
             StatusCode::NOT_FOUND,
             format!(
-                "{method} {path}: a sync worker answers GET /healthz, /metrics, /admin/sync and /admin/conflicts"
+                "{method} {path}: a sync worker answers GET /healthz, /metrics, /admin/sync, /admin/conflicts and POST /admin/sync/quarantine/{{id}}/retry"
             ),
         ),
     }

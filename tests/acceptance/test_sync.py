@@ -268,6 +268,25 @@ def test_sync_run_serves_health_metrics_and_status(tmp_path):
         metrics = requests.get(admin + "/metrics", timeout=5).text
         assert 'strangler_sync_changes_applied_total{entity="users",direction="monolith_to_users"} 1' in metrics
         assert requests.get(admin + "/admin/conflicts", timeout=5).json() == {"conflicts": []}
+        # A changelog row no decoder can read is quarantined, listed and counted; the stream
+        # goes on around it.
+        with sqlite3.connect(mono) as c:
+            c.execute("INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) "
+                      "VALUES ('users', 'I', NULL, '{broken', NULL, 1, '9')")
+            c.execute("INSERT INTO users (id, email, name) VALUES (2, 'b@x.io', 'Bob')")
+        deadline = time.time() + 10
+        while time.time() < deadline and rows(svc, "SELECT count(*) FROM accounts") != [(2,)]:
+            time.sleep(0.05)
+        assert rows(svc, "SELECT count(*) FROM accounts") == [(2,)]
+        quarantine = requests.get(admin + "/admin/sync", timeout=5).json()["quarantine"]
+        assert len(quarantine) == 1 and quarantine[0]["key"] == "9", quarantine
+        assert "cannot decode" in quarantine[0]["reason"], quarantine
+        metrics = requests.get(admin + "/metrics", timeout=5).text
+        assert 'strangler_sync_quarantined{entity="users"} 1' in metrics
+        r = requests.post(admin + "/admin/sync/quarantine/999/retry", timeout=5)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        r = requests.post(admin + f"/admin/sync/quarantine/{quarantine[0]['id']}/retry", timeout=5)
+        assert r.status_code == 202, r.text
         # The gateway's calls are not a worker's: a clear 404, not a route table.
         r = requests.get(admin + "/admin/routes", timeout=5)
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
