@@ -170,6 +170,21 @@ pub(super) async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncE
     }
 }
 
+/// Checks every entity's mapping against its tables on the connected `stores`; returns the
+/// warnings (unmapped columns).
+async fn mappings_fit(
+    cfg: &SyncConfig,
+    stores: &mut HashMap<String, Store>,
+) -> Result<Vec<String>, SyncError> {
+    let mut warnings = Vec::new();
+    for e in &cfg.entities {
+        let (l, r) = infos(stores, e).await?;
+        let (_, w) = Mapping::check(e, l.as_ref(), r.as_ref())?;
+        warnings.extend(w);
+    }
+    Ok(warnings)
+}
+
 /// Tables (with keys) each side captures.
 pub(super) fn capture_specs(cfg: &SyncConfig) -> HashMap<String, Vec<CaptureSpec>> {
     let mut out: HashMap<String, Vec<CaptureSpec>> = HashMap::new();
@@ -267,13 +282,7 @@ impl SyncEngine {
             }
             stores.insert(side.clone(), s);
         }
-        let mut warnings = Vec::new();
-        for e in &self.cfg.entities {
-            let (l, r) = infos(&mut stores, e).await?;
-            let (_, w) = Mapping::check(e, l.as_ref(), r.as_ref())?;
-            warnings.extend(w);
-        }
-        Ok(warnings)
+        mappings_fit(&self.cfg, &mut stores).await
     }
 
     /// What `sync install` checks before installing, without changing anything: every side
@@ -299,13 +308,7 @@ impl SyncEngine {
                 Err(e) => return Ok(Err(e.to_string())),
             }
         }
-        let mut warnings = Vec::new();
-        for e in &cfg.entities {
-            let (l, r) = infos(&mut stores, e).await?;
-            let (_, w) = Mapping::check(e, l.as_ref(), r.as_ref())?;
-            warnings.extend(w);
-        }
-        Ok(Ok(warnings))
+        Ok(Ok(mappings_fit(cfg, &mut stores).await?))
     }
 
     /// Creates changelogs and triggers on every side (idempotent); checks mappings first.
@@ -314,10 +317,7 @@ impl SyncEngine {
         for side in capture_specs(cfg).keys() {
             stores.insert(side.clone(), connect(cfg, side).await?);
         }
-        for e in &cfg.entities {
-            let (l, r) = infos(&mut stores, e).await?;
-            Mapping::check(e, l.as_ref(), r.as_ref())?;
-        }
+        mappings_fit(cfg, &mut stores).await?;
         for (side, specs) in capture_specs(cfg) {
             if let Some(s) = stores.get_mut(&side) {
                 timed(&side, "install", s.install(&specs, cfg.broker.is_some())).await?;
@@ -487,8 +487,8 @@ pub(super) struct Link {
     /// Keys of quarantined changes, by side index, table and key text: their changes are
     /// skipped (left in the changelog) until the quarantined one is retried.
     held: HashMap<(usize, String, String), u64>,
-    /// Changelog rows skipped because they are held, by side index: read past them.
-    held_rows: [usize; 2],
+    /// Held changelog rows the last read of each side skipped: the next read goes past them.
+    skipped: [usize; 2],
     /// Whether the round in progress has begun writing.
     writing: bool,
     /// Consecutive rounds that failed while writing.
@@ -544,7 +544,7 @@ impl Link {
             pending: HashSet::new(),
             waiting: HashMap::new(),
             held: HashMap::new(),
-            held_rows: [0, 0],
+            skipped: [0, 0],
             writing: false,
             write_failures: 0,
             isolate: None,
@@ -666,7 +666,7 @@ impl Link {
             // A side that answers still tells how long its changes have waited.
             for si in 0..2 {
                 if self.sides[si].store.is_some()
-                    && let Err(e) = self.peek_waiting(si).await
+                    && let Err(e) = self.peek(si, false).await
                 {
                     tracing::debug!(error = %e, "cannot read the oldest waiting change");
                 }
@@ -693,10 +693,6 @@ impl Link {
 
     /// Notes the oldest change waiting in side `si`'s changelog for each entity (all of them,
     /// or only the paused ones), for the lag of a link that cannot apply it.
-    async fn peek_waiting(&mut self, si: usize) -> Result<(), SyncError> {
-        self.peek(si, false).await
-    }
-
     async fn peek(&mut self, si: usize, paused_only: bool) -> Result<(), SyncError> {
         let side = self.sides[si].name.clone();
         for ei in 0..self.entities.len() {
@@ -804,28 +800,31 @@ impl Link {
             held: Vec::new(),
         });
         self.held.insert((si, c.table.clone(), c.pk.clone()), id);
-        self.held_rows[si] += 1;
         self.quarantined.insert(id, (ei, si, c.ts_us));
         id
     }
 
     /// Makes change `c` of side `si`, and later ones to its key, wait with quarantined `id`.
     fn hold_with(&mut self, id: u64, si: usize, c: &Change) {
-        let key = (si, c.table.clone(), c.pk.clone());
-        if let std::collections::hash_map::Entry::Vacant(v) = self.held.entry(key) {
-            v.insert(id);
-            self.held_rows[si] += 1;
-        }
+        self.held
+            .entry((si, c.table.clone(), c.pk.clone()))
+            .or_insert(id);
         self.status.hold(id, c.seq);
     }
 
     /// Drops held and poisoned changes from a round's read; poisoned ones are quarantined
     /// (or pause their entity when it says so).
-    fn screen(&mut self, si: usize, changes: &mut Vec<Change>) {
+    fn screen(&mut self, si: usize, changes: &mut Vec<Change>) -> usize {
+        // The usual round: nothing held, nothing poisoned, nothing to allocate.
+        if self.held.is_empty() && changes.iter().all(|c| c.poison.is_none()) {
+            return 0;
+        }
+        let mut skipped = 0;
         let mut kept = Vec::with_capacity(changes.len());
         for c in changes.drain(..) {
             if let Some(&id) = self.held.get(&(si, c.table.clone(), c.pk.clone())) {
                 self.status.hold(id, c.seq);
+                skipped += 1;
                 continue;
             }
             if let Some(reason) = &c.poison
@@ -842,22 +841,15 @@ impl Link {
             kept.push(c);
         }
         *changes = kept;
+        skipped
     }
 
     /// Releases the quarantined changes an operator asked to retry.
     fn take_retries(&mut self) {
         for id in self.status.take_retries(&self.name) {
             self.quarantined.remove(&id);
-            self.held.retain(|(si, _, _), v| {
-                if *v == id {
-                    self.held_rows[*si] = self.held_rows[*si].saturating_sub(1);
-                }
-                *v != id
-            });
+            self.held.retain(|_, v| *v != id);
             tracing::info!(link = %self.name, id, "quarantined change released for another try");
-        }
-        if self.held.is_empty() {
-            self.held_rows = [0, 0];
         }
     }
 
@@ -869,23 +861,23 @@ impl Link {
             let o = oldest.entry((ei, si)).or_insert(ts);
             *o = (*o).min(ts);
         }
+        self.record_ages(oldest);
+    }
+
+    /// Records the lag of every direction with a change known to be waiting.
+    fn stuck_lags(&self) {
+        self.record_ages(self.waiting.iter().map(|(k, ts)| (*k, *ts)));
+        self.quarantine_lags();
+    }
+
+    /// Records, per (entity, side it comes from), the lag of a change captured at `ts` µs.
+    fn record_ages(&self, oldest: impl IntoIterator<Item = ((usize, usize), i64)>) {
         let now = now_us();
         for ((ei, si), ts) in oldest {
             let (from, to) = (&self.sides[si].name, &self.sides[1 - si].name);
             let lag = ((now - ts).max(0) as f64) / 1e6;
             self.record_dir(&self.entities[ei], from, to, lag, None, 0);
         }
-    }
-
-    /// Records the lag of every direction with a change known to be waiting.
-    fn stuck_lags(&self) {
-        let now = now_us();
-        for (&(ei, si), &oldest) in &self.waiting {
-            let (from, to) = (&self.sides[si].name, &self.sides[1 - si].name);
-            let lag = ((now - oldest).max(0) as f64) / 1e6;
-            self.record_dir(&self.entities[ei], from, to, lag, None, 0);
-        }
-        self.quarantine_lags();
     }
 
     /// Both sides' stores at once (first side, second side), for calls made side by side.
@@ -984,11 +976,11 @@ impl Link {
         // Held changes stay in the changelog: read past them. While isolating, part of one
         // side's batch.
         let (batch_a, batch_b) = match self.isolate {
-            Some((0, limit)) => (limit + self.held_rows[0], 0),
-            Some((_, limit)) => (0, limit + self.held_rows[1]),
+            Some((0, limit)) => (limit + self.skipped[0], 0),
+            Some((_, limit)) => (0, limit + self.skipped[1]),
             None => (
-                self.settings.batch + self.held_rows[0],
-                self.settings.batch + self.held_rows[1],
+                self.settings.batch + self.skipped[0],
+                self.settings.batch + self.skipped[1],
             ),
         };
         if batch_a == 0 {
@@ -1034,8 +1026,7 @@ impl Link {
         }
         // Rows applied last round and deleted only in this round's transaction.
         ra.retain(|c| !self.pending.contains(&c.seq));
-        self.screen(0, &mut ra);
-        self.screen(1, &mut rb);
+        self.skipped = [self.screen(0, &mut ra), self.screen(1, &mut rb)];
         if let Some((_, limit)) = self.isolate {
             // The isolating batch, whatever the read past held rows brought.
             ra.truncate(limit);
@@ -1204,7 +1195,10 @@ impl Link {
                     lock_and_fetch(&a, sa, wa, anywhere),
                     lock_and_fetch(&b, sb, wb, anywhere)
                 );
-                let (fa, fb) = (fa?, fb?);
+                let (mut fa, mut fb) = (fa?, fb?);
+                // A held key's later changes stay held, however they were found.
+                self.screen(0, &mut fa);
+                self.screen(1, &mut fb);
                 if !(fa.is_empty() && fb.is_empty()) {
                     // Out-of-order delivery (broker mode) can find old changes here that an
                     // interrupted round applied but did not get to delete.
