@@ -42,19 +42,25 @@ pub struct Gateway {
 
 /// A local response: RFC 9457 problem details.
 pub fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<ResponseBody> {
-    let body = serde_json::json!({
-        "type": format!("urn:strangler:problem:{kind}"),
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    let body = problem_body(status, kind, detail);
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
     resp
+}
+
+/// The RFC 9457 body of a local response.
+pub fn problem_body(status: StatusCode, kind: &str, detail: &str) -> String {
+    serde_json::json!({
+        "type": format!("urn:strangler:problem:{kind}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    })
+    .to_string()
 }
 
 fn is_write(m: &Method) -> bool {

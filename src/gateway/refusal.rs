@@ -32,13 +32,7 @@ pub fn rewrite(out: &[u8]) -> Option<Bytes> {
     }
     metrics::counter!(m::CLIENT_ERRORS, "route" => "", "reason" => kind).increment(1);
     let status = http::StatusCode::from_u16(code).ok()?;
-    let body = serde_json::json!({
-        "type": format!("urn:strangler:problem:{kind}"),
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": code,
-        "detail": detail,
-    })
-    .to_string();
+    let body = super::forward::problem_body(status, kind, detail);
     Some(Bytes::from(format!(
         "HTTP/1.1 {code} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         status.canonical_reason().unwrap_or("error"),
