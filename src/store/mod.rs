@@ -3,11 +3,13 @@
 //! a batch of writes together with its checkpoint in one transaction.
 
 mod capture;
+mod instant;
 mod mysql;
 mod postgres;
 mod sqlite;
 
 pub use capture::Capture;
+pub use instant::utc_naive;
 
 use std::collections::HashSet;
 
@@ -122,6 +124,20 @@ pub struct Column {
     pub nullable: bool,
     /// Has a default (or is generated).
     pub has_default: bool,
+    /// How the column holds values beyond what its family says.
+    pub form: Form,
+}
+
+/// How a column holds values beyond what its family says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// As the family says.
+    #[default]
+    Plain,
+    /// A date-time without a zone: an instant is written into it as its UTC time.
+    UtcNaive,
+    /// A JSON document kept as its text (SQLite, MariaDB): every value is written serialized.
+    JsonText,
 }
 
 /// A table's columns and unique keys.

@@ -10,8 +10,8 @@ use mysql_async::{Conn, Opts, Params, Value as My};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write,
-    bq, changes, family, hex_bytes, raced, same_run, written_keys,
+    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Form, Row, StoreError, TableInfo,
+    Write, bq, changes, family, hex_bytes, raced, same_run, written_keys,
 };
 use crate::config::sync::TypeFamily;
 
@@ -77,14 +77,16 @@ impl MyStore {
         })
     }
 
-    /// Connects (3 s timeout); the session reads committed data and marks its writes as the engine's.
+    /// Connects (3 s timeout); the session reads committed data, marks its writes as the engine's
+    /// and takes zone-less date-times as UTC.
     pub async fn connect(url: &str) -> Result<MyStore, StoreError> {
         let opts = Opts::from_url(url).map_err(|e| StoreError::Value(format!("mysql URL: {e}")))?;
         let mut conn = tokio::time::timeout(std::time::Duration::from_secs(3), Conn::new(opts))
             .await
             .map_err(|_| StoreError::Value("mysql: connect timed out after 3s".into()))??;
         conn.query_drop(
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET @strangler_applying = 1",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET @strangler_applying = 1; \
+             SET time_zone = '+00:00'",
         )
         .await?;
         Ok(MyStore { conn })
@@ -106,13 +108,35 @@ impl MyStore {
         if rows.is_empty() {
             return Ok(None);
         }
+        // MariaDB's JSON is a LONGTEXT checked by json_valid(); JSON_OBJECT embeds it as JSON.
+        let json: Vec<String> = self
+            .conn
+            .exec(
+                "SELECT c.column_name FROM information_schema.columns c \
+                 JOIN information_schema.check_constraints k \
+                   ON k.constraint_schema = c.table_schema AND k.table_name = c.table_name \
+                 WHERE c.table_schema = DATABASE() AND c.table_name = ? \
+                   AND k.check_clause = CONCAT('json_valid(`', c.column_name, '`)')",
+                (table,),
+            )
+            .await
+            .unwrap_or_default();
         let columns = rows
             .into_iter()
             .map(|(name, declared, nullable, dflt, extra)| Column {
                 family: if declared.starts_with("tinyint(1)") {
-                    crate::config::sync::TypeFamily::Boolean
+                    TypeFamily::Boolean
+                } else if json.contains(&name) {
+                    TypeFamily::Json
                 } else {
                     family(&declared)
+                },
+                form: if json.contains(&name) {
+                    Form::JsonText
+                } else if declared.starts_with("datetime") || declared.starts_with("timestamp") {
+                    Form::UtcNaive
+                } else {
+                    Form::Plain
                 },
                 nullable: nullable == "YES",
                 has_default: dflt.is_some_and(|d| d != "NULL")
@@ -345,6 +369,15 @@ impl Capture for MyStore {
                         // binary columns travel as `\x` and hex, like PostgreSQL's bytea text.
                         let value = if c.family == TypeFamily::Blob {
                             format!("CONCAT('\\\\x', HEX({row}.{}))", bq(&c.name))
+                        } else if c.declared.starts_with("timestamp") {
+                            // A TIMESTAMP reads in the writing session's zone: captured as
+                            // its UTC time, from the zone-free Unix time.
+                            format!(
+                                "DATE_FORMAT(TIMESTAMP'1970-01-01 00:00:00' + INTERVAL \
+                                 CAST(UNIX_TIMESTAMP({row}.{c}) * 1000000 AS SIGNED) MICROSECOND, \
+                                 '%Y-%m-%d %H:%i:%s.%f+00:00')",
+                                c = bq(&c.name)
+                            )
                         } else {
                             format!("{row}.{}", bq(&c.name))
                         };

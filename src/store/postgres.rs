@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, Column, Row, StoreError, TableInfo, Write, decoded,
-    dq, family, raced, same_run, written_keys,
+    ApplyBatch, Capture, CaptureSpec, Change, Column, Form, Row, StoreError, TableInfo, Write,
+    decoded, dq, family, raced, same_run, written_keys,
 };
 
 /// A PostgreSQL database.
@@ -112,7 +112,7 @@ impl PgStore {
         client
             .batch_execute(
                 "SET standard_conforming_strings = on; SET plan_cache_mode = force_custom_plan; \
-                 LISTEN strangler_changes",
+                 SET TIME ZONE 'UTC'; LISTEN strangler_changes",
             )
             .await?;
         Ok(PgStore {
@@ -177,9 +177,14 @@ impl PgStore {
                 Column {
                     name: r.get(0),
                     family: family(&declared),
-                    declared,
                     nullable: r.get(2),
                     has_default: r.get(3),
+                    form: if declared == "timestamp without time zone" {
+                        Form::UtcNaive
+                    } else {
+                        Form::Plain
+                    },
+                    declared,
                 }
             })
             .collect();

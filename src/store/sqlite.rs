@@ -10,9 +10,10 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Row, StoreError, TableInfo, Write,
-    dq, family, hex_bytes, to_change,
+    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Form, Row, StoreError, TableInfo,
+    Write, dq, family, hex_bytes, to_change,
 };
+use crate::config::sync::TypeFamily;
 
 /// An SQLite database.
 pub struct SqliteStore {
@@ -121,8 +122,14 @@ impl SqliteStore {
                 if pkpos > 0 {
                     pk.push((pkpos, name.clone()));
                 }
+                let family = family(&declared);
                 columns.push(Column {
-                    family: family(&declared),
+                    form: if family == TypeFamily::Json {
+                        Form::JsonText
+                    } else {
+                        Form::Plain
+                    },
+                    family,
                     declared,
                     nullable: notnull == 0 && pkpos == 0,
                     has_default: dflt.is_some() || (pkpos > 0 && notnull == 0),
@@ -257,7 +264,7 @@ impl Capture for SqliteStore {
                     let parts: Vec<String> = info
                         .columns
                         .iter()
-                        .map(|col| image_member(row, &col.name))
+                        .map(|col| image_member(row, &col.name, col.family == TypeFamily::Json))
                         .collect();
                     format!("'{{' || {} || '}}'", parts.join(" || ',' || "))
                 };
@@ -482,16 +489,23 @@ impl Capture for SqliteStore {
 /// place near the largest double), infinities as a string; TEXT through `json_quote`; BLOBs
 /// as `\x` and hex, the text form of PostgreSQL's bytea. A REAL's -0.0 arrives as 0.0: no
 /// SQL function of SQLite tells the sign of a zero.
-fn image_member(row: &str, column: &str) -> String {
+fn image_member(row: &str, column: &str, json: bool) -> String {
     let key = serde_json::to_string(column).unwrap_or_default();
     let c = format!("{row}.{}", dq(column));
+    // A column declared JSON holds its document as text: a valid one travels as the document
+    // (json() keeps every number's digits), anything else as a string.
+    let text = if json {
+        format!("CASE WHEN json_valid({c}) THEN json({c}) ELSE json_quote({c}) END")
+    } else {
+        format!("json_quote({c})")
+    };
     format!(
         "'{key}:' || CASE typeof({c}) \
          WHEN 'null' THEN 'null' \
          WHEN 'integer' THEN CAST({c} AS TEXT) \
          WHEN 'real' THEN CASE WHEN abs({c}) <= 1.7976931348623157e308 \
               THEN printf('%!.18g', {c}) ELSE json_quote(printf('%!.18g', {c})) END \
-         WHEN 'text' THEN json_quote({c}) \
+         WHEN 'text' THEN {text} \
          ELSE '\"\\\\x' || hex({c}) || '\"' END",
         key = key.replace('\'', "''")
     )

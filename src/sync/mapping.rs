@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::config::sync::{EntityConfig, EntityTable, Transform, TypeFamily};
-use crate::store::{Row, TableInfo, key_text};
+use crate::store::{Form, Row, TableInfo, key_text, utc_naive};
 
 /// An entity mapping that does not fit the databases.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,8 +26,11 @@ pub struct Mapping {
     /// The entity as configured.
     pub entity: EntityConfig,
     left_families: Vec<(String, TypeFamily)>,
+    right_families: Vec<(String, TypeFamily)>,
     /// Binary columns of the left and right tables: their values travel as `\x` and hex.
     binary: [Vec<String>; 2],
+    /// Columns of the left and right tables that hold values in a [`Form`] other than plain.
+    forms: [Vec<(String, Form)>; 2],
 }
 
 fn compatible(a: TypeFamily, b: TypeFamily) -> bool {
@@ -162,11 +165,19 @@ impl Mapping {
                 ));
             }
         }
-        let left_families = l
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.family))
-            .collect();
+        let families = |t: &TableInfo| {
+            t.columns
+                .iter()
+                .map(|c| (c.name.clone(), c.family))
+                .collect()
+        };
+        let forms = |t: &TableInfo| {
+            t.columns
+                .iter()
+                .filter(|c| c.form != Form::Plain)
+                .map(|c| (c.name.clone(), c.form))
+                .collect()
+        };
         let binary = |t: &TableInfo| {
             t.columns
                 .iter()
@@ -177,8 +188,10 @@ impl Mapping {
         Ok((
             Mapping {
                 entity: entity.clone(),
-                left_families,
+                left_families: families(l),
+                right_families: families(r),
                 binary: [binary(l), binary(r)],
+                forms: [forms(l), forms(r)],
             },
             warnings,
         ))
@@ -229,11 +242,19 @@ impl Mapping {
 
     /// Maps a left-form row to `side`'s columns: (columns to write, columns set only on insert).
     pub fn to_side(&self, side: &str, left: &Row) -> Result<(Row, Row), String> {
-        if self.is_left(side) {
-            Ok((left.clone(), Row::new()))
+        let (mut row, mut insert_only) = if self.is_left(side) {
+            (left.clone(), Row::new())
         } else {
-            self.to_right(left)
+            self.to_right(left)?
+        };
+        for (c, form) in &self.forms[usize::from(!self.is_left(side))] {
+            for r in [&mut row, &mut insert_only] {
+                if let Some(v) = r.get_mut(c) {
+                    in_form(v, *form);
+                }
+            }
         }
+        Ok((row, insert_only))
     }
 
     /// The key of a left-form row in `side`'s key columns.
@@ -261,6 +282,14 @@ impl Mapping {
                     }
                     _ => v,
                 };
+            }
+            if !self.casted(lc) {
+                v = between(
+                    v,
+                    family(&self.left_families, lc),
+                    family(&self.right_families, rc),
+                )
+                .map_err(|m| format!("column {lc:?}: {m}"))?;
             }
             out.insert(rc.clone(), v);
         }
@@ -298,12 +327,14 @@ impl Mapping {
         let mut out = Row::new();
         for (lc, rc) in &self.entity.columns {
             let mut v = right.get(rc).cloned().unwrap_or(Value::Null);
-            let casted = self
-                .entity
-                .transforms
-                .iter()
-                .any(|t| matches!(t, Transform::Cast(c, _) if c == lc));
-            if casted && let Some((_, f)) = self.left_families.iter().find(|(c, _)| c == lc) {
+            if !self.casted(lc) {
+                v = between(
+                    v,
+                    family(&self.right_families, rc),
+                    family(&self.left_families, lc),
+                )
+                .map_err(|m| format!("column {rc:?}: {m}"))?;
+            } else if let Some((_, f)) = self.left_families.iter().find(|(c, _)| c == lc) {
                 v = cast(&v, *f).map_err(|m| format!("column {rc:?}: {m}"))?;
             }
             out.insert(lc.clone(), v);
@@ -333,6 +364,52 @@ impl Mapping {
             }
         }
         Ok(out)
+    }
+}
+
+impl Mapping {
+    /// Whether a cast transform applies to left column `lc`.
+    fn casted(&self, lc: &str) -> bool {
+        self.entity
+            .transforms
+            .iter()
+            .any(|t| matches!(t, Transform::Cast(c, _) if c == lc))
+    }
+}
+
+fn family(families: &[(String, TypeFamily)], column: &str) -> Option<TypeFamily> {
+    families.iter().find(|(c, _)| c == column).map(|(_, f)| *f)
+}
+
+/// A value of a column of family `from` for a column of family `to`, with no cast configured:
+/// a text column's value becomes the JSON document it spells (refused when it spells none), a
+/// JSON document the text that spells it; everything else is unchanged.
+fn between(v: Value, from: Option<TypeFamily>, to: Option<TypeFamily>) -> Result<Value, String> {
+    use TypeFamily::{Json, Text};
+    Ok(match (from, to, v) {
+        (Some(Text), Some(Json), Value::String(s)) => serde_json::from_str(&s)
+            .map_err(|e| format!("text {s:?} is not a JSON document ({e}) for a JSON column"))?,
+        (Some(Json), Some(Text), v) if !v.is_null() => Value::String(v.to_string()),
+        (_, _, v) => v,
+    })
+}
+
+/// A value as a column of `form` takes it.
+fn in_form(v: &mut Value, form: Form) {
+    match form {
+        Form::Plain => {}
+        Form::UtcNaive => {
+            if let Value::String(s) = v
+                && let Some(utc) = utc_naive(s)
+            {
+                *s = utc;
+            }
+        }
+        Form::JsonText => {
+            if !v.is_null() {
+                *v = Value::String(v.to_string());
+            }
+        }
     }
 }
 
@@ -395,15 +472,16 @@ pub fn cast(v: &Value, to: TypeFamily) -> Result<Value, String> {
             ),
             other => return Err(format!("{other} is not an integer")),
         },
+        // A number's text is kept, every digit of a decimal with it.
         TypeFamily::Real => match v {
             Value::Number(_) => v.clone(),
-            Value::String(s) => serde_json::Number::from_f64(
-                s.trim()
-                    .parse::<f64>()
-                    .map_err(|_| format!("{s:?} is not a number"))?,
-            )
-            .map(Value::Number)
-            .ok_or_else(|| format!("{s:?} is not a finite number"))?,
+            Value::String(s) => match s.trim().parse::<serde_json::Number>() {
+                Ok(n) if n.as_f64().is_some_and(f64::is_finite) => Value::Number(n),
+                _ if s.trim().parse::<f64>().is_ok() => {
+                    return Err(format!("{s:?} is not a finite number"));
+                }
+                _ => return Err(format!("{s:?} is not a number")),
+            },
             other => return Err(format!("{other} is not a number")),
         },
         TypeFamily::Boolean => match v {
@@ -450,6 +528,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn text_and_json_columns_trade_documents_and_forms_are_applied() {
+        use TypeFamily::*;
+        let b = |v: Value, f, t| between(v, Some(f), Some(t));
+        assert_eq!(
+            b(json!("{\"a\": 2.50}"), Text, Json).unwrap().to_string(),
+            r#"{"a":2.50}"#
+        );
+        assert!(
+            b(json!("nope"), Text, Json)
+                .unwrap_err()
+                .contains("not a JSON document")
+        );
+        assert_eq!(
+            b(json!({"a": [1]}), Json, Text).unwrap(),
+            json!("{\"a\":[1]}")
+        );
+        assert_eq!(b(json!("s"), Json, Text).unwrap(), json!("\"s\""));
+        assert_eq!(b(json!(null), Json, Text).unwrap(), json!(null));
+        assert_eq!(b(json!("x"), Text, Text).unwrap(), json!("x"));
+        let mut v = json!("2026-12-03T13:00:00.5+05:30");
+        in_form(&mut v, Form::UtcNaive);
+        assert_eq!(v, json!("2026-12-03 07:30:00.5"));
+        let mut v = json!("2026-12-03 13:00:00");
+        in_form(&mut v, Form::UtcNaive);
+        assert_eq!(v, json!("2026-12-03 13:00:00"));
+        let mut v = json!(["a", 1]);
+        in_form(&mut v, Form::JsonText);
+        assert_eq!(v, json!("[\"a\",1]"));
+        let mut v = json!(null);
+        in_form(&mut v, Form::JsonText);
+        assert_eq!(v, json!(null));
+    }
+
+    #[test]
     fn casts_between_families() {
         use TypeFamily::*;
         let ok = |v: Value, to| cast(&v, to).unwrap();
@@ -460,6 +572,10 @@ mod tests {
         assert_eq!(ok(json!(" 42 "), Integer), json!(42));
         assert_eq!(ok(json!(1.5), Real), json!(1.5));
         assert_eq!(ok(json!("2.25"), Real), json!(2.25));
+        assert_eq!(
+            ok(json!("12345678901234567890.1234567890"), Real).to_string(),
+            "12345678901234567890.1234567890"
+        );
         assert_eq!(ok(json!(0), Boolean), json!(false));
         assert_eq!(ok(json!(3), Boolean), json!(true));
         assert_eq!(ok(json!(" Yes"), Boolean), json!(true));
