@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +15,13 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{Config, ConfigError};
 use crate::control::{ControlError, ControlStore};
+use crate::engine::{self, Engine, TapListener};
 use crate::gateway::{self, Gateway, ServerSettings};
 use crate::routing::rollout::Rollouts;
 use crate::routing::{Router, RouterError, probe};
+use crate::sync::conflict::Rules;
 use crate::sync::status::SyncStatus;
-use crate::sync::{SyncEngine, SyncError, SyncWaker};
+use crate::sync::{SyncEngine, SyncError};
 use crate::tap::{self, WriteEvent};
 
 /// Why the gateway could not start.
@@ -89,6 +93,13 @@ fn spawn_probes(
 
 /// Starts every part of the gateway for `config`.
 pub async fn start(config: Config) -> Result<Running, AppError> {
+    start_with_rules(config, Rules::new()).await
+}
+
+/// Starts every part of the gateway for `config`, the sync engine knowing the custom conflict
+/// rules an embedding program registers (`custom:NAME` policies).
+pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, AppError> {
+    let rules = Arc::new(rules);
     let prometheus = crate::metrics::install();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -107,31 +118,27 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let router = Arc::new(Router::start(config, control.clone()).await?);
 
     let sync_status = Arc::new(SyncStatus::default());
-    let sync_waker = Arc::new(arc_swap::ArcSwap::from_pointee(SyncWaker::default()));
-    let mut sync_token = shutdown.child_token();
-    start_sync(
-        &tasks,
-        &router.config().sync,
-        &control,
-        &sync_status,
-        &sync_waker,
-        &sync_token,
-    )
-    .await?;
+    // The engines hear the write tap through listeners that a reload replaces.
+    let taps: Arc<ArcSwap<Vec<TapListener>>> = Arc::new(ArcSwap::from_pointee(Vec::new()));
+    let mut engine_token = shutdown.child_token();
+    let first = engines(&router.config().sync, &rules, &control, &sync_status).await?;
+    taps.store(Arc::new(engine::start(&tasks, first, &engine_token)));
 
     let (tap, mut tap_rx) = tap::channel(gw_cfg.tap_capacity);
     let recent_writes: Arc<Mutex<VecDeque<WriteEvent>>> = Arc::new(Mutex::new(VecDeque::new()));
     {
-        // Each write wakes the sync engine for its entity; the newest are kept for operators.
+        // Each write goes to every engine that listens; the newest are kept for operators.
         let recent = recent_writes.clone();
         let token = shutdown.clone();
-        let waker = sync_waker.clone();
+        let taps = taps.clone();
         tasks.spawn(async move {
             loop {
                 let ev =
                     tokio::select! { _ = token.cancelled() => return, ev = tap_rx.recv() => ev };
                 let Some(ev) = ev else { return };
-                waker.load().wake(&ev.entity);
+                for listen in taps.load().iter() {
+                    listen(&ev);
+                }
                 if let Ok(mut q) = recent.lock() {
                     if q.len() == RECENT_WRITES {
                         q.pop_front();
@@ -167,8 +174,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
     {
-        let (control, sync_status, sync_waker) =
-            (control.clone(), sync_status.clone(), sync_waker.clone());
+        let (control, sync_status, taps, rules) = (
+            control.clone(),
+            sync_status.clone(),
+            taps.clone(),
+            rules.clone(),
+        );
         let router = router.clone();
         let token = shutdown.clone();
         let tasks2 = tasks.clone();
@@ -183,11 +194,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                         let sync = cfg.sync.clone();
                         let table = router.reload(cfg).await.map_err(|e| format!("{}: {e}", path.display()));
                         if table.is_ok() {
-                            // Restart the sync engine on the new mapping: a paused entity resumes once it fits.
-                            sync_token.cancel();
-                            sync_token = token.child_token();
-                            if let Err(e) = start_sync(&tasks2, &sync, &control, &sync_status, &sync_waker, &sync_token).await {
-                                tracing::error!(error = %e, "sync engine not restarted after reload");
+                            // Restart the engines on the new config: a paused entity resumes once it fits.
+                            engine_token.cancel();
+                            engine_token = token.child_token();
+                            match engines(&sync, &rules, &control, &sync_status).await {
+                                Ok(list) => taps.store(Arc::new(engine::start(&tasks2, list, &engine_token))),
+                                Err(e) => tracing::error!(error = %e, "sync engine not restarted after reload"),
                             }
                         }
                         table
@@ -272,13 +284,13 @@ pub async fn sync_engine(config: &Config) -> Result<SyncEngine, AppError> {
 
 /// Serves `strangler sync run`'s admin API (health, metrics, sync status, conflicts) on
 /// `addr` until `shutdown`; off loopback it needs the config's `admin_token`. Returns the
-/// bound address.
+/// bound address and the server's task, to be awaited after `shutdown`.
 pub async fn sync_admin(
     config: &Config,
     addr: SocketAddr,
     engine: &SyncEngine,
     shutdown: CancellationToken,
-) -> Result<SocketAddr, AppError> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
     let token = config.gateway.admin_token.clone();
     if !addr.ip().is_loopback() && token.is_none() {
         return Err(AppError::Config(ConfigError::Invalid {
@@ -299,29 +311,27 @@ pub async fn sync_admin(
         sync: engine.status(),
         control: Arc::new(ControlStore::open(&config.gateway.control).await?),
     });
-    tokio::spawn(admin::serve(listener, state, shutdown));
-    Ok(bound)
+    Ok((bound, tokio::spawn(admin::serve(listener, state, shutdown))))
 }
 
-/// Checks and starts the sync engine for `cfg` when it has entities.
-async fn start_sync(
-    tasks: &TaskTracker,
+/// The engines `cfg` asks for, checked: the sync engine when it has entities.
+async fn engines(
     cfg: &crate::config::sync::SyncConfig,
+    rules: &Rules,
     control: &Arc<ControlStore>,
     status: &Arc<SyncStatus>,
-    waker: &Arc<arc_swap::ArcSwap<SyncWaker>>,
-    token: &CancellationToken,
-) -> Result<(), SyncError> {
-    if cfg.entities.is_empty() {
-        return Ok(());
+) -> Result<Vec<Box<dyn Engine>>, SyncError> {
+    let mut out: Vec<Box<dyn Engine>> = Vec::new();
+    if !cfg.entities.is_empty() {
+        let sync = SyncEngine::new(cfg.clone(), Some(control.clone()))
+            .with_status(status.clone())
+            .with_rules(rules);
+        for w in sync.check().await? {
+            tracing::warn!("{w}");
+        }
+        out.push(Box::new(sync));
     }
-    let engine = SyncEngine::new(cfg.clone(), Some(control.clone())).with_status(status.clone());
-    for w in engine.check().await? {
-        tracing::warn!("{w}");
-    }
-    waker.store(Arc::new(engine.waker()));
-    tasks.spawn(engine.run(token.clone()));
-    Ok(())
+    Ok(out)
 }
 
 impl Running {

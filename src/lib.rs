@@ -10,8 +10,11 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod demo;
+pub mod engine;
+pub mod family;
 pub mod gateway;
 pub mod metrics;
 pub mod routing;

@@ -112,6 +112,10 @@ async fn main() -> anyhow::Result<()> {
                     )
                 })
                 .unwrap_or_default();
+            // This binary registers no custom conflict rules: a `custom:NAME` policy needs a
+            // program that embeds the library and registers it.
+            strangler::sync::rules_known(&cfg.sync, &Default::default())
+                .with_context(|| format!("{}: entity policies", config.display()))?;
             let databases = if cfg.sync.entities.is_empty() {
                 String::new()
             } else if offline {
@@ -172,10 +176,15 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
             let cfg = strangler::config::Config::load(&config)?;
             let token = tokio_util::sync::CancellationToken::new();
             let engine = strangler::app::sync_engine(&cfg).await?;
-            if let Some(addr) = admin_listen {
-                let bound = strangler::app::sync_admin(&cfg, addr, &engine, token.clone()).await?;
-                tracing::info!(admin = %bound, "sync admin API listening");
-            }
+            let admin = match admin_listen {
+                Some(addr) => {
+                    let (bound, task) =
+                        strangler::app::sync_admin(&cfg, addr, &engine, token.clone()).await?;
+                    tracing::info!(admin = %bound, "sync admin API listening");
+                    Some(task)
+                }
+                None => None,
+            };
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             let stop = token.clone();
@@ -194,6 +203,9 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
                 "strangler sync engine running"
             );
             engine.run(token).await;
+            if let Some(task) = admin {
+                let _ = task.await;
+            }
         }
     }
     Ok(())

@@ -326,6 +326,74 @@ async fn conflict_custom_rule_from_rust() {
     assert_eq!(c["policy"], "custom:concat");
 }
 
+/// A `custom:NAME` policy whose rule nobody registered is refused before anything runs —
+/// by the engine's check, by `serve`, and by `strangler check` — naming the entity and the
+/// rule; it used to act as last-write-wins without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unregistered_custom_rules_are_refused_before_start() {
+    let s = Sides::new(Pair::SqliteSqlite).await.expect("sides");
+    let text = s.config(
+        r#"conflict = "custom:concat"
+column_conflict = { nick = "custom:longest" }"#,
+    );
+    let cfg = parse(&text);
+    SyncEngine::install(&cfg.sync).await.expect("install");
+    let err = SyncEngine::new(cfg.sync.clone(), None)
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("entity \"users\"")
+            && err.contains("custom:concat")
+            && err.contains("none are"),
+        "{err}"
+    );
+    let err = SyncEngine::new(cfg.sync.clone(), None)
+        .with_rule("concat", Arc::new(Concat))
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("custom:longest") && err.contains("registered: concat"),
+        "{err}"
+    );
+    let mut rules = strangler::sync::conflict::Rules::new();
+    rules.insert("concat".into(), Arc::new(Concat));
+    rules.insert("longest".into(), Arc::new(Concat));
+    let engine = SyncEngine::new(cfg.sync.clone(), None).with_rules(&rules);
+    assert!(engine.check().await.is_ok());
+
+    // `serve` refuses it unless the embedding program passes the rules.
+    let mut serve_cfg = parse(&text);
+    serve_cfg.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    serve_cfg.gateway.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let err = match strangler::app::start(serve_cfg.clone()).await {
+        Ok(_) => panic!("serve started with an unregistered rule"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("custom:concat"), "{err}");
+    let running = strangler::app::start_with_rules(serve_cfg, rules)
+        .await
+        .expect("serve with the rules registered");
+    running.shutdown().await;
+
+    // The `strangler` binary registers none: `check` says so.
+    let path = s.dir.path().join("custom.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("custom:concat"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conflict_between_postgres_and_mariadb_is_settled_the_same_way() {
     if service_url("STRANGLER_TEST_POSTGRES_URL").is_none()

@@ -201,8 +201,7 @@ pub async fn serve<A: Api>(listener: TcpListener, state: Arc<A>, shutdown: Cance
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30));
-            crate::gateway::server::drive(b.serve_connection(TokioIo::new(stream), svc), &shutdown)
-                .await;
+            crate::conn::drive(b.serve_connection(TokioIo::new(stream), svc), &shutdown).await;
         });
     }
     tracker.close();

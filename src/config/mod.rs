@@ -1,9 +1,9 @@
 //! Typed configuration: loading the TOML file, validating it with errors that name the file,
 //! the route and the field, and the defaults a production gateway starts from.
 
+mod check;
 mod raw;
 pub mod sync;
-mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
+pub use check::{BUCKETS, MAX_ROUTES, from_raw, percent};
 pub use raw::RawConfig;
-pub use validate::{BUCKETS, MAX_ROUTES, from_raw, percent};
 
 /// A configuration error, formatted as `FILE: route "NAME": field: problem`.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,8 @@
 mod postgres;
 mod sqlite;
 
-use serde::{Deserialize, Serialize};
-
-use crate::routing::TableSpec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A control database failure.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +27,18 @@ pub enum ControlError {
     Url(String),
 }
 
-/// One published route table version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionRecord {
+/// One published route table version; the table's spec is the router's data (`S`), kept as
+/// JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord<S> {
     /// Version number, unique across all gateways sharing the database.
     pub version: u64,
     /// Publication time, Unix ms.
     pub created_at_ms: u64,
     /// Why it was published.
     pub reason: String,
-    /// The allocations.
-    pub spec: TableSpec,
+    /// The allocations, as the router describes them.
+    pub spec: S,
 }
 
 /// A control database, by backend.
@@ -66,7 +66,10 @@ impl ControlStore {
     }
 
     /// Inserts a version; `false` when another gateway already took that number.
-    pub async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
+    pub async fn insert_version<S: Serialize>(
+        &self,
+        rec: &VersionRecord<S>,
+    ) -> Result<bool, ControlError> {
         match self {
             ControlStore::Sqlite(s) => s.insert_version(rec).await,
             ControlStore::Postgres(p) => p.insert_version(rec).await,
@@ -74,12 +77,17 @@ impl ControlStore {
     }
 
     /// The newest version.
-    pub async fn latest(&self) -> Result<Option<VersionRecord>, ControlError> {
+    pub async fn latest<S: DeserializeOwned + Send + 'static>(
+        &self,
+    ) -> Result<Option<VersionRecord<S>>, ControlError> {
         Ok(self.versions(1).await?.into_iter().next())
     }
 
     /// The newest `limit` versions, newest first.
-    pub async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
+    pub async fn versions<S: DeserializeOwned + Send + 'static>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord<S>>, ControlError> {
         match self {
             ControlStore::Sqlite(s) => s.versions(limit).await,
             ControlStore::Postgres(p) => p.versions(limit).await,

@@ -70,7 +70,10 @@ impl PgControl {
             .map_err(|_| ControlError::Worker("no connection".into()))
     }
 
-    pub(super) async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
+    pub(super) async fn insert_version<S: serde::Serialize>(
+        &self,
+        rec: &VersionRecord<S>,
+    ) -> Result<bool, ControlError> {
         let spec = serde_json::to_string(&rec.spec)?;
         let c = self.client().await?;
         let n = c
@@ -82,7 +85,10 @@ impl PgControl {
         Ok(n == 1)
     }
 
-    pub(super) async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
+    pub(super) async fn versions<S: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord<S>>, ControlError> {
         let c = self.client().await?;
         let rows = c
             .query(

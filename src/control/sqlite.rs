@@ -90,7 +90,10 @@ impl SqliteControl {
         .map_err(|e| ControlError::Worker(e.to_string()))?
     }
 
-    pub(super) async fn insert_version(&self, rec: &VersionRecord) -> Result<bool, ControlError> {
+    pub(super) async fn insert_version<S: serde::Serialize>(
+        &self,
+        rec: &VersionRecord<S>,
+    ) -> Result<bool, ControlError> {
         let spec = serde_json::to_string(&rec.spec)?;
         let (v, t, r) = (
             rec.version as i64,
@@ -107,7 +110,10 @@ impl SqliteControl {
         .await
     }
 
-    pub(super) async fn versions(&self, limit: usize) -> Result<Vec<VersionRecord>, ControlError> {
+    pub(super) async fn versions<S: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord<S>>, ControlError> {
         self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT version, created_at_ms, reason, spec FROM strangler_route_versions ORDER BY version DESC LIMIT ?1",

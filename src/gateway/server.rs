@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -20,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::forward::Gateway;
 use super::headers::Peer;
 use super::park::{self, ClientBody};
+use crate::conn::drive;
 use crate::metrics as m;
 
 /// Settings of the listener.
@@ -82,18 +82,6 @@ pub async fn serve(
     tokio::time::timeout(settings.drain_grace, tracker.wait())
         .await
         .is_ok()
-}
-
-/// Drives a connection to its end, or to a graceful close once `shutdown` fires.
-pub async fn drive<C: GracefulConnection>(conn: C, shutdown: &CancellationToken) {
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
 }
 
 pub(super) fn http1(s: &ServerSettings) -> http1::Builder {

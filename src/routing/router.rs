@@ -116,7 +116,7 @@ impl Router {
         let config = Arc::new(config);
         let upstreams = upstreams_for(&config, &BTreeMap::new());
         let gate_stats = gate_stats_for(&config, &BTreeMap::new());
-        let latest = control.latest().await?;
+        let latest = control.latest::<TableSpec>().await?;
         let inputs = Inputs {
             config: config.clone(),
             upstreams,
@@ -174,7 +174,7 @@ impl Router {
             unpersisted: AtomicBool::new(false),
         };
         // Fill the in-memory history from the database so rollback works right after start.
-        let mut stored = router.control.versions(history_len).await?;
+        let mut stored = router.control.versions::<TableSpec>(history_len).await?;
         stored.reverse();
         {
             let inputs = router.inputs.lock().await;
@@ -476,7 +476,7 @@ impl Router {
         if latest <= self.current.load().version {
             return Ok(false);
         }
-        let Some(rec) = self.control.latest().await? else {
+        let Some(rec) = self.control.latest::<TableSpec>().await? else {
             return Ok(false);
         };
         let inputs = self.inputs.lock().await;

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use crate::config::sync::TypeFamily;
+use crate::family::TypeFamily;
 
 /// A row image: column → value.
 pub type Row = Map<String, Value>;

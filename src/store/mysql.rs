@@ -13,7 +13,7 @@ use super::{
     ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Form, Row, StoreError, TableInfo,
     Write, bq, changes, family, hex_bytes, raced, same_run, written_keys,
 };
-use crate::config::sync::TypeFamily;
+use crate::family::TypeFamily;
 
 /// A MariaDB / MySQL database.
 pub struct MyStore {

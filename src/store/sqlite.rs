@@ -13,7 +13,7 @@ use super::{
     ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Form, Row, StoreError, TableInfo,
     Write, dq, family, hex_bytes, to_change,
 };
-use crate::config::sync::TypeFamily;
+use crate::family::TypeFamily;
 
 /// An SQLite database.
 pub struct SqliteStore {

@@ -144,7 +144,13 @@ pub fn resolve(
             }
             _ => pick(left, right, lww_left),
         },
-        _ => pick(left, right, lww_left),
+        // Counter, max, min and prefer-non-null settle a column; for a whole row the config
+        // check refuses them, and they would mean last-write-wins.
+        Policy::LastWriteWins
+        | Policy::Counter
+        | Policy::Max
+        | Policy::Min
+        | Policy::PreferNonNull => pick(left, right, lww_left),
     };
     // Column policies refine a surviving row when both sides still have one.
     if let (Some(row), Some(l), Some(r)) = (res.row.as_mut(), &left.row, &right.row) {
@@ -176,11 +182,12 @@ pub fn resolve(
                         rv.clone()
                     }
                 }
+                // An unregistered rule is refused before the engine starts (`rules_known`).
                 Policy::Custom(name) => match rules.get(name) {
                     Some(rule) => rule.resolve(c, bv, lv, rv),
                     None => continue,
                 },
-                _ => {
+                Policy::LastWriteWins | Policy::FieldMerge => {
                     if lww_left {
                         lv.clone()
                     } else {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::conflict::{self, ConflictRule, Rules, SideChange};
 use super::mapping::{Mapping, MappingError, used_columns};
 use super::status::{Quarantined, SyncStatus, link_name};
-use crate::config::sync::{EntityConfig, OnError, SyncConfig, SyncSettings};
+use crate::config::sync::{EntityConfig, OnError, Policy, SyncConfig, SyncSettings};
 use crate::control::ControlStore;
 use crate::metrics as m;
 use crate::store::{
@@ -78,6 +78,43 @@ pub enum SyncError {
     /// The broker failed.
     #[error("broker: {0}")]
     Broker(String),
+    /// A `custom:NAME` policy names a rule nobody registered.
+    #[error(
+        "entity {entity:?}: conflict rule \"custom:{rule}\" is not registered ({registered}); a program embedding Strangler registers it with SyncEngine::with_rule"
+    )]
+    UnknownRule {
+        /// Entity.
+        entity: String,
+        /// The rule's name.
+        rule: String,
+        /// The rules that are registered.
+        registered: String,
+    },
+}
+
+/// Refuses a config whose `custom:NAME` policies name rules not in `rules`.
+pub fn rules_known(cfg: &SyncConfig, rules: &Rules) -> Result<(), SyncError> {
+    for e in &cfg.entities {
+        let named = std::iter::once(&e.conflict).chain(e.column_conflict.values());
+        for p in named {
+            if let Policy::Custom(rule) = p
+                && !rules.contains_key(rule)
+            {
+                let mut names: Vec<&str> = rules.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(SyncError::UnknownRule {
+                    entity: e.name.clone(),
+                    rule: rule.clone(),
+                    registered: if names.is_empty() {
+                        "none are".into()
+                    } else {
+                        format!("registered: {}", names.join(", "))
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn timed<T>(
@@ -248,6 +285,13 @@ impl SyncEngine {
         self
     }
 
+    /// Registers custom conflict rules, by name.
+    pub fn with_rules(mut self, rules: &Rules) -> SyncEngine {
+        self.rules
+            .extend(rules.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
     /// The engine's status, shared with the admin API.
     pub fn status(&self) -> Arc<SyncStatus> {
         self.status.clone()
@@ -268,6 +312,7 @@ impl SyncEngine {
     /// Connects to every side and checks every mapping against the real tables and that
     /// capture is installed; returns warnings.
     pub async fn check(&self) -> Result<Vec<String>, SyncError> {
+        rules_known(&self.cfg, &self.rules)?;
         let mut stores = HashMap::new();
         for side in capture_specs(&self.cfg).keys() {
             let mut s = connect(&self.cfg, side).await?;
@@ -367,6 +412,29 @@ impl SyncEngine {
         }
         tasks.close();
         tasks.wait().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::engine::Engine for SyncEngine {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    /// Each write on an entity's route wakes that entity's link.
+    fn tap(&self) -> Option<crate::engine::TapListener> {
+        let waker = self.waker();
+        Some(Arc::new(move |ev: &crate::tap::WriteEvent| {
+            waker.wake(&ev.entity);
+        }))
+    }
+
+    async fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<(), crate::engine::EngineError> {
+        SyncEngine::run(*self, shutdown).await;
+        Ok(())
     }
 }
 

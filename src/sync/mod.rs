@@ -7,4 +7,4 @@ pub mod engine;
 pub mod mapping;
 pub mod status;
 
-pub use engine::{SyncEngine, SyncError, SyncWaker};
+pub use engine::{SyncEngine, SyncError, SyncWaker, rules_known};

@@ -1,0 +1,122 @@
+//! Imports run one way, down (DESIGN.md, "Layout"): each top-level module of `src/` may use
+//! only the modules listed for it here. Adding an import that runs the wrong way — the store
+//! reaching into the config, control state into routing, an engine or the admin API into the
+//! gateway — fails this test, naming the file and the line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Module → the crate modules it may use. `app`, `demo` and `main` compose everything.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("family", &[]),
+    ("metrics", &[]),
+    ("conn", &[]),
+    ("tap", &["metrics"]),
+    ("engine", &["tap"]),
+    ("config", &["family"]),
+    ("store", &["family"]),
+    ("control", &[]),
+    ("routing", &["config", "control", "metrics"]),
+    ("gateway", &["config", "conn", "metrics", "routing", "tap"]),
+    (
+        "sync",
+        &[
+            "config", "control", "engine", "family", "metrics", "store", "tap",
+        ],
+    ),
+    (
+        "admin",
+        &[
+            "config", "conn", "control", "metrics", "routing", "sync", "tap",
+        ],
+    ),
+];
+
+/// `crate::NAME` paths in a line of Rust, outside comments.
+fn uses(line: &str) -> Vec<String> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        let after = &rest[i + 7..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+        rest = after;
+    }
+    out
+}
+
+fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn imports_run_one_way_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for path in all {
+        let rel = path.strip_prefix(&src).unwrap();
+        let module = rel
+            .iter()
+            .next()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        if ["app", "demo", "main", "lib"].contains(&module.as_str()) {
+            continue;
+        }
+        let Some(may) = allowed.get(module.as_str()) else {
+            unknown.push(module);
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for used in uses(line) {
+                if used != module && !may.contains(&used.as_str()) {
+                    wrong.push(format!(
+                        "src/{}:{}: {module} uses crate::{used}",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "modules with no entry in ALLOWED (add one, with the modules they may use): {unknown:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "imports that run the wrong way:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_scan_sees_paths_and_skips_comments() {
+    assert_eq!(uses("use crate::store::{Row, Write};"), ["store"]);
+    assert_eq!(
+        uses("let x = crate::gateway::server::drive(a, crate::conn::b);"),
+        ["gateway", "conn"]
+    );
+    assert!(uses("// crate::gateway is not used here").is_empty());
+}
