@@ -228,7 +228,12 @@ async fn conflict(
 ) -> (Sides, Vec<String>, Value) {
     let s = Sides::new(pair).await.expect("sides");
     let text = s.config(extra);
-    let eng = start(&text).await;
+    let first = rule.clone();
+    let eng = start_with(&text, |e| match first {
+        Some((name, r)) => e.with_rule(name, r),
+        None => e,
+    })
+    .await;
     s.left
         .exec("INSERT INTO users (id, email, name, stock, nick, score) VALUES (1, 'base@x.io', 'Base', 10, NULL, 50)")
         .await;
