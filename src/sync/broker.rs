@@ -20,7 +20,9 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Link, Shared, SyncError, connect, timed};
+use super::engine::{Shared, connect};
+use super::error::{SyncError, timed};
+use super::link::Link;
 use crate::config::sync::{BrokerConfig, EntityConfig, SyncConfig};
 use crate::metrics as m;
 use crate::store::{Change, Store};

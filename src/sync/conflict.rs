@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::sync::{EntityConfig, Policy};
+use crate::config::sync::{EntityConfig, Policy, SyncConfig};
 use crate::store::Row;
+use crate::sync::error::SyncError;
 
 /// One side's net change to a key, in the entity's left form.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +206,31 @@ pub fn resolve(
         }
     }
     res
+}
+
+/// Refuses a config whose `custom:NAME` policies name rules not in `rules`.
+pub fn rules_known(cfg: &SyncConfig, rules: &Rules) -> Result<(), SyncError> {
+    for e in &cfg.entities {
+        let named = std::iter::once(&e.conflict).chain(e.column_conflict.values());
+        for p in named {
+            if let Policy::Custom(rule) = p
+                && !rules.contains_key(rule)
+            {
+                let mut names: Vec<&str> = rules.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(SyncError::UnknownRule {
+                    entity: e.name.clone(),
+                    rule: rule.clone(),
+                    registered: if names.is_empty() {
+                        "none are".into()
+                    } else {
+                        format!("registered: {}", names.join(", "))
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,11 @@
 pub mod broker;
 pub mod conflict;
 pub mod engine;
+mod error;
+mod link;
 pub mod mapping;
 pub mod status;
 
-pub use engine::{SyncEngine, SyncError, SyncWaker, rules_known};
+pub use conflict::rules_known;
+pub use engine::{SyncEngine, SyncWaker};
+pub use error::SyncError;
