@@ -37,6 +37,63 @@ pub trait ConflictRule: Send + Sync {
 /// Custom rules by name.
 pub type Rules = HashMap<String, Arc<dyn ConflictRule>>;
 
+/// One side's part of a recorded conflict.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SideImage {
+    /// Side name.
+    pub side: String,
+    /// Row before the side's first change.
+    pub base: Option<Row>,
+    /// Row after the side's last change.
+    pub row: Option<Row>,
+    /// Capture time of the last change, Unix µs.
+    pub stamp_us: i64,
+    /// Changelog sequence number of the last change.
+    pub seq: i64,
+}
+
+impl From<&SideChange> for SideImage {
+    fn from(c: &SideChange) -> SideImage {
+        SideImage {
+            side: c.side.clone(),
+            base: c.base.clone(),
+            row: c.row.clone(),
+            stamp_us: c.stamp.0,
+            seq: c.stamp.1,
+        }
+    }
+}
+
+/// A settled conflict, as `GET /admin/conflicts` shows it and the control database keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConflictRecord {
+    /// When it was settled, Unix ms.
+    pub at_ms: i64,
+    /// Entity.
+    pub entity: String,
+    /// The key, in the entity's left form.
+    pub key: Row,
+    /// The entity's row policy.
+    pub policy: String,
+    /// Column policies, by column.
+    pub column_policies: std::collections::BTreeMap<String, String>,
+    /// The left side's change.
+    pub left: SideImage,
+    /// The right side's change.
+    pub right: SideImage,
+    /// `left`, `right` or `merged`.
+    pub outcome: &'static str,
+    /// The row both sides end with (`None`: deleted on both).
+    pub result: Option<Row>,
+}
+
+impl ConflictRecord {
+    /// The record as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 /// How a conflict was settled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {

@@ -4,14 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::plan::*;
 use super::*;
 use crate::config::sync::OnError;
 use crate::metrics as m;
 use crate::store::{ApplyBatch, Change, Row, Store, StoreError, Write, key_text};
-use crate::sync::conflict::{self, SideChange};
+use crate::sync::conflict::{self, ConflictRecord};
 
 impl Link {
     pub(super) async fn round(&mut self) -> Result<Step, SyncError> {
@@ -323,18 +323,22 @@ impl Link {
                         conflicted_b.extend(g.b.iter().map(|p| p.seq));
                         let policy = ent.cfg.conflict.name();
                         metrics::counter!(m::SYNC_CONFLICTS, "entity" => ent.cfg.name.clone(), "policy" => policy.clone()).increment(1);
-                        let img = |c: &SideChange| json!({"side": c.side, "base": c.base, "row": c.row, "stamp_us": c.stamp.0, "seq": c.stamp.1});
-                        conflicts.push(json!({
-                        "at_ms": now / 1000,
-                        "entity": ent.cfg.name,
-                        "key": g.key,
-                        "policy": policy,
-                        "column_policies": ent.cfg.column_conflict.iter().map(|(c, p)| (c.clone(), Value::from(p.name()))).collect::<serde_json::Map<_, _>>(),
-                        "left": img(left),
-                        "right": img(right),
-                        "outcome": res.outcome,
-                        "result": res.row,
-                    }));
+                        conflicts.push(ConflictRecord {
+                            at_ms: now / 1000,
+                            entity: ent.cfg.name.clone(),
+                            key: g.key.clone(),
+                            policy,
+                            column_policies: ent
+                                .cfg
+                                .column_conflict
+                                .iter()
+                                .map(|(c, p)| (c.clone(), p.name()))
+                                .collect(),
+                            left: left.into(),
+                            right: right.into(),
+                            outcome: res.outcome,
+                            result: res.row,
+                        });
                     }
                     (None, None) => {}
                 }
@@ -467,6 +471,7 @@ impl Link {
             }
         }
         self.quarantine_lags();
+        let conflicts: Vec<Value> = conflicts.iter().map(ConflictRecord::to_json).collect();
         for c in &conflicts {
             self.status.conflict(c.clone());
         }
