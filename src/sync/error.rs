@@ -55,8 +55,14 @@ pub enum SyncError {
         unit: String,
     },
     /// The broker failed.
-    #[error("broker: {0}")]
-    Broker(String),
+    #[error("broker: {what}: {source}")]
+    Broker {
+        /// What was being done.
+        what: String,
+        /// The broker client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A `custom:NAME` policy names a rule nobody registered.
     #[error(
         "entity {entity:?}: conflict rule \"custom:{rule}\" is not registered ({registered}); a program embedding Strangler registers it with SyncEngine::with_rule"

@@ -66,7 +66,7 @@ impl Feed {
                 .expires(Duration::from_secs(30))
                 .messages()
                 .await
-                .map_err(broker_err)?;
+                .map_err(broker_err("opening the consumer's message stream"))?;
             self.messages = Some(s);
         }
         let mut count: usize = self.held.iter().map(|h| h.changes.len()).sum();
@@ -89,11 +89,13 @@ impl Feed {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => {
                     self.messages = None;
-                    return Err(broker_err(e));
+                    return Err(broker_err("reading the consumer's messages")(e));
                 }
                 None => {
                     self.messages = None;
-                    return Err(broker_err("the consumer's message stream ended"));
+                    return Err(broker_err("reading the consumer's messages")(
+                        "the message stream ended",
+                    ));
                 }
             };
             let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);

@@ -32,8 +32,15 @@ use feed::*;
 use lease::*;
 use relay::*;
 
-fn broker_err(e: impl std::fmt::Display) -> SyncError {
-    SyncError::Broker(e.to_string())
+/// Maps a broker client's error to a [`SyncError`] saying what was being done.
+fn broker_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> SyncError {
+    let what = what.into();
+    move |e| SyncError::Broker {
+        what,
+        source: e.into(),
+    }
 }
 
 /// Connected JetStream handles.
@@ -50,7 +57,7 @@ async fn setup(b: &BrokerConfig) -> Result<Broker, SyncError> {
         .connection_timeout(Duration::from_secs(5))
         .connect(b.url.as_str())
         .await
-        .map_err(|e| broker_err(format!("{}: {e}", b.url)))?;
+        .map_err(broker_err(format!("connecting to {}", b.url)))?;
     let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
     let stream = js
@@ -63,7 +70,7 @@ async fn setup(b: &BrokerConfig) -> Result<Broker, SyncError> {
             ..Default::default()
         })
         .await
-        .map_err(|e| broker_err(format!("stream {:?}: {e}", b.stream)))?;
+        .map_err(broker_err(format!("stream {:?}", b.stream)))?;
     let leases = match js.get_key_value(&b.bucket).await {
         Ok(kv) => kv,
         Err(_) => {
@@ -85,10 +92,10 @@ async fn setup(b: &BrokerConfig) -> Result<Broker, SyncError> {
                 ..Default::default()
             })
             .await
-            .map_err(|e| broker_err(format!("bucket {:?}: {e}", b.bucket)))?;
+            .map_err(broker_err(format!("bucket {:?}", b.bucket)))?;
             js.get_key_value(&b.bucket)
                 .await
-                .map_err(|e| broker_err(format!("bucket {:?}: {e}", b.bucket)))?
+                .map_err(broker_err(format!("bucket {:?}", b.bucket)))?
         }
     };
     Ok(Broker {
@@ -232,5 +239,5 @@ async fn group_consumer(
             },
         )
         .await
-        .map_err(|e| broker_err(format!("consumer {durable:?}: {e}")))
+        .map_err(broker_err(format!("consumer {durable:?}")))
 }

@@ -136,7 +136,8 @@ pub(super) async fn relay(
                         tx: None,
                     }
                 };
-                let payload = serde_json::to_vec(&body).map_err(broker_err)?;
+                let payload =
+                    serde_json::to_vec(&body).map_err(broker_err("encoding a message"))?;
                 let ack = broker
                     .js
                     .send_publish(
@@ -146,7 +147,10 @@ pub(super) async fn relay(
                             .message_id(id),
                     )
                     .await
-                    .map_err(broker_err)?;
+                    .map_err(broker_err(format!(
+                        "publishing to {}.{group}.{side}",
+                        b.subject
+                    )))?;
                 acks.push(ack);
             }
             let mut duplicates = 0u64;
@@ -155,7 +159,9 @@ pub(super) async fn relay(
             )
             .await
             {
-                if a.map_err(broker_err)?.duplicate {
+                if a.map_err(broker_err("waiting for a publish acknowledgement"))?
+                    .duplicate
+                {
                     duplicates += 1;
                 }
             }
