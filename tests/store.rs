@@ -402,3 +402,93 @@ async fn mariadb_capture_contract() {
     let binlog = db.count("SELECT @@log_bin").await == 1;
     capture_contract(&db, &url, binlog).await;
 }
+
+/// Introspection reports declared foreign keys (composite, and SQLite's shorthand that names
+/// no parent columns) and every index with its uniqueness, on each database.
+async fn foreign_keys_and_indexes(db: &Db, url: &str) {
+    db.exec("CREATE TABLE customers (id INTEGER NOT NULL PRIMARY KEY, region INTEGER NOT NULL, UNIQUE (region, id))")
+        .await;
+    db.exec(
+        "CREATE TABLE orders (id INTEGER NOT NULL PRIMARY KEY, customer_id INTEGER, region INTEGER, \
+         code VARCHAR(20) UNIQUE, placed_at INTEGER, \
+         FOREIGN KEY (customer_id) REFERENCES customers (id), \
+         FOREIGN KEY (region, customer_id) REFERENCES customers (region, id))",
+    )
+    .await;
+    db.exec("CREATE INDEX orders_placed ON orders (placed_at)")
+        .await;
+    let mut st = Store::connect(url).await.unwrap();
+    let info = st.table_info("orders").await.unwrap().unwrap();
+    let mut fks: Vec<(Vec<String>, String, Vec<String>)> = info
+        .foreign_keys
+        .iter()
+        .map(|f| (f.columns.clone(), f.table.clone(), f.references.clone()))
+        .collect();
+    fks.sort();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        fks,
+        vec![
+            (s(&["customer_id"]), "customers".to_string(), s(&["id"])),
+            (
+                s(&["region", "customer_id"]),
+                "customers".to_string(),
+                s(&["region", "id"])
+            ),
+        ],
+        "{url}"
+    );
+    let placed = info
+        .indexes
+        .iter()
+        .find(|i| i.name == "orders_placed")
+        .expect("the plain index is listed");
+    assert_eq!(
+        (placed.columns.clone(), placed.unique),
+        (s(&["placed_at"]), false)
+    );
+    assert!(
+        info.indexes
+            .iter()
+            .any(|i| i.unique && i.columns == s(&["code"])),
+        "{:?}",
+        info.indexes
+    );
+    assert!(info.unique_keys.contains(&s(&["code"])));
+    assert!(info.unique_keys.contains(&s(&["id"])));
+    assert!(!info.unique_keys.contains(&s(&["placed_at"])));
+    // SQLite's `REFERENCES parent` with no columns means the parent's primary key.
+    if url.starts_with("sqlite://") {
+        db.exec(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, customer INTEGER REFERENCES customers)",
+        )
+        .await;
+        let notes = st.table_info("notes").await.unwrap().unwrap();
+        assert_eq!(notes.foreign_keys[0].references, s(&["id"]));
+    }
+}
+
+#[tokio::test]
+async fn sqlite_reports_foreign_keys_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = Db::fresh_sqlite(dir.path(), "fk");
+    foreign_keys_and_indexes(&db, &url).await;
+}
+
+#[tokio::test]
+async fn postgres_reports_foreign_keys_and_indexes() {
+    let Some(base) = service_url("STRANGLER_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (db, url) = Db::fresh_pg(&base).await;
+    foreign_keys_and_indexes(&db, &url).await;
+}
+
+#[tokio::test]
+async fn mariadb_reports_foreign_keys_and_indexes() {
+    let Some(base) = service_url("STRANGLER_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (db, url) = Db::fresh_my(&base).await;
+    foreign_keys_and_indexes(&db, &url).await;
+}

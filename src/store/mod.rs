@@ -147,6 +147,32 @@ pub struct TableInfo {
     pub columns: Vec<Column>,
     /// Primary key and unique indexes, each as its column list.
     pub unique_keys: Vec<Vec<String>>,
+    /// Foreign keys declared on the table.
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Indexes, unique or not, the primary key's included where the database lists it as one.
+    pub indexes: Vec<Index>,
+}
+
+/// A declared foreign key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// Columns of this table, in key order.
+    pub columns: Vec<String>,
+    /// The referenced table.
+    pub table: String,
+    /// The referenced columns, in the same order.
+    pub references: Vec<String>,
+}
+
+/// An index on plain columns (an expression's part is left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    /// Name.
+    pub name: String,
+    /// Columns, in index order.
+    pub columns: Vec<String>,
+    /// Whether it enforces uniqueness.
+    pub unique: bool,
 }
 
 impl TableInfo {

@@ -10,8 +10,8 @@ use mysql_async::{Conn, Opts, Params, Value as My};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Form, Row, StoreError, TableInfo,
-    Write, bq, changes, family, hex_bytes, raced, same_run, written_keys,
+    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, ForeignKey, Form, Index, Row,
+    StoreError, TableInfo, Write, bq, changes, family, hex_bytes, raced, same_run, written_keys,
 };
 use crate::family::TypeFamily;
 
@@ -146,25 +146,63 @@ impl MyStore {
                 name,
             })
             .collect();
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<(String, i64, String)> = self
             .conn
             .exec(
-                "SELECT index_name, column_name FROM information_schema.statistics \
-                 WHERE table_schema = DATABASE() AND table_name = ? AND non_unique = 0 \
+                "SELECT index_name, non_unique, column_name FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND table_name = ? \
                  ORDER BY index_name, seq_in_index",
                 (table,),
             )
             .await?;
-        let mut unique_keys: Vec<(String, Vec<String>)> = Vec::new();
-        for (idx, col) in keys {
-            match unique_keys.last_mut() {
-                Some((i, cols)) if *i == idx => cols.push(col),
-                _ => unique_keys.push((idx, vec![col])),
+        let mut indexes: Vec<Index> = Vec::new();
+        for (name, non_unique, col) in keys {
+            match indexes.last_mut() {
+                Some(i) if i.name == name => i.columns.push(col),
+                _ => indexes.push(Index {
+                    name,
+                    columns: vec![col],
+                    unique: non_unique == 0,
+                }),
+            }
+        }
+        let refs: Vec<(String, String, String, String)> = self
+            .conn
+            .exec(
+                "SELECT constraint_name, column_name, referenced_table_name, referenced_column_name \
+                 FROM information_schema.key_column_usage \
+                 WHERE table_schema = DATABASE() AND table_name = ? \
+                   AND referenced_table_name IS NOT NULL \
+                 ORDER BY constraint_name, ordinal_position",
+                (table,),
+            )
+            .await?;
+        let mut foreign_keys: Vec<(String, ForeignKey)> = Vec::new();
+        for (name, col, parent, to) in refs {
+            match foreign_keys.last_mut() {
+                Some((n, f)) if *n == name => {
+                    f.columns.push(col);
+                    f.references.push(to);
+                }
+                _ => foreign_keys.push((
+                    name,
+                    ForeignKey {
+                        columns: vec![col],
+                        table: parent,
+                        references: vec![to],
+                    },
+                )),
             }
         }
         Ok(Some(TableInfo {
             columns,
-            unique_keys: unique_keys.into_iter().map(|(_, k)| k).collect(),
+            unique_keys: indexes
+                .iter()
+                .filter(|i| i.unique)
+                .map(|i| i.columns.clone())
+                .collect(),
+            foreign_keys: foreign_keys.into_iter().map(|(_, f)| f).collect(),
+            indexes,
         }))
     }
 

@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, Column, Form, Row, StoreError, TableInfo, Write,
-    decoded, dq, family, raced, same_run, written_keys,
+    ApplyBatch, Capture, CaptureSpec, Change, Column, ForeignKey, Form, Index, Row, StoreError,
+    TableInfo, Write, decoded, dq, family, raced, same_run, written_keys,
 };
 
 /// A PostgreSQL database.
@@ -188,20 +188,59 @@ impl PgStore {
                 }
             })
             .collect();
-        let keys = self.query(
-                "SELECT array_agg(a.attname::text ORDER BY k.ord) \
+        let keys = self
+            .query(
+                "SELECT c.relname::text, i.indisunique AND i.indpred IS NULL, \
+                        array_agg(a.attname::text ORDER BY k.ord) \
                  FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
                  JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                 WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisunique AND i.indpred IS NULL \
-                 GROUP BY i.indexrelid",
+                 WHERE i.indrelid = to_regclass(quote_ident($1)) \
+                 GROUP BY c.relname, i.indisunique, i.indpred IS NULL ORDER BY c.relname",
                 &[&table],
             )
             .await?;
-        let unique_keys = keys.iter().map(|r| r.get::<_, Vec<String>>(0)).collect();
+        let indexes: Vec<Index> = keys
+            .iter()
+            .map(|r| Index {
+                name: r.get(0),
+                unique: r.get(1),
+                columns: r.get(2),
+            })
+            .collect();
+        let refs = self
+            .query(
+                "SELECT (SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                           FROM unnest(c.conkey) WITH ORDINALITY AS k(n, ord) \
+                           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n), \
+                        p.relname::text, \
+                        (SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                           FROM unnest(c.confkey) WITH ORDINALITY AS k(n, ord) \
+                           JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n) \
+                 FROM pg_constraint c JOIN pg_class p ON p.oid = c.confrelid \
+                 WHERE c.conrelid = to_regclass(quote_ident($1)) AND c.contype = 'f' \
+                 ORDER BY c.conname",
+                &[&table],
+            )
+            .await?;
+        let foreign_keys = refs
+            .iter()
+            .map(|r| ForeignKey {
+                columns: r.get(0),
+                table: r.get(1),
+                references: r.get(2),
+            })
+            .collect();
         Ok(Some(TableInfo {
             columns,
-            unique_keys,
+            unique_keys: indexes
+                .iter()
+                .filter(|i| i.unique)
+                .map(|i| i.columns.clone())
+                .collect(),
+            foreign_keys,
+            indexes,
         }))
     }
 

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::Value;
 
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, Form, Row, StoreError, TableInfo,
-    Write, dq, family, hex_bytes, to_change,
+    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, ForeignKey, Form, Index, Row,
+    StoreError, TableInfo, Write, dq, family, hex_bytes, to_change,
 };
 use crate::family::TypeFamily;
 
@@ -140,25 +140,71 @@ impl SqliteStore {
                 return Ok(None);
             }
             pk.sort();
-            let mut unique_keys = vec![pk.into_iter().map(|(_, n)| n).collect::<Vec<_>>()];
-            let mut idx =
-                c.prepare("SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1")?;
-            let names: Vec<String> = idx
-                .query_map([&table], |r| r.get(0))?
+            let pk: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+            let mut unique_keys = vec![pk.clone()];
+            let mut idx = c.prepare("SELECT name, \"unique\" FROM pragma_index_list(?1)")?;
+            let names: Vec<(String, bool)> = idx
+                .query_map([&table], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            for n in names {
+            let mut indexes = Vec::new();
+            for (n, unique) in names {
                 let mut cols =
                     c.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
                 let key: Vec<String> = cols
                     .query_map([&n], |r| r.get::<_, Option<String>>(0))?
                     .filter_map(|r| r.transpose())
                     .collect::<Result<_, _>>()?;
-                unique_keys.push(key);
+                if unique {
+                    unique_keys.push(key.clone());
+                }
+                indexes.push(Index {
+                    name: n,
+                    columns: key,
+                    unique,
+                });
             }
             unique_keys.retain(|k| !k.is_empty());
+            // A foreign key that names no columns refers to the parent's primary key.
+            let mut fk = c.prepare(
+                "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+            )?;
+            let rows: Vec<(i64, String, String, Option<String>)> = fk
+                .query_map([&table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut foreign_keys: Vec<(i64, ForeignKey)> = Vec::new();
+            for (id, parent, from, to) in rows {
+                match foreign_keys.last_mut() {
+                    Some((i, f)) if *i == id => {
+                        f.columns.push(from);
+                        f.references.extend(to);
+                    }
+                    _ => foreign_keys.push((
+                        id,
+                        ForeignKey {
+                            columns: vec![from],
+                            table: parent,
+                            references: to.into_iter().collect(),
+                        },
+                    )),
+                }
+            }
+            let mut parent_pk = c.prepare(
+                "SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
+            )?;
+            let mut out = Vec::new();
+            for (_, mut f) in foreign_keys {
+                if f.references.is_empty() {
+                    f.references = parent_pk
+                        .query_map([&f.table], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                }
+                out.push(f);
+            }
             Ok(Some(TableInfo {
                 columns,
                 unique_keys,
+                foreign_keys: out,
+                indexes,
             }))
         })
         .await

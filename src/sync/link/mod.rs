@@ -376,6 +376,8 @@ fn empty() -> TableInfo {
     TableInfo {
         columns: Vec::new(),
         unique_keys: Vec::new(),
+        foreign_keys: Vec::new(),
+        indexes: Vec::new(),
     }
 }
 
