@@ -39,3 +39,28 @@ impl TypeFamily {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TypeFamily;
+
+    #[test]
+    fn every_family_name_parses_and_others_are_refused_with_the_list() {
+        for (name, f) in [
+            ("integer", TypeFamily::Integer),
+            ("real", TypeFamily::Real),
+            ("text", TypeFamily::Text),
+            ("boolean", TypeFamily::Boolean),
+            ("time", TypeFamily::Time),
+            ("json", TypeFamily::Json),
+            ("blob", TypeFamily::Blob),
+        ] {
+            assert_eq!(TypeFamily::parse(name), Ok(f));
+        }
+        let err = TypeFamily::parse("decimal").unwrap_err();
+        assert!(
+            err.contains("\"decimal\"") && err.contains("integer, real"),
+            "{err}"
+        );
+    }
+}
