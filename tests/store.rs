@@ -492,3 +492,13 @@ async fn mariadb_reports_foreign_keys_and_indexes() {
     let (db, url) = Db::fresh_my(&base).await;
     foreign_keys_and_indexes(&db, &url).await;
 }
+
+#[tokio::test]
+async fn a_malformed_mysql_url_is_refused_with_its_parse_error_as_source() {
+    let err = Store::connect("mysql://root@127.0.0.1:port/db")
+        .await
+        .err()
+        .expect("a URL with a port that is not a number is refused");
+    assert!(err.to_string().starts_with("mysql URL:"), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+}

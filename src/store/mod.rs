@@ -61,6 +61,9 @@ pub enum StoreError {
     /// The URL is not one we know.
     #[error("unsupported database URL {0:?}")]
     Url(String),
+    /// A MariaDB / MySQL URL that does not parse.
+    #[error("mysql URL: {0}")]
+    MysqlUrl(#[from] mysql_async::UrlError),
     /// A value cannot be written to this database.
     #[error("{0}")]
     Value(String),

@@ -80,7 +80,7 @@ impl MyStore {
     /// Connects (3 s timeout); the session reads committed data, marks its writes as the engine's
     /// and takes zone-less date-times as UTC.
     pub async fn connect(url: &str) -> Result<MyStore, StoreError> {
-        let opts = Opts::from_url(url).map_err(|e| StoreError::Value(format!("mysql URL: {e}")))?;
+        let opts = Opts::from_url(url)?;
         let mut conn = tokio::time::timeout(std::time::Duration::from_secs(3), Conn::new(opts))
             .await
             .map_err(|_| StoreError::Value("mysql: connect timed out after 3s".into()))??;
