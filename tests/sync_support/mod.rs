@@ -54,6 +54,62 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), fastrand::u64(..))
 }
 
+/// Whether a test database named `st_PID_N` belongs to a test process that has ended.
+fn orphaned(name: &str) -> bool {
+    let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|p| {
+        p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+    })
+}
+
+/// Drops, once per test process, the databases that ended test processes left behind
+/// (every test makes fresh ones; on a long-lived machine they pile up in the hundreds).
+async fn drop_orphans_pg(client: &tokio_postgres::Client) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let Ok(rows) = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'st\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for r in rows {
+        let name: String = r.get(0);
+        if orphaned(&name) {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+async fn drop_orphans_my(c: &mut mysql_async::Conn) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let Ok(names) = c
+        .query::<String, _>(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'st\\_%'",
+        )
+        .await
+    else {
+        return;
+    };
+    for name in names {
+        if orphaned(&name) {
+            let _ = c
+                .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+                .await;
+        }
+    }
+}
+
 impl Db {
     /// A fresh PostgreSQL database; returns it and its URL.
     pub async fn fresh_pg(base: &str) -> (Db, String) {
@@ -61,6 +117,7 @@ impl Db {
             .await
             .expect("connect postgres");
         tokio::spawn(conn);
+        drop_orphans_pg(&client).await;
         let name = unique("st");
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -84,6 +141,7 @@ impl Db {
         let pool = mysql_async::Pool::new(base);
         let name = unique("st");
         let mut c = pool.get_conn().await.expect("connect mariadb");
+        drop_orphans_my(&mut c).await;
         c.query_drop(format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
