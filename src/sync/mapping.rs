@@ -25,8 +25,9 @@ pub struct MappingError {
 pub struct Mapping {
     /// The entity as configured.
     pub entity: EntityConfig,
-    left_families: Vec<(String, TypeFamily)>,
-    right_families: Vec<(String, TypeFamily)>,
+    /// Per mapped column, in `entity.columns` order: the left and right families, and
+    /// whether a cast transform applies.
+    pairs: Vec<(TypeFamily, TypeFamily, bool)>,
     /// Binary columns of the left and right tables: their values travel as `\x` and hex.
     binary: [Vec<String>; 2],
     /// Columns of the left and right tables that hold values in a [`Form`] other than plain.
@@ -81,6 +82,7 @@ impl Mapping {
                 ));
             }
         }
+        let mut pairs = Vec::with_capacity(entity.columns.len());
         let mut left_used = Vec::new();
         let mut right_used = Vec::new();
         let casts: Vec<(&String, TypeFamily)> = entity
@@ -112,6 +114,7 @@ impl Mapping {
                     ),
                 ));
             }
+            pairs.push((lcol.family, rcol.family, cast.is_some()));
             left_used.push(lc.clone());
             right_used.push(rc.clone());
         }
@@ -165,12 +168,6 @@ impl Mapping {
                 ));
             }
         }
-        let families = |t: &TableInfo| {
-            t.columns
-                .iter()
-                .map(|c| (c.name.clone(), c.family))
-                .collect()
-        };
         let forms = |t: &TableInfo| {
             t.columns
                 .iter()
@@ -188,8 +185,7 @@ impl Mapping {
         Ok((
             Mapping {
                 entity: entity.clone(),
-                left_families: families(l),
-                right_families: families(r),
+                pairs,
                 binary: [binary(l), binary(r)],
                 forms: [forms(l), forms(r)],
             },
@@ -270,7 +266,7 @@ impl Mapping {
     fn to_right(&self, left: &Row) -> Result<(Row, Row), String> {
         let mut out = Row::new();
         let mut insert_only = Row::new();
-        for (lc, rc) in &self.entity.columns {
+        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
             let mut v = left.get(lc).cloned().unwrap_or(Value::Null);
             for t in &self.entity.transforms {
                 v = match t {
@@ -283,13 +279,8 @@ impl Mapping {
                     _ => v,
                 };
             }
-            if !self.casted(lc) {
-                v = between(
-                    v,
-                    family(&self.left_families, lc),
-                    family(&self.right_families, rc),
-                )
-                .map_err(|m| format!("column {lc:?}: {m}"))?;
+            if !casted {
+                v = between(v, lf, rf).map_err(|m| format!("column {lc:?}: {m}"))?;
             }
             out.insert(rc.clone(), v);
         }
@@ -325,18 +316,14 @@ impl Mapping {
 
     fn to_left(&self, right: &Row) -> Result<Row, String> {
         let mut out = Row::new();
-        for (lc, rc) in &self.entity.columns {
+        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
             let mut v = right.get(rc).cloned().unwrap_or(Value::Null);
-            if !self.casted(lc) {
-                v = between(
-                    v,
-                    family(&self.right_families, rc),
-                    family(&self.left_families, lc),
-                )
-                .map_err(|m| format!("column {rc:?}: {m}"))?;
-            } else if let Some((_, f)) = self.left_families.iter().find(|(c, _)| c == lc) {
-                v = cast(&v, *f).map_err(|m| format!("column {rc:?}: {m}"))?;
+            v = if casted {
+                cast(&v, lf)
+            } else {
+                between(v, rf, lf)
             }
+            .map_err(|m| format!("column {rc:?}: {m}"))?;
             out.insert(lc.clone(), v);
         }
         for t in &self.entity.transforms {
@@ -367,29 +354,15 @@ impl Mapping {
     }
 }
 
-impl Mapping {
-    /// Whether a cast transform applies to left column `lc`.
-    fn casted(&self, lc: &str) -> bool {
-        self.entity
-            .transforms
-            .iter()
-            .any(|t| matches!(t, Transform::Cast(c, _) if c == lc))
-    }
-}
-
-fn family(families: &[(String, TypeFamily)], column: &str) -> Option<TypeFamily> {
-    families.iter().find(|(c, _)| c == column).map(|(_, f)| *f)
-}
-
 /// A value of a column of family `from` for a column of family `to`, with no cast configured:
 /// a text column's value becomes the JSON document it spells (refused when it spells none), a
 /// JSON document the text that spells it; everything else is unchanged.
-fn between(v: Value, from: Option<TypeFamily>, to: Option<TypeFamily>) -> Result<Value, String> {
+fn between(v: Value, from: TypeFamily, to: TypeFamily) -> Result<Value, String> {
     use TypeFamily::{Json, Text};
     Ok(match (from, to, v) {
-        (Some(Text), Some(Json), Value::String(s)) => serde_json::from_str(&s)
+        (Text, Json, Value::String(s)) => serde_json::from_str(&s)
             .map_err(|e| format!("text {s:?} is not a JSON document ({e}) for a JSON column"))?,
-        (Some(Json), Some(Text), v) if !v.is_null() => Value::String(v.to_string()),
+        (Json, Text, v) if !v.is_null() => Value::String(v.to_string()),
         (_, _, v) => v,
     })
 }
@@ -530,7 +503,7 @@ mod tests {
     #[test]
     fn text_and_json_columns_trade_documents_and_forms_are_applied() {
         use TypeFamily::*;
-        let b = |v: Value, f, t| between(v, Some(f), Some(t));
+        let b = |v: Value, f, t| between(v, f, t);
         assert_eq!(
             b(json!("{\"a\": 2.50}"), Text, Json).unwrap().to_string(),
             r#"{"a":2.50}"#
