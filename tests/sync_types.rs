@@ -7,8 +7,6 @@
 
 mod sync_support;
 
-use std::process::Command;
-
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use sync_support::*;
@@ -481,21 +479,7 @@ c.executemany("INSERT INTO every (id, r, big, amount, at, ts, doc, b, t, extra) 
      for i, r, big, a, at, ts, doc, b, t in rows])
 c.commit()
 "#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&data).unwrap().as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "python's insert failed");
+    run_python(script, path, &data);
 }
 
 fn config(left: &Side, right: &Side, control: &std::path::Path) -> String {

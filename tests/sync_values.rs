@@ -102,21 +102,7 @@ c.executemany("INSERT INTO vals (id, r, b, t, big, extra) VALUES (?, ?, ?, ?, ?,
     [(i, float(r), bytes.fromhex(b), t, big) for i, r, b, t, big in rows])
 c.commit()
 "#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&data).unwrap().as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "python's insert failed");
+    run_python(script, path, &data);
 }
 
 /// Writes one row through the system's `sqlite3` shell; returns its error text, if any.

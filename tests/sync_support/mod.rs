@@ -29,6 +29,26 @@ pub fn service_url(var: &str) -> Option<String> {
     }
 }
 
+/// Runs a Python `script` (the system's Python and its `sqlite3` module) on the SQLite file
+/// at `path`, with `data` as JSON on its standard input; panics when it fails.
+pub fn run_python(script: &str, path: &std::path::Path, data: &impl serde::Serialize) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(data).unwrap().as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "python's insert failed");
+}
+
 /// Kinds of side pairs under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pair {
