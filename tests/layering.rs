@@ -120,3 +120,113 @@ fn the_scan_sees_paths_and_skips_comments() {
     );
     assert!(uses("// crate::gateway is not used here").is_empty());
 }
+
+/// Inside `sync/`: piece → the sync pieces it may use. The engine starts links or the
+/// broker; the broker drives links; a link never reaches back into either.
+const SYNC_ALLOWED: &[(&str, &[&str])] = &[
+    ("mapping", &[]),
+    ("status", &[]),
+    ("error", &["mapping"]),
+    ("conflict", &["error", "mapping"]),
+    ("shared", &["conflict", "error", "status"]),
+    (
+        "link",
+        &["conflict", "error", "mapping", "shared", "status"],
+    ),
+    (
+        "broker",
+        &["conflict", "error", "link", "mapping", "shared", "status"],
+    ),
+    (
+        "engine",
+        &[
+            "broker", "conflict", "error", "link", "mapping", "shared", "status",
+        ],
+    ),
+];
+
+/// `crate::sync::NAME` paths in a line, and `super::NAME` ones in a file directly in `sync/`.
+fn sync_uses(line: &str, top_level: bool) -> Vec<String> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut out = Vec::new();
+    let mut prefixes = vec!["crate::sync::"];
+    if top_level {
+        prefixes.push("super::");
+    }
+    for prefix in prefixes {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix) {
+            let after = &rest[i + prefix.len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != "super" {
+                out.push(name);
+            }
+            rest = after;
+        }
+    }
+    out
+}
+
+#[test]
+fn sync_pieces_import_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join("sync");
+    let allowed: BTreeMap<&str, &[&str]> = SYNC_ALLOWED.iter().copied().collect();
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for path in all {
+        let rel = path.strip_prefix(&src).unwrap();
+        let piece = rel
+            .iter()
+            .next()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        if piece == "mod" {
+            continue;
+        }
+        let Some(may) = allowed.get(piece.as_str()) else {
+            unknown.push(piece);
+            continue;
+        };
+        let top_level = rel.iter().count() == 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for used in sync_uses(line, top_level) {
+                if used != piece && !may.contains(&used.as_str()) {
+                    wrong.push(format!(
+                        "src/sync/{}:{}: {piece} uses sync::{used}",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "sync pieces with no entry in SYNC_ALLOWED: {unknown:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "sync imports that run the wrong way:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_sync_scan_reads_super_only_at_the_top() {
+    assert_eq!(
+        sync_uses("use super::broker::run; use crate::sync::link::Link;", true),
+        ["link", "broker"]
+    );
+    assert_eq!(sync_uses("use super::*;", false), Vec::<String>::new());
+}

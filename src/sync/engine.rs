@@ -13,9 +13,10 @@ use crate::control::ControlStore;
 use crate::store::{CaptureSpec, Store, TableInfo};
 use crate::sync::conflict::rules_known;
 use crate::sync::conflict::{ConflictRule, Rules};
-use crate::sync::error::{OP_TIMEOUT, SyncError, timed};
-use crate::sync::link::Link;
+use crate::sync::error::{SyncError, timed};
+use crate::sync::link::{Direct, Link};
 use crate::sync::mapping::Mapping;
+use crate::sync::shared::{Shared, connect};
 use crate::sync::status::{SyncStatus, link_name};
 
 /// The changelog table every backend keeps.
@@ -43,14 +44,6 @@ impl SyncWaker {
     }
 }
 
-/// What every link of an engine shares.
-pub(super) struct Shared {
-    pub(super) status: Arc<SyncStatus>,
-    pub(super) control: Option<Arc<ControlStore>>,
-    pub(super) rules: Arc<Rules>,
-    pub(super) wakes: HashMap<String, Arc<Notify>>,
-}
-
 /// The sync engine for one configuration.
 pub struct SyncEngine {
     cfg: SyncConfig,
@@ -59,32 +52,6 @@ pub struct SyncEngine {
     rules: Rules,
     wakes: HashMap<String, Arc<Notify>>,
     by_entity: HashMap<String, Vec<Arc<Notify>>>,
-}
-
-fn side_url<'a>(cfg: &'a SyncConfig, side: &str) -> Result<&'a str, SyncError> {
-    cfg.sides
-        .get(side)
-        .map(|s| s.database.as_str())
-        .ok_or_else(|| SyncError::UnknownSide(side.into()))
-}
-
-pub(super) async fn connect(cfg: &SyncConfig, side: &str) -> Result<Store, SyncError> {
-    let url = side_url(cfg, side)?;
-    match tokio::time::timeout(OP_TIMEOUT, Store::connect(url)).await {
-        Ok(Ok(mut s)) => {
-            let capture = s.capture().method();
-            tracing::debug!(side, database = s.kind(), capture, "side connected");
-            Ok(s)
-        }
-        Ok(Err(source)) => Err(SyncError::Store {
-            side: side.into(),
-            source,
-        }),
-        Err(_) => Err(SyncError::Timeout {
-            side: side.into(),
-            what: "connect",
-        }),
-    }
 }
 
 /// Checks every entity's mapping against its tables on the connected `stores`; returns the
@@ -219,7 +186,7 @@ impl SyncEngine {
     ) -> Result<Result<Vec<String>, String>, SyncError> {
         let mut stores = HashMap::new();
         for side in capture_specs(cfg).keys() {
-            let url = side_url(cfg, side)?;
+            let url = crate::sync::shared::side_url(cfg, side)?;
             if let Some(path) = url.strip_prefix("sqlite://")
                 && path != ":memory:"
                 && !std::path::Path::new(path).exists()
@@ -287,7 +254,7 @@ impl SyncEngine {
         let tasks = tokio_util::task::TaskTracker::new();
         let shared = self.shared();
         for (name, entities) in links {
-            let link = Link::build(name, &self.cfg, entities, &shared, None);
+            let link = Link::build(name, &self.cfg, entities, &shared, Direct::default());
             tasks.spawn(link.run(shutdown.clone()));
         }
         tasks.close();

@@ -7,6 +7,7 @@ pub mod engine;
 mod error;
 mod link;
 pub mod mapping;
+mod shared;
 pub mod status;
 
 pub use conflict::rules_known;

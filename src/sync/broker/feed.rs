@@ -11,6 +11,7 @@ use super::*;
 use crate::metrics as m;
 use crate::store::{Change, Store};
 use crate::sync::error::{SyncError, timed};
+use crate::sync::link::{Origin, Want, delete_consumed, read_both};
 
 /// A change message's payload, as published.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -33,19 +34,22 @@ pub(super) struct Held {
 }
 
 /// The stream side of a group's apply loop: delivered, not yet acknowledged messages.
-pub(in crate::sync) struct Feed {
+pub(super) struct Feed {
     /// Lease and fence name (`group.NAME`).
-    pub(in crate::sync) unit: String,
+    pub(super) unit: String,
     /// Group name.
-    pub(in crate::sync) group: String,
+    pub(super) group: String,
     /// Fencing token: the lease's revision when this worker took it.
-    pub(in crate::sync) token: i64,
+    pub(super) token: i64,
     /// This worker's name.
-    pub(in crate::sync) worker: String,
+    pub(super) worker: String,
     /// Changelog rows consumed by the last round, per side: their checkpoint entries can go.
-    pub(in crate::sync) prune: [Vec<i64>; 2],
+    pub(super) prune: [Vec<i64>; 2],
+    /// Delivered changes of the round in progress whose changelog rows were already gone
+    /// (consumed by an earlier round), per side: acknowledged with the round's own.
+    pub(super) gone: [Vec<i64>; 2],
     /// The next round also reads the changelogs directly (set when the group is taken over).
-    pub(in crate::sync) sweep: bool,
+    pub(super) sweep: bool,
     pub(super) consumer: jetstream::consumer::Consumer<pull::Config>,
     pub(super) messages: Option<pull::Stream>,
     pub(super) held: Vec<Held>,
@@ -56,7 +60,7 @@ pub(in crate::sync) struct Feed {
 impl Feed {
     /// Waits up to `wait` for a message when none is held (or the held ones made no progress
     /// last round), then takes whatever else is already delivered, up to the batch size.
-    pub(in crate::sync) async fn receive(&mut self, wait: Duration) -> Result<(), SyncError> {
+    pub(super) async fn receive(&mut self, wait: Duration) -> Result<(), SyncError> {
         if self.messages.is_none() {
             let s = self
                 .consumer
@@ -137,7 +141,7 @@ impl Feed {
     /// Reads the transactions sent by reference from `side`'s changelog (the rows of
     /// `tables`). One whose rows are gone was applied and consumed already: its message is
     /// acknowledged at once.
-    pub(in crate::sync) async fn resolve(
+    pub(super) async fn resolve(
         &mut self,
         side: &str,
         store: &mut Store,
@@ -163,7 +167,7 @@ impl Feed {
     }
 
     /// The held changes from `side`, in changelog order, each once.
-    pub(in crate::sync) fn changes(&self, side: &str) -> Vec<Change> {
+    pub(super) fn changes(&self, side: &str) -> Vec<Change> {
         let mut out: Vec<Change> = self
             .held
             .iter()
@@ -176,7 +180,7 @@ impl Feed {
     }
 
     /// Acknowledges every held message whose changes are all settled (`done_*` by side).
-    pub(in crate::sync) async fn settle(
+    pub(super) async fn settle(
         &mut self,
         a: &str,
         done_a: &HashSet<i64>,
@@ -208,5 +212,103 @@ impl Feed {
             tracing::warn!(unit = %self.unit, error = %e, "broker: acknowledgement failed; the message will be redelivered and skipped");
         }
         self.held = keep;
+    }
+}
+
+impl Origin for Feed {
+    fn checkpoint(&self, side: &str) -> String {
+        format!("{side}#{}", self.group)
+    }
+
+    fn state(&self) -> String {
+        format!("running, owned by {} (this worker)", self.worker)
+    }
+
+    fn waits(&self) -> bool {
+        true
+    }
+
+    fn reordered(&self) -> bool {
+        true
+    }
+
+    async fn read(
+        &mut self,
+        [x, y]: [&mut Store; 2],
+        want: [Want<'_>; 2],
+        poll: Duration,
+    ) -> Result<[Vec<Change>; 2], SyncError> {
+        let wait = if self.sweep { Duration::ZERO } else { poll };
+        self.receive(wait).await?;
+        self.resolve(want[0].side, x, want[0].tables).await?;
+        self.resolve(want[1].side, y, want[1].tables).await?;
+        let mut out = [self.changes(want[0].side), self.changes(want[1].side)];
+        // Once after taking a group over, the changelogs are read directly too: what the last
+        // owner had in flight is redelivered only after the ack wait.
+        if self.sweep {
+            let direct = read_both([x, y], want).await?;
+            for (r, d) in out.iter_mut().zip(direct) {
+                r.extend(d);
+                r.sort_by_key(|c| c.seq);
+                r.dedup_by_key(|c| c.seq);
+            }
+            self.sweep = false;
+        }
+        Ok(out)
+    }
+
+    /// Only the lease holder gets past the fence; a change whose changelog row is gone was
+    /// consumed by an earlier round (changes may arrive more than once) and is dropped.
+    async fn admit(
+        &mut self,
+        [sa, sb]: [&mut Store; 2],
+        [a, b]: [&str; 2],
+        changes: &mut [Vec<Change>; 2],
+    ) -> Result<(), SyncError> {
+        for (side, store) in [(b, &mut *sb), (a, &mut *sa)] {
+            if !timed(side, "fence", store.fence(&self.unit, self.token)).await? {
+                return Err(SyncError::Fenced {
+                    unit: self.unit.clone(),
+                });
+            }
+        }
+        for (si, side, store) in [(0usize, a, sa), (1, b, sb)] {
+            let r = &mut changes[si];
+            let seqs: Vec<i64> = r.iter().map(|c| c.seq).collect();
+            let live = timed(side, "existing", store.existing(&seqs)).await?;
+            self.gone[si] = seqs.into_iter().filter(|q| !live.contains(q)).collect();
+            r.retain(|c| live.contains(&c.seq));
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> &[i64] {
+        &[]
+    }
+
+    fn unapply(&mut self) -> [Vec<i64>; 2] {
+        std::mem::take(&mut self.prune)
+    }
+
+    async fn idle(&mut self, _stores: [&mut Store; 2], _sides: [&str; 2]) -> Result<(), SyncError> {
+        Ok(())
+    }
+
+    /// Messages are acknowledged only once their rows are gone, so the first side's consumed
+    /// rows are deleted at once; then the messages of both sides' consumed rows are
+    /// acknowledged, and the next round drops the checkpoint entries that guarded them.
+    async fn committed(
+        &mut self,
+        [sa, _]: [&mut Store; 2],
+        [a, b]: [&str; 2],
+        [consumed_a, consumed_b]: [Vec<i64>; 2],
+    ) -> Result<(), SyncError> {
+        delete_consumed(sa, a, self.checkpoint(b), consumed_a.clone()).await?;
+        let [gone_a, gone_b] = std::mem::take(&mut self.gone);
+        let done_a: HashSet<i64> = consumed_a.iter().copied().chain(gone_a).collect();
+        let done_b: HashSet<i64> = consumed_b.iter().copied().chain(gone_b).collect();
+        self.settle(a, &done_a, b, &done_b).await;
+        self.prune = [consumed_a, consumed_b];
+        Ok(())
     }
 }

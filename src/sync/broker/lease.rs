@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::config::sync::BrokerConfig;
 use crate::metrics as m;
-use crate::sync::engine::Shared;
+use crate::sync::shared::Shared;
 
 /// Holds `unit`'s lease whenever it can and runs `start(token, cancel)` while it does.
 pub(super) async fn hold<F, Fut>(

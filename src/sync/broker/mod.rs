@@ -24,10 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::sync::{BrokerConfig, EntityConfig, SyncConfig};
 use crate::metrics as m;
-use crate::sync::engine::Shared;
 use crate::sync::error::SyncError;
 use crate::sync::link::Link;
-pub(super) use feed::Feed;
+use crate::sync::shared::Shared;
 use feed::*;
 use lease::*;
 use relay::*;
@@ -201,6 +200,7 @@ pub(super) async fn run(
                         token,
                         worker: b.worker.clone(),
                         prune: [Vec::new(), Vec::new()],
+                        gone: [Vec::new(), Vec::new()],
                         sweep: true,
                         consumer,
                         messages: None,
@@ -208,7 +208,7 @@ pub(super) async fn run(
                         batch: cfg.settings.batch,
                         stalled: false,
                     };
-                    Link::build(unit, &cfg, entities, &shared, Some(feed))
+                    Link::build(unit, &cfg, entities, &shared, feed)
                         .run(cancel)
                         .await;
                 }

@@ -13,8 +13,8 @@ use super::*;
 use crate::config::sync::{BrokerConfig, SyncConfig};
 use crate::metrics as m;
 use crate::store::{Change, Store};
-use crate::sync::engine::{Shared, connect};
 use crate::sync::error::{SyncError, timed};
+use crate::sync::shared::{Shared, connect};
 
 /// The messages of one batch of changes from `side`: one per source transaction and group
 /// (SQLite changes carry no transaction and go by runs), split further to fit `max_bytes`.

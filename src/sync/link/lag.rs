@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::metrics as m;
 
-impl Link {
+impl<O: Origin> Link<O> {
     /// Notes the oldest change waiting in side `si`'s changelog for each entity (all of them,
     /// or only the paused ones), for the lag of a link that cannot apply it.
     pub(super) async fn peek(&mut self, si: usize, paused_only: bool) -> Result<(), SyncError> {

@@ -5,10 +5,16 @@
 //! the first side's consumed changes. Each apply carries its checkpoint (`_strangler_applied`),
 //! so a change re-read after a crash is recognised and not applied twice.
 
+mod finish;
+mod group;
 mod lag;
+mod origin;
 mod plan;
 mod quarantine;
+mod read;
 mod round;
+mod settle;
+mod write;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,10 +28,11 @@ use crate::control::ControlStore;
 use crate::metrics as m;
 use crate::store::{Change, Store, TableInfo};
 use crate::sync::conflict::Rules;
-use crate::sync::engine::{Shared, connect};
 use crate::sync::error::{SyncError, timed};
 use crate::sync::mapping::{Mapping, used_columns};
+use crate::sync::shared::{Shared, connect};
 use crate::sync::status::{SyncStatus, link_name};
+pub(in crate::sync) use origin::{Direct, Origin, Want, delete_consumed, read_both};
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -73,7 +80,7 @@ enum Step {
     Again,
 }
 
-pub(in crate::sync) struct Link {
+pub(in crate::sync) struct Link<O: Origin> {
     name: String,
     cfg: SyncConfig,
     settings: SyncSettings,
@@ -84,10 +91,8 @@ pub(in crate::sync) struct Link {
     rules: Arc<Rules>,
     wake: Arc<Notify>,
     force_check: bool,
-    feed: Option<super::broker::Feed>,
-    /// Direct mode: the first side's changelog rows applied to the second side and not yet
-    /// deleted; the next round's transaction on the first side deletes them.
-    pending: HashSet<i64>,
+    /// Where the changes come from.
+    origin: O,
     /// Capture time (µs) of the oldest change known not yet applied, by entity index and
     /// the index of the side it comes from: what lag is measured from while the link is
     /// retrying, whatever stops it.
@@ -115,15 +120,15 @@ pub(in crate::sync) struct Link {
     round_changes: Vec<(usize, Change)>,
 }
 
-impl Link {
+impl<O: Origin> Link<O> {
     /// Builds the loop for one pair of sides (one group's entities in broker mode).
     pub(in crate::sync) fn build(
         name: String,
         cfg: &SyncConfig,
         entities: Vec<EntityConfig>,
         shared: &Shared,
-        feed: Option<super::broker::Feed>,
-    ) -> Link {
+        origin: O,
+    ) -> Link<O> {
         let mut s = [
             entities[0].left.side.clone(),
             entities[0].right.side.clone(),
@@ -145,8 +150,7 @@ impl Link {
             control: shared.control.clone(),
             rules: shared.rules.clone(),
             force_check: true,
-            feed,
-            pending: HashSet::new(),
+            origin,
             waiting: HashMap::new(),
             held: HashMap::new(),
             skipped: [0, 0],
@@ -157,15 +161,6 @@ impl Link {
             round_len: [0, 0],
             quarantined: HashMap::new(),
             round_changes: Vec::new(),
-        }
-    }
-
-    /// Checkpoint name for changes from `side` (per group in broker mode, where several
-    /// groups' rounds write checkpoints into the same database).
-    fn source(&self, side: &str) -> String {
-        match &self.feed {
-            Some(f) => format!("{side}#{}", f.group),
-            None => side.to_string(),
         }
     }
 
@@ -193,8 +188,8 @@ impl Link {
             match step {
                 Ok(Step::Busy) => backoff = Duration::from_millis(100),
                 Ok(Step::Again) => tokio::time::sleep(Duration::from_millis(5)).await,
-                // The broker feed already waited for a message.
-                Ok(Step::Idle) if self.feed.is_some() => backoff = Duration::from_millis(100),
+                // The origin already waited for a change.
+                Ok(Step::Idle) if self.origin.waits() => backoff = Duration::from_millis(100),
                 Err(e @ SyncError::Fenced { .. }) => {
                     tracing::warn!(link = %link_label, error = %e, "lost ownership");
                     return;
@@ -278,11 +273,7 @@ impl Link {
             }
             return Err(e);
         }
-        let state = match &self.feed {
-            Some(f) => format!("running, owned by {} (this worker)", f.worker),
-            None => "running".into(),
-        };
-        self.status.set_link(&self.name, state);
+        self.status.set_link(&self.name, self.origin.state());
         self.schema_checks().await?;
         self.round().await
     }
@@ -370,6 +361,15 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// Both sides' stores (first side, second side).
+fn stores(sides: &mut [SideConn; 2]) -> [&mut Store; 2] {
+    let [x, y] = sides;
+    [
+        x.store.as_mut().expect("connected before use"),
+        y.store.as_mut().expect("connected before use"),
+    ]
 }
 
 fn empty() -> TableInfo {

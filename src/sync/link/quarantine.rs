@@ -9,7 +9,7 @@ use crate::sync::status::Quarantined;
 /// Attempts a change gets before it is quarantined.
 pub(super) const QUARANTINE_AFTER: u32 = 3;
 
-impl Link {
+impl<O: Origin> Link<O> {
     /// A round failed while writing. After a few such rounds, the search for the change at
     /// fault halves one side's batch at each failure down to a single change; a change that
     /// fails alone that often is quarantined. A transient failure costs a few smaller rounds.
