@@ -27,7 +27,7 @@ pub enum DemoError {
     App(#[from] crate::app::AppError),
     /// An HTTP exchange failed.
     #[error("demo: request failed: {0}")]
-    Http(String),
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Something behaved differently from what the demo shows.
     #[error("demo: unexpected result: {0}")]
     Unexpected(String),
@@ -119,11 +119,11 @@ async fn call(
     }
     let req = b
         .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| DemoError::Http(e.to_string()))?;
+        .map_err(|e| DemoError::Http(e.into()))?;
     let resp = c
         .request(req)
         .await
-        .map_err(|e| DemoError::Http(e.to_string()))?;
+        .map_err(|e| DemoError::Http(e.into()))?;
     let status = resp.status().as_u16();
     let target = resp
         .headers()
@@ -135,7 +135,7 @@ async fn call(
         .into_body()
         .collect()
         .await
-        .map_err(|e| DemoError::Http(e.to_string()))?
+        .map_err(|e| DemoError::Http(e.into()))?
         .to_bytes();
     Ok((status, target, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -19,9 +19,15 @@ pub enum ControlError {
     /// A stored record did not parse.
     #[error("control database: stored record is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
-    /// The blocking worker died.
+    /// The blocking task running a SQLite call panicked or was cancelled.
     #[error("control database: worker failed: {0}")]
-    Worker(String),
+    Worker(#[from] tokio::task::JoinError),
+    /// An earlier SQLite call panicked while holding the connection.
+    #[error("control database: the connection's lock is poisoned (an earlier call panicked)")]
+    Poisoned,
+    /// The PostgreSQL connection could not be (re-)established.
+    #[error("control database: not connected")]
+    Disconnected,
     /// The URL is not one we know.
     #[error("control database: unsupported URL {0:?}")]
     Url(String),

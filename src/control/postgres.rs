@@ -66,8 +66,7 @@ impl PgControl {
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = Some(connect(&self.url).await?);
         }
-        MutexGuard::try_map(guard, Option::as_mut)
-            .map_err(|_| ControlError::Worker("no connection".into()))
+        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| ControlError::Disconnected)
     }
 
     pub(super) async fn insert_version<S: serde::Serialize>(

@@ -68,8 +68,7 @@ impl SqliteControl {
             }
             Ok(conn)
         })
-        .await
-        .map_err(|e| ControlError::Worker(e.to_string()))??;
+        .await??;
         Ok(SqliteControl {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -81,13 +80,10 @@ impl SqliteControl {
     ) -> Result<T, ControlError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let guard = conn
-                .lock()
-                .map_err(|_| ControlError::Worker("connection lock poisoned".into()))?;
+            let guard = conn.lock().map_err(|_| ControlError::Poisoned)?;
             f(&guard)
         })
-        .await
-        .map_err(|e| ControlError::Worker(e.to_string()))?
+        .await?
     }
 
     pub(super) async fn insert_version<S: serde::Serialize>(

@@ -1,6 +1,8 @@
 //! SQLite side: capture by triggers guarded by a one-row flag table (SQLite has one writer at a
 //! time, so the flag the engine sets inside its own transaction is seen only by its writes).
 
+mod capture;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,9 +11,10 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::Value;
 
+use super::sql::{ChangeRow, dq, hex_bytes, to_change};
 use super::{
-    ApplyBatch, Capture, CaptureSpec, Change, ChangeRow, Column, ForeignKey, Form, Index, Row,
-    StoreError, TableInfo, Write, dq, family, hex_bytes, to_change,
+    ApplyBatch, Backend, Capture, CaptureSpec, Change, Column, ForeignKey, Form, Index, Row,
+    StoreError, TableInfo, Write, family,
 };
 use crate::family::TypeFamily;
 
@@ -77,8 +80,7 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             Ok(conn)
         })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))??;
+        .await??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -92,19 +94,20 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Worker("connection lock poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
             f(&mut guard)
         })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
+        .await?
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
     }
 
-    pub(super) async fn table_info(
-        &mut self,
-        table: &str,
-    ) -> Result<Option<TableInfo>, StoreError> {
+    async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {
         let table = table.to_string();
         self.with(move |c| {
             let mut columns = Vec::new();
@@ -210,7 +213,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
+    async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {
         let unit = unit.to_string();
         self.with(move |c| {
             let n = c.execute(
@@ -223,11 +226,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn applied(
-        &mut self,
-        source: &str,
-        seqs: &[i64],
-    ) -> Result<HashSet<i64>, StoreError> {
+    async fn applied(&mut self, source: &str, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
         let (source, seqs) = (source.to_string(), seqs.to_vec());
         let seqs = Value::from(seqs).to_string();
         self.with(move |c| {
@@ -242,25 +241,21 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn begin(&mut self) -> Result<(), StoreError> {
+    async fn begin(&mut self) -> Result<(), StoreError> {
         self.with(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?)).await
     }
 
-    pub(super) async fn lock_keys(
-        &mut self,
-        _table: &str,
-        _keys: &[Row],
-    ) -> Result<(), StoreError> {
+    async fn lock_keys(&mut self, _table: &str, _keys: &[Row]) -> Result<(), StoreError> {
         // BEGIN IMMEDIATE already holds the database's single write lock.
         Ok(())
     }
 
-    pub(super) async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+    async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
         let batch = batch.clone();
         self.with(move |c| prepare(c, &batch)).await
     }
 
-    pub(super) async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
+    async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {
         self.with(move |c| {
             if commit {
                 c.execute("UPDATE _strangler_guard SET applying = 0", [])?;
@@ -271,258 +266,6 @@ impl SqliteStore {
             Ok(())
         })
         .await
-    }
-}
-
-#[async_trait::async_trait]
-impl Capture for SqliteStore {
-    fn method(&self) -> &'static str {
-        "triggers"
-    }
-
-    async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
-        let specs = specs.to_vec();
-        let mut infos = Vec::new();
-        for s in &specs {
-            let info = self.table_info(&s.table).await?.ok_or_else(|| {
-                StoreError::Value(format!("sqlite: table {:?} does not exist", s.table))
-            })?;
-            infos.push(info);
-        }
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            if outbox {
-                let has: i64 = tx.query_row(
-                    "SELECT count(*) FROM pragma_table_info('_strangler_changes') WHERE name = 'pub'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if has == 0 {
-                    tx.execute_batch(
-                        "ALTER TABLE _strangler_changes ADD COLUMN pub INTEGER NOT NULL DEFAULT 0;
-                         CREATE INDEX IF NOT EXISTS _strangler_changes_unpub ON _strangler_changes (seq) WHERE pub = 0;",
-                    )?;
-                }
-            }
-            for (s, info) in specs.iter().zip(&infos) {
-                let obj = |row: &str| {
-                    let parts: Vec<String> = info
-                        .columns
-                        .iter()
-                        .map(|col| image_member(row, &col.name, col.family == TypeFamily::Json))
-                        .collect();
-                    format!("'{{' || {} || '}}'", parts.join(" || ',' || "))
-                };
-                let pk = |row: &str| {
-                    s.key
-                        .iter()
-                        .map(|k| format!("COALESCE(CAST({row}.{} AS TEXT), '')", dq(k)))
-                        .collect::<Vec<_>>()
-                        .join(" || char(31) || ")
-                };
-                let name = s.table.replace('\'', "''");
-                for (suffix, event, op, old, new, row) in [
-                    ("ai", "INSERT", "I", "NULL".to_string(), obj("NEW"), "NEW"),
-                    ("au", "UPDATE", "U", obj("OLD"), obj("NEW"), "NEW"),
-                    ("ad", "DELETE", "D", obj("OLD"), "NULL".to_string(), "OLD"),
-                ] {
-                    let trig = dq(&format!("_strangler_{}_{suffix}", s.table));
-                    tx.execute_batch(&format!(
-                        "DROP TRIGGER IF EXISTS {trig};
-                         CREATE TRIGGER {trig} AFTER {event} ON {t}
-                         WHEN (SELECT applying FROM _strangler_guard) = 0
-                         BEGIN
-                           INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk)
-                           VALUES ('{name}', '{op}', {old}, {new}, NULL, {NOW_US}, {pk});
-                         END;",
-                        t = dq(&s.table),
-                        pk = pk(row),
-                    ))?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn uninstall(&mut self, tables: &[String]) -> Result<(), StoreError> {
-        let tables = tables.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            for t in &tables {
-                for suffix in ["ai", "au", "ad"] {
-                    tx.execute_batch(&format!(
-                        "DROP TRIGGER IF EXISTS {};",
-                        dq(&format!("_strangler_{t}_{suffix}"))
-                    ))?;
-                }
-            }
-            // Triggers of tables no longer in the config.
-            let left: Vec<String> = tx
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_strangler\\_%' ESCAPE '\\'")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for t in left {
-                tx.execute_batch(&format!("DROP TRIGGER IF EXISTS {};", dq(&t)))?;
-            }
-            tx.execute_batch(
-                "DROP TABLE IF EXISTS _strangler_changes;
-                 DROP TABLE IF EXISTS _strangler_applied;
-                 DROP TABLE IF EXISTS _strangler_guard;
-                 DROP TABLE IF EXISTS _strangler_fence;",
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn installed(&mut self) -> Result<bool, StoreError> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT 1 FROM sqlite_master WHERE name = '_strangler_changes'",
-                [],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-        })
-        .await
-    }
-
-    async fn read_changes(
-        &mut self,
-        limit: usize,
-        tables: &[String],
-        unpublished: bool,
-    ) -> Result<Vec<Change>, StoreError> {
-        let tables = Value::from(tables.to_vec()).to_string();
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(if unpublished {
-                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
-                 WHERE pub = 0 AND tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1"
-            } else {
-                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes \
-                 WHERE tbl IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?1"
-            })?;
-            let rows = stmt.query_map(rusqlite::params![limit as i64, tables], change_row)?;
-            let mut out = Vec::new();
-            for r in rows {
-                out.push(to_change(r?)?);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn mark_published(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
-        let seqs = Value::from(seqs.to_vec()).to_string();
-        self.with(move |c| {
-            c.execute(
-                "UPDATE _strangler_changes SET pub = 1 WHERE seq IN (SELECT value FROM json_each(?1))",
-                [seqs],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn existing(&mut self, seqs: &[i64]) -> Result<HashSet<i64>, StoreError> {
-        let seqs = Value::from(seqs.to_vec()).to_string();
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq FROM _strangler_changes WHERE seq IN (SELECT value FROM json_each(?1))",
-            )?;
-            let out = stmt
-                .query_map([seqs], |r| r.get(0))?
-                .collect::<Result<HashSet<i64>, _>>()?;
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn read_tx(&mut self, _tx: &str) -> Result<Vec<Change>, StoreError> {
-        // SQLite triggers cannot see a transaction id; changes carry none.
-        Ok(Vec::new())
-    }
-
-    async fn fetch_keys(
-        &mut self,
-        keys: &HashSet<(String, String)>,
-        after: Option<i64>,
-    ) -> Result<Vec<Change>, StoreError> {
-        let keys: Vec<(String, String)> = keys.iter().cloned().collect();
-        self.with(move |c| {
-            // One writer at a time and AUTOINCREMENT: anything committed since the read has a
-            // higher sequence number. Usually few rows; read them at once when they are.
-            const AT_ONCE: i64 = 20_000;
-            if let Some(after) = after {
-                let mut recent = c.prepare_cached(
-                    "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                let rows: Vec<ChangeRow> = recent
-                    .query_map([after, AT_ONCE + 1], change_row)?
-                    .collect::<Result<_, _>>()?;
-                if (rows.len() as i64) <= AT_ONCE {
-                    return rows.into_iter().map(to_change).collect();
-                }
-            }
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, tbl, op, old, new, tx, ts, pk FROM _strangler_changes WHERE tbl = ?1 AND pk = ?2",
-            )?;
-            let mut out = Vec::new();
-            for (t, pk) in &keys {
-                let rows = stmt.query_map([t, pk], change_row)?;
-                for r in rows {
-                    out.push(to_change(r?)?);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn backlog(&mut self) -> Result<i64, StoreError> {
-        self.with(|c| Ok(c.query_row("SELECT count(*) FROM _strangler_changes", [], |r| r.get(0))?))
-            .await
-    }
-
-    fn notified(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
-        // A watch thread, started on first use: SQLite has no cross-process notification, and
-        // without it an idle engine would notice another connection's commit only at its poll.
-        let watch = self.watch.get_or_init(|| {
-            let notify = Arc::new(tokio::sync::Notify::new());
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (n, halt, path) = (notify.clone(), stop.clone(), self.path.clone());
-            let watcher = move || {
-                let Ok(c) = Connection::open(&path) else {
-                    return;
-                };
-                let version = |c: &Connection| {
-                    c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
-                        .ok()
-                };
-                let mut last = version(&c);
-                while !halt.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(WATCH_EVERY);
-                    let now = version(&c);
-                    if now != last {
-                        last = now;
-                        n.notify_one();
-                    }
-                }
-            };
-            if let Err(e) = std::thread::Builder::new()
-                .name("strangler-sqlite-watch".into())
-                .spawn(watcher)
-            {
-                tracing::warn!(error = %e, "no SQLite watch thread; the engine polls");
-            }
-            Watch { notify, stop }
-        });
-        Some(watch.notify.clone())
     }
 }
 

@@ -1,0 +1,135 @@
+//! What moves through a side: a captured change as read from its changelog, and the writes
+//! and checkpoint entries one engine transaction applies.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+/// A row image: column → value.
+pub type Row = Map<String, Value>;
+
+/// Separator of key values in a changelog key text.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// What a captured change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    /// Row inserted.
+    Insert,
+    /// Row updated.
+    Update,
+    /// Row deleted.
+    Delete,
+}
+
+impl Op {
+    pub(super) fn parse(s: &str) -> Op {
+        match s {
+            "I" => Op::Insert,
+            "D" => Op::Delete,
+            _ => Op::Update,
+        }
+    }
+}
+
+/// One captured change, as read from a side's changelog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// Changelog sequence number on its side.
+    pub seq: i64,
+    /// Table.
+    pub table: String,
+    /// Operation.
+    pub op: Op,
+    /// Row before (updates, deletes).
+    pub old: Option<Row>,
+    /// Row after (inserts, updates).
+    pub new: Option<Row>,
+    /// Source transaction id, where the database exposes one.
+    pub tx: Option<String>,
+    /// Capture time by the database's clock, Unix µs.
+    pub ts_us: i64,
+    /// Key values joined by [`KEY_SEPARATOR`].
+    pub pk: String,
+    /// Why an image of this change could not be decoded; such a change is quarantined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poison: Option<String>,
+}
+
+/// One write the engine applies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert, or update the given columns of the existing row.
+    Upsert {
+        /// Table.
+        table: String,
+        /// Key columns (a unique key of the table).
+        key: Vec<String>,
+        /// Columns to write, key included.
+        row: Row,
+        /// Extra columns set only when the row is new.
+        insert_only: Row,
+        /// Binary columns: their values are `\x`-and-hex text, written as bytes.
+        bytes: Vec<String>,
+    },
+    /// Delete by key.
+    Delete {
+        /// Table.
+        table: String,
+        /// Key column → value.
+        key: Row,
+    },
+}
+
+impl Write {
+    /// Table written.
+    pub fn table(&self) -> &str {
+        match self {
+            Write::Upsert { table, .. } | Write::Delete { table, .. } => table,
+        }
+    }
+
+    /// Key text as the changelog stores it.
+    pub fn pk(&self) -> String {
+        match self {
+            Write::Upsert { key, row, .. } => key_text(key.iter().map(|k| row.get(k))),
+            Write::Delete { key, .. } => key_text(key.values().map(Some)),
+        }
+    }
+}
+
+/// Renders key values the way every backend's trigger renders them.
+pub fn key_text<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> String {
+    let mut out = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(KEY_SEPARATOR);
+        }
+        match v {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+/// One target transaction: writes, the checkpoint they carry, and changelog housekeeping.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyBatch {
+    /// Writes in order.
+    pub writes: Vec<Write>,
+    /// Side the changes came from.
+    pub source: String,
+    /// Source changelog sequence numbers this batch covers (the checkpoint).
+    pub applied: Vec<i64>,
+    /// Checkpoint entries for `source` below this are no longer needed.
+    pub prune_below: Option<i64>,
+    /// This side's own changelog rows to delete (already applied to the peer).
+    pub consumed: Vec<i64>,
+    /// This side's changelog rows read this round: anything else on a written key is a race.
+    pub seen: HashSet<i64>,
+    /// Checkpoint entries for `source` to delete (their changelog rows are gone for good).
+    pub unapply: Vec<i64>,
+}
