@@ -6,15 +6,19 @@
 //! reads it per request from atomics instead.
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::{HealthConfig, PassiveConfig};
 
+/// Monotonic milliseconds since the first health reading, never 0 (0 means "no deadline").
+/// Tokio's clock, so that a wall-clock jump neither ends nor extends an ejection, and tests
+/// can run ejection periods on paused time.
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(tokio::time::Instant::now);
+    base.elapsed().as_millis() as u64 + 1
 }
 
 /// Health state of one upstream, shared by every route table that names it.
@@ -24,7 +28,7 @@ pub struct Health {
     pub name: String,
     /// Result of active probing (true when there is no probe).
     probe_ok: AtomicBool,
-    /// Passive ejection lasts until this wall-clock millisecond.
+    /// Passive ejection lasts until this millisecond of [`now_ms`].
     ejected_until: AtomicU64,
     /// Consecutive passive failures.
     failures: AtomicU32,
@@ -166,6 +170,29 @@ mod tests {
             Some(Duration::from_secs(25)),
             "capped at max_ejection"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_ends_after_its_period_and_backs_off_until_healthy() {
+        let h = Health::new("u", passive(2));
+        assert!(h.record_failure().is_none());
+        assert_eq!(h.record_failure(), Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_millis(9_990)).await;
+        assert!(
+            h.is_ejected() && !h.is_available(),
+            "still inside the period"
+        );
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(h.is_available(), "re-admitted when the period ends");
+        // Failing again before a request succeeds doubles the period.
+        h.record_failure();
+        assert_eq!(h.record_failure(), Some(Duration::from_secs(20)));
+        tokio::time::advance(Duration::from_secs(21)).await;
+        assert!(h.is_available());
+        // A success after the ejection ended clears the back-off.
+        h.record_success();
+        h.record_failure();
+        assert_eq!(h.record_failure(), Some(Duration::from_secs(10)));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -183,6 +185,23 @@ mod tests {
             t.p99_seconds
         );
         g.reset();
+        assert_eq!(g.summary().0.requests, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_slides_past_old_requests() {
+        let g = GateStats::new("svc", "mono", Duration::from_secs(60));
+        g.record("svc", true, Duration::from_millis(5));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        g.record("svc", false, Duration::from_millis(5));
+        g.record("mono", false, Duration::from_millis(5));
+        let (t, f) = g.summary();
+        assert_eq!((t.requests, t.errors, f.requests), (2, 1, 1));
+        // The first request leaves the window; the later ones stay until theirs ends.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let (t, f) = g.summary();
+        assert_eq!((t.requests, t.errors, f.requests), (1, 0, 1));
+        tokio::time::advance(Duration::from_secs(30)).await;
         assert_eq!(g.summary().0.requests, 0);
     }
 }
