@@ -1,10 +1,13 @@
 //! An entity's column map applied to row images: left → right with the configured transforms,
 //! right → left with their inverses, and the checks of a mapping against the real schemas.
 
-use serde_json::Value;
+mod convert;
+mod value;
+
+pub use value::cast;
 
 use crate::config::sync::{EntityConfig, EntityTable, Transform, TypeFamily};
-use crate::store::{Form, Row, TableInfo, key_text, utc_naive};
+use crate::store::{Form, Row, TableInfo, key_text};
 
 /// An entity mapping that does not fit the databases.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -202,188 +205,6 @@ impl Mapping {
     pub fn is_left(&self, side: &str) -> bool {
         self.entity.left.side == side
     }
-
-    /// The left-form image of a row captured on `side`.
-    pub fn to_left_form(&self, side: &str, row: &Row) -> Result<Row, String> {
-        if self.is_left(side) {
-            Ok(self.project_left(row))
-        } else {
-            self.to_left(row)
-        }
-    }
-
-    /// The columns of a left row that the mapping uses.
-    fn project_left(&self, row: &Row) -> Row {
-        let mut out = Row::new();
-        let mut take = |c: &String| {
-            out.insert(c.clone(), row.get(c).cloned().unwrap_or(Value::Null));
-        };
-        for (lc, _) in &self.entity.columns {
-            take(lc);
-        }
-        for t in &self.entity.transforms {
-            match t {
-                Transform::Split { column, .. } => take(column),
-                Transform::Join { columns, .. } => columns.iter().for_each(&mut take),
-                _ => {}
-            }
-        }
-        out
-    }
-
-    /// Key text of a left-form row.
-    pub fn key(&self, left: &Row) -> String {
-        key_text(self.entity.left.key.iter().map(|k| left.get(k)))
-    }
-
-    /// Maps a left-form row to `side`'s columns: (columns to write, columns set only on insert).
-    pub fn to_side(&self, side: &str, left: &Row) -> Result<(Row, Row), String> {
-        let (mut row, mut insert_only) = if self.is_left(side) {
-            (left.clone(), Row::new())
-        } else {
-            self.to_right(left)?
-        };
-        for (c, form) in &self.forms[usize::from(!self.is_left(side))] {
-            for r in [&mut row, &mut insert_only] {
-                if let Some(v) = r.get_mut(c) {
-                    in_form(v, *form);
-                }
-            }
-        }
-        Ok((row, insert_only))
-    }
-
-    /// The key of a left-form row in `side`'s key columns.
-    pub fn side_key(&self, side: &str, left: &Row) -> Result<Row, String> {
-        let (row, _) = self.to_side(side, left)?;
-        let t = self.entity.table(side).ok_or("unknown side")?;
-        Ok(t.key
-            .iter()
-            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
-            .collect())
-    }
-
-    fn to_right(&self, left: &Row) -> Result<(Row, Row), String> {
-        let mut out = Row::new();
-        let mut insert_only = Row::new();
-        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
-            let mut v = left.get(lc).cloned().unwrap_or(Value::Null);
-            for t in &self.entity.transforms {
-                v = match t {
-                    Transform::Lower(c) if c == lc => map_str(v, |s| s.to_lowercase()),
-                    Transform::Upper(c) if c == lc => map_str(v, |s| s.to_uppercase()),
-                    Transform::Trim(c) if c == lc => map_str(v, |s| s.trim().to_string()),
-                    Transform::Cast(c, f) if c == lc => {
-                        cast(&v, *f).map_err(|m| format!("column {lc:?}: {m}"))?
-                    }
-                    _ => v,
-                };
-            }
-            if !casted {
-                v = between(v, lf, rf).map_err(|m| format!("column {lc:?}: {m}"))?;
-            }
-            out.insert(rc.clone(), v);
-        }
-        for t in &self.entity.transforms {
-            match t {
-                Transform::Split {
-                    column,
-                    into,
-                    separator,
-                } => {
-                    let (a, b) = split(left.get(column).unwrap_or(&Value::Null), separator);
-                    out.insert(into[0].clone(), a);
-                    out.insert(into[1].clone(), b);
-                }
-                Transform::Join {
-                    columns,
-                    into,
-                    separator,
-                } => {
-                    out.insert(
-                        into.clone(),
-                        join(left.get(&columns[0]), left.get(&columns[1]), separator),
-                    );
-                }
-                Transform::Default(c, v) => {
-                    insert_only.insert(c.clone(), v.clone());
-                }
-                _ => {}
-            }
-        }
-        Ok((out, insert_only))
-    }
-
-    fn to_left(&self, right: &Row) -> Result<Row, String> {
-        let mut out = Row::new();
-        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
-            let mut v = right.get(rc).cloned().unwrap_or(Value::Null);
-            v = if casted {
-                cast(&v, lf)
-            } else {
-                between(v, rf, lf)
-            }
-            .map_err(|m| format!("column {rc:?}: {m}"))?;
-            out.insert(lc.clone(), v);
-        }
-        for t in &self.entity.transforms {
-            match t {
-                Transform::Split {
-                    column,
-                    into,
-                    separator,
-                } => {
-                    out.insert(
-                        column.clone(),
-                        join(right.get(&into[0]), right.get(&into[1]), separator),
-                    );
-                }
-                Transform::Join {
-                    columns,
-                    into,
-                    separator,
-                } => {
-                    let (a, b) = split(right.get(into).unwrap_or(&Value::Null), separator);
-                    out.insert(columns[0].clone(), a);
-                    out.insert(columns[1].clone(), b);
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A value of a column of family `from` for a column of family `to`, with no cast configured:
-/// a text column's value becomes the JSON document it spells (refused when it spells none), a
-/// JSON document the text that spells it; everything else is unchanged.
-fn between(v: Value, from: TypeFamily, to: TypeFamily) -> Result<Value, String> {
-    use TypeFamily::{Json, Text};
-    Ok(match (from, to, v) {
-        (Text, Json, Value::String(s)) => serde_json::from_str(&s)
-            .map_err(|e| format!("text {s:?} is not a JSON document ({e}) for a JSON column"))?,
-        (Json, Text, v) if !v.is_null() => Value::String(v.to_string()),
-        (_, _, v) => v,
-    })
-}
-
-/// A value as a column of `form` takes it.
-fn in_form(v: &mut Value, form: Form) {
-    match form {
-        Form::Plain => {}
-        Form::UtcNaive => {
-            if let Value::String(s) = v
-                && let Some(utc) = utc_naive(s)
-            {
-                *s = utc;
-            }
-        }
-        Form::JsonText => {
-            if !v.is_null() {
-                *v = Value::String(v.to_string());
-            }
-        }
-    }
 }
 
 fn need_text(info: &TableInfo, col: &str) -> Result<(), String> {
@@ -395,83 +216,6 @@ fn need_text(info: &TableInfo, col: &str) -> Result<(), String> {
         )),
         Some(_) => Ok(()),
     }
-}
-
-fn map_str(v: Value, f: impl Fn(&str) -> String) -> Value {
-    match v {
-        Value::String(s) => Value::String(f(&s)),
-        other => other,
-    }
-}
-
-fn split(v: &Value, sep: &str) -> (Value, Value) {
-    match v {
-        Value::String(s) => match s.split_once(sep) {
-            Some((a, b)) => (Value::from(a), Value::from(b)),
-            None => (Value::from(s.as_str()), Value::Null),
-        },
-        _ => (Value::Null, Value::Null),
-    }
-}
-
-fn join(a: Option<&Value>, b: Option<&Value>, sep: &str) -> Value {
-    let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Null) | None => None,
-        Some(other) => Some(other.to_string()),
-    };
-    match (text(a), text(b)) {
-        (Some(a), Some(b)) => Value::from(format!("{a}{sep}{b}")),
-        (Some(a), None) => Value::from(a),
-        (None, Some(b)) => Value::from(b),
-        (None, None) => Value::Null,
-    }
-}
-
-/// Casts a value to a type family.
-pub fn cast(v: &Value, to: TypeFamily) -> Result<Value, String> {
-    if v.is_null() {
-        return Ok(Value::Null);
-    }
-    Ok(match to {
-        TypeFamily::Integer => match v {
-            Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
-            Value::Number(n) => Value::from(n.as_f64().unwrap_or(0.0).round() as i64),
-            Value::Bool(b) => Value::from(i64::from(*b)),
-            Value::String(s) => Value::from(
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| format!("{s:?} is not an integer"))?,
-            ),
-            other => return Err(format!("{other} is not an integer")),
-        },
-        // A number's text is kept, every digit of a decimal with it.
-        TypeFamily::Real => match v {
-            Value::Number(_) => v.clone(),
-            Value::String(s) => match s.trim().parse::<serde_json::Number>() {
-                Ok(n) if n.as_f64().is_some_and(f64::is_finite) => Value::Number(n),
-                _ if s.trim().parse::<f64>().is_ok() => {
-                    return Err(format!("{s:?} is not a finite number"));
-                }
-                _ => return Err(format!("{s:?} is not a number")),
-            },
-            other => return Err(format!("{other} is not a number")),
-        },
-        TypeFamily::Boolean => match v {
-            Value::Bool(_) => v.clone(),
-            Value::Number(n) => Value::Bool(n.as_f64() != Some(0.0)),
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "t" | "1" | "yes" | "y" => Value::Bool(true),
-                "false" | "f" | "0" | "no" | "n" => Value::Bool(false),
-                _ => return Err(format!("{s:?} is not a boolean")),
-            },
-            other => return Err(format!("{other} is not a boolean")),
-        },
-        TypeFamily::Text | TypeFamily::Time | TypeFamily::Json | TypeFamily::Blob => match v {
-            Value::String(_) => v.clone(),
-            other => Value::from(other.to_string()),
-        },
-    })
 }
 
 /// Columns of the left (`true`) or right table that an entity's mapping reads or writes.
@@ -496,8 +240,9 @@ pub fn used_columns(entity: &EntityConfig, left: bool) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
+    use super::value::*;
     use super::*;
 
     #[test]

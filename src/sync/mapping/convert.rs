@@ -1,0 +1,159 @@
+//! Row images through a mapping: a captured row to the entity's left form, and the left form
+//! to either side's row, with the configured transforms and their inverses.
+
+use serde_json::Value;
+
+use super::value::*;
+use super::*;
+
+impl Mapping {
+    /// The left-form image of a row captured on `side`.
+    pub fn to_left_form(&self, side: &str, row: &Row) -> Result<Row, String> {
+        if self.is_left(side) {
+            Ok(self.project_left(row))
+        } else {
+            self.to_left(row)
+        }
+    }
+
+    /// The columns of a left row that the mapping uses.
+    fn project_left(&self, row: &Row) -> Row {
+        let mut out = Row::new();
+        let mut take = |c: &String| {
+            out.insert(c.clone(), row.get(c).cloned().unwrap_or(Value::Null));
+        };
+        for (lc, _) in &self.entity.columns {
+            take(lc);
+        }
+        for t in &self.entity.transforms {
+            match t {
+                Transform::Split { column, .. } => take(column),
+                Transform::Join { columns, .. } => columns.iter().for_each(&mut take),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Key text of a left-form row.
+    pub fn key(&self, left: &Row) -> String {
+        key_text(self.entity.left.key.iter().map(|k| left.get(k)))
+    }
+
+    /// Maps a left-form row to `side`'s columns: (columns to write, columns set only on insert).
+    pub fn to_side(&self, side: &str, left: &Row) -> Result<(Row, Row), String> {
+        let (mut row, mut insert_only) = if self.is_left(side) {
+            (left.clone(), Row::new())
+        } else {
+            self.to_right(left)?
+        };
+        for (c, form) in &self.forms[usize::from(!self.is_left(side))] {
+            for r in [&mut row, &mut insert_only] {
+                if let Some(v) = r.get_mut(c) {
+                    in_form(v, *form);
+                }
+            }
+        }
+        Ok((row, insert_only))
+    }
+
+    /// The key of a left-form row in `side`'s key columns.
+    pub fn side_key(&self, side: &str, left: &Row) -> Result<Row, String> {
+        let (row, _) = self.to_side(side, left)?;
+        let t = self.entity.table(side).ok_or("unknown side")?;
+        Ok(t.key
+            .iter()
+            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+            .collect())
+    }
+
+    fn to_right(&self, left: &Row) -> Result<(Row, Row), String> {
+        let mut out = Row::new();
+        let mut insert_only = Row::new();
+        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
+            let mut v = left.get(lc).cloned().unwrap_or(Value::Null);
+            for t in &self.entity.transforms {
+                v = match t {
+                    Transform::Lower(c) if c == lc => map_str(v, |s| s.to_lowercase()),
+                    Transform::Upper(c) if c == lc => map_str(v, |s| s.to_uppercase()),
+                    Transform::Trim(c) if c == lc => map_str(v, |s| s.trim().to_string()),
+                    Transform::Cast(c, f) if c == lc => {
+                        cast(&v, *f).map_err(|m| format!("column {lc:?}: {m}"))?
+                    }
+                    _ => v,
+                };
+            }
+            if !casted {
+                v = between(v, lf, rf).map_err(|m| format!("column {lc:?}: {m}"))?;
+            }
+            out.insert(rc.clone(), v);
+        }
+        for t in &self.entity.transforms {
+            match t {
+                Transform::Split {
+                    column,
+                    into,
+                    separator,
+                } => {
+                    let (a, b) = split(left.get(column).unwrap_or(&Value::Null), separator);
+                    out.insert(into[0].clone(), a);
+                    out.insert(into[1].clone(), b);
+                }
+                Transform::Join {
+                    columns,
+                    into,
+                    separator,
+                } => {
+                    out.insert(
+                        into.clone(),
+                        join(left.get(&columns[0]), left.get(&columns[1]), separator),
+                    );
+                }
+                Transform::Default(c, v) => {
+                    insert_only.insert(c.clone(), v.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok((out, insert_only))
+    }
+
+    fn to_left(&self, right: &Row) -> Result<Row, String> {
+        let mut out = Row::new();
+        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
+            let mut v = right.get(rc).cloned().unwrap_or(Value::Null);
+            v = if casted {
+                cast(&v, lf)
+            } else {
+                between(v, rf, lf)
+            }
+            .map_err(|m| format!("column {rc:?}: {m}"))?;
+            out.insert(lc.clone(), v);
+        }
+        for t in &self.entity.transforms {
+            match t {
+                Transform::Split {
+                    column,
+                    into,
+                    separator,
+                } => {
+                    out.insert(
+                        column.clone(),
+                        join(right.get(&into[0]), right.get(&into[1]), separator),
+                    );
+                }
+                Transform::Join {
+                    columns,
+                    into,
+                    separator,
+                } => {
+                    let (a, b) = split(right.get(into).unwrap_or(&Value::Null), separator);
+                    out.insert(columns[0].clone(), a);
+                    out.insert(columns[1].clone(), b);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
