@@ -1,4 +1,4 @@
-//! One round of a link, as named steps: read both sides' changes, open both transactions,
+//! One round of a link, as named steps: read both sides' changes, begin both transactions,
 //! group the changes by key and lock the keys, settle each key, write both sides with their
 //! checkpoints, and finish (dispose of consumed changes, record lag and conflicts).
 
