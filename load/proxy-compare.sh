@@ -3,7 +3,9 @@
 # fixed body) is hit directly and through Strangler, NGINX as a proxy and HAProxy, with the
 # same load generator and settings. Each system is measured ROUNDS times, interleaved, and
 # the medians are reported. Then the added p99 latency of Strangler over a direct hit is
-# measured at a fixed rate of half Strangler's throughput (oha -q).
+# measured at a fixed rate of half Strangler's throughput (oha -q), beside the gateway's own
+# added-latency histogram (time spent in Strangler, not waiting for the upstream), scraped
+# from its /metrics before and after each such run (load/added-latency.py).
 #
 #   bash load/proxy-compare.sh            # DURATION=10 CONNS=64 ROUNDS=3 THREADS=2
 #   BASELINE_BIN=/path/to/old/strangler bash load/proxy-compare.sh
@@ -176,9 +178,18 @@ echo
 echo "fixed rate $half req/s (half of Strangler's throughput): oha -z ${DURATION}s -c $CONNS -q $half"
 for r in $(seq 1 "$ROUNDS"); do
     for s in "${HALF_SYSTEMS[@]}"; do
+        # Strangler's own view: its added-latency histogram, scraped before and after.
+        [ "$s" = strangler ] && curl -fs "http://127.0.0.1:$STR_ADMIN/metrics" > "$work/metrics.before"
         p99=$(oha -z "${DURATION}s" -c "$CONNS" -q "$half" --no-tui --output-format json "${URL[$s]}" \
             | python3 -c 'import json, sys; print("%.3f" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))')
-        echo "  round $r $s: p99 $p99 ms"
+        inside=""
+        if [ "$s" = strangler ]; then
+            curl -fs "http://127.0.0.1:$STR_ADMIN/metrics" > "$work/metrics.after"
+            inside=$(python3 load/added-latency.py "$work/metrics.before" "$work/metrics.after")
+            echo "$inside" >> "$work/inside.half"
+            inside=" (inside, us: $inside)"
+        fi
+        echo "  round $r $s: p99 $p99 ms$inside"
         echo "$p99" >> "$work/$s.half"
     done
 done
@@ -189,6 +200,9 @@ echo
 awk -v a="${RPS[strangler]}" -v b="${RPS[nginx]}" 'BEGIN { printf "throughput ratio strangler/nginx: %.2f\n", a / b }'
 awk -v a="${RPS[strangler]}" -v b="${RPS[haproxy]}" 'BEGIN { printf "throughput ratio strangler/haproxy: %.2f\n", a / b }'
 awk -v s="$s99" -v d="$d99" 'BEGIN { printf "added p99 latency at half load (ms): %.3f\n", s - d }'
+# Medians over the rounds of the gateway's own p50, p99 and p99.9.
+q() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$work/inside.half" | median; }
+echo "gateway added latency at half load (us): p50 $(q p50) p99 $(q p99) p999 $(q p999)"
 if [ -n "$BASELINE_BIN" ]; then
     awk -v a="${RPS[strangler]}" -v b="${RPS[baseline]}" 'BEGIN { printf "throughput ratio strangler/baseline: %.2f\n", a / b }'
     awk -v s="$(median < "$work/baseline.half")" -v d="$d99" 'BEGIN { printf "baseline added p99 latency at half load (ms): %.3f\n", s - d }'

@@ -69,6 +69,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Time spent in the gateway itself: fine steps below a millisecond, where it should stay.
+const ADDED_LATENCY_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_015, 0.000_02, 0.000_03, 0.000_04, 0.000_05, 0.000_075, 0.000_1,
+    0.000_15, 0.000_2, 0.000_3, 0.000_5, 0.001, 0.002_5, 0.01, 0.1, 1.0,
+];
+
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
@@ -76,6 +82,13 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    // A full-name matcher takes precedence over the suffix.
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ADDED_LATENCY.into()),
+                        ADDED_LATENCY_BUCKETS,
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder);
             match recorder {
                 Ok(recorder) => {
