@@ -200,6 +200,8 @@ echo
 awk -v a="${RPS[strangler]}" -v b="${RPS[nginx]}" 'BEGIN { printf "throughput ratio strangler/nginx: %.2f\n", a / b }'
 awk -v a="${RPS[strangler]}" -v b="${RPS[haproxy]}" 'BEGIN { printf "throughput ratio strangler/haproxy: %.2f\n", a / b }'
 awk -v s="$s99" -v d="$d99" 'BEGIN { printf "added p99 latency at half load (ms): %.3f\n", s - d }'
+cpu() { awk -v u="${CPU_USER[$1]}" -v k="${CPU_SYS[$1]}" 'BEGIN { printf "%.2f", u + k }'; }
+echo "proxy cpu per request (us): strangler $(cpu strangler) nginx $(cpu nginx) haproxy $(cpu haproxy)"
 # Medians over the rounds of the gateway's own p50, p99 and p99.9.
 q() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$work/inside.half" | median; }
 echo "gateway added latency at half load (us): p50 $(q p50) p99 $(q p99) p999 $(q p999)"

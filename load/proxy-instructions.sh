@@ -82,6 +82,7 @@ if [ -n "$BASELINE_BIN" ]; then
     count baseline $BASE "$BASELINE_BIN" serve --config "$work/baseline.toml"
 fi
 echo
+echo "proxy instructions per request: strangler $(cat "$work/strangler.ipr") nginx $(cat "$work/nginx.ipr")"
 awk -v s="$(cat "$work/strangler.ipr")" -v n="$(cat "$work/nginx.ipr")" \
     'BEGIN { printf "instructions per request ratio strangler/nginx: %.2f\n", s / n }'
 if [ -n "$BASELINE_BIN" ]; then
