@@ -32,23 +32,39 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `crate::NAME` paths in a line of Rust, outside comments.
-fn uses(line: &str) -> Vec<String> {
+/// Module names after any of `prefixes` in a line of Rust, outside comments.
+fn after(line: &str, prefixes: &[&str]) -> Vec<String> {
     let code = line.split("//").next().unwrap_or("");
     let mut out = Vec::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        let after = &rest[i + 7..];
-        let name: String = after
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            out.push(name);
+    for prefix in prefixes {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix) {
+            let after = &rest[i + prefix.len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != "super" {
+                out.push(name);
+            }
+            rest = after;
         }
-        rest = after;
     }
     out
+}
+
+/// `crate::NAME` paths in a line of Rust, outside comments.
+fn uses(line: &str) -> Vec<String> {
+    after(line, &["crate::"])
+}
+
+/// `crate::sync::NAME` paths in a line, and `super::NAME` ones in a file directly in `sync/`.
+fn sync_uses(line: &str, top_level: bool) -> Vec<String> {
+    if top_level {
+        after(line, &["crate::sync::", "super::"])
+    } else {
+        after(line, &["crate::sync::"])
+    }
 }
 
 fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -62,16 +78,23 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-#[test]
-fn imports_run_one_way_down() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+/// Checks every file below `src/DIR` against `table` (first path component → what it may
+/// use, as `scan` finds it in a line; `skip`: components not checked). Fails naming each
+/// file and line whose import runs the wrong way.
+fn check(
+    dir: &str,
+    table: &[(&str, &[&str])],
+    skip: &[&str],
+    scan: impl Fn(&str, bool) -> Vec<String>,
+) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    let allowed: BTreeMap<&str, &[&str]> = table.iter().copied().collect();
     let mut all = Vec::new();
-    files(&src, &mut all);
+    files(&root, &mut all);
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
     for path in all {
-        let rel = path.strip_prefix(&src).unwrap();
+        let rel = path.strip_prefix(&root).unwrap();
         let module = rel
             .iter()
             .next()
@@ -80,19 +103,21 @@ fn imports_run_one_way_down() {
             .unwrap()
             .trim_end_matches(".rs")
             .to_string();
-        if ["app", "demo", "main", "lib"].contains(&module.as_str()) {
+        if skip.contains(&module.as_str()) {
             continue;
         }
         let Some(may) = allowed.get(module.as_str()) else {
             unknown.push(module);
             continue;
         };
+        let top_level = rel.iter().count() == 1;
         let text = std::fs::read_to_string(&path).unwrap();
         for (n, line) in text.lines().enumerate() {
-            for used in uses(line) {
+            for used in scan(line, top_level) {
                 if used != module && !may.contains(&used.as_str()) {
                     wrong.push(format!(
-                        "src/{}:{}: {module} uses crate::{used}",
+                        "src/{dir}{}{}:{}: {module} uses {used}",
+                        if dir.is_empty() { "" } else { "/" },
                         rel.display(),
                         n + 1
                     ));
@@ -102,13 +127,25 @@ fn imports_run_one_way_down() {
     }
     assert!(
         unknown.is_empty(),
-        "modules with no entry in ALLOWED (add one, with the modules they may use): {unknown:?}"
+        "modules with no entry in the table (add one, with the modules they may use): {unknown:?}"
     );
     assert!(
         wrong.is_empty(),
         "imports that run the wrong way:\n{}",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn imports_run_one_way_down() {
+    check("", ALLOWED, &["app", "demo", "main", "lib"], |line, _| {
+        uses(line)
+    });
+}
+
+#[test]
+fn sync_pieces_import_down() {
+    check("sync", SYNC_ALLOWED, &["mod"], sync_uses);
 }
 
 #[test]
@@ -144,83 +181,6 @@ const SYNC_ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
 ];
-
-/// `crate::sync::NAME` paths in a line, and `super::NAME` ones in a file directly in `sync/`.
-fn sync_uses(line: &str, top_level: bool) -> Vec<String> {
-    let code = line.split("//").next().unwrap_or("");
-    let mut out = Vec::new();
-    let mut prefixes = vec!["crate::sync::"];
-    if top_level {
-        prefixes.push("super::");
-    }
-    for prefix in prefixes {
-        let mut rest = code;
-        while let Some(i) = rest.find(prefix) {
-            let after = &rest[i + prefix.len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() && name != "super" {
-                out.push(name);
-            }
-            rest = after;
-        }
-    }
-    out
-}
-
-#[test]
-fn sync_pieces_import_down() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src")
-        .join("sync");
-    let allowed: BTreeMap<&str, &[&str]> = SYNC_ALLOWED.iter().copied().collect();
-    let mut all = Vec::new();
-    files(&src, &mut all);
-    let mut wrong = Vec::new();
-    let mut unknown = Vec::new();
-    for path in all {
-        let rel = path.strip_prefix(&src).unwrap();
-        let piece = rel
-            .iter()
-            .next()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches(".rs")
-            .to_string();
-        if piece == "mod" {
-            continue;
-        }
-        let Some(may) = allowed.get(piece.as_str()) else {
-            unknown.push(piece);
-            continue;
-        };
-        let top_level = rel.iter().count() == 1;
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (n, line) in text.lines().enumerate() {
-            for used in sync_uses(line, top_level) {
-                if used != piece && !may.contains(&used.as_str()) {
-                    wrong.push(format!(
-                        "src/sync/{}:{}: {piece} uses sync::{used}",
-                        rel.display(),
-                        n + 1
-                    ));
-                }
-            }
-        }
-    }
-    assert!(
-        unknown.is_empty(),
-        "sync pieces with no entry in SYNC_ALLOWED: {unknown:?}"
-    );
-    assert!(
-        wrong.is_empty(),
-        "sync imports that run the wrong way:\n{}",
-        wrong.join("\n")
-    );
-}
 
 #[test]
 fn the_sync_scan_reads_super_only_at_the_top() {
