@@ -44,3 +44,39 @@ name = "all"
 split = { up = 100 }
 CONF
 }
+
+# prepare TOOL: checks that TOOL and NGINX are here, installs oha if missing, builds the
+# release binary (the single-worker scripts: instructions, syscalls, allocations).
+prepare() {
+    command -v "$1" >/dev/null || { echo "$1 is needed (apt-get install $1)" >&2; exit 1; }
+    command -v nginx >/dev/null || { echo "nginx is needed (load/proxy-compare.sh installs it)" >&2; exit 1; }
+    export PATH="$HOME/.cargo/bin:$PATH"
+    command -v oha >/dev/null || cargo install oha --locked
+    cargo build --release --bin strangler 2>&1 | tail -1
+    echo "work dir: $work" >&2
+}
+
+# proxy_conf PORT UPSTREAM_PORT: NGINX as a proxy with one worker (no master) to the upstream.
+proxy_conf() {
+    cat <<CONF
+master_process off;
+worker_processes 1;
+daemon off;
+pid $work/proxy.pid;
+error_log $work/proxy.err;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:$2; keepalive 64; }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+}

@@ -14,14 +14,8 @@ N1=${N1:-2000}
 N2=${N2:-12000}
 UP=18481 STR=18484
 BASELINE_BIN=${BASELINE_BIN:-}
-command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
-command -v nginx >/dev/null || { echo "nginx is needed (load/proxy-compare.sh installs it)" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
-command -v oha >/dev/null || cargo install oha --locked
-cargo build --release --bin strangler 2>&1 | tail -1
-
 . load/lib.sh
-echo "work dir: $work" >&2
+prepare valgrind
 upstream_conf $UP > "$work/upstream.conf"
 export RUST_LOG=warn
 nginx -c "$work/upstream.conf" & pids+=($!)

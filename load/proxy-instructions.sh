@@ -16,36 +16,10 @@ cd "$(dirname "$0")/.."
 N=${N:-10000}
 UP=18181 NGX=18182 STR=18184 BASE=18186
 BASELINE_BIN=${BASELINE_BIN:-}
-command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
-command -v nginx >/dev/null || { echo "nginx is needed (load/proxy-compare.sh installs it)" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
-command -v oha >/dev/null || cargo install oha --locked
-cargo build --release --bin strangler 2>&1 | tail -1
-
 . load/lib.sh
-echo "work dir: $work" >&2
+prepare valgrind
 upstream_conf $UP > "$work/upstream.conf"
-cat > "$work/proxy.conf" <<CONF
-master_process off;
-worker_processes 1;
-daemon off;
-pid $work/proxy.pid;
-error_log $work/proxy.err;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:$UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGX;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-CONF
+proxy_conf $NGX $UP > "$work/proxy.conf"
 export RUST_LOG=warn
 nginx -c "$work/upstream.conf" & pids+=($!)
 

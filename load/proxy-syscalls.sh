@@ -19,36 +19,10 @@ N=${N:-10000}
 CONNS=${CONNS:-8}
 UP=18281 NGX=18282 STR=18284 BASE=18286
 BASELINE_BIN=${BASELINE_BIN:-}
-command -v strace >/dev/null || { echo "strace is needed (apt-get install strace)" >&2; exit 1; }
-command -v nginx >/dev/null || { echo "nginx is needed (load/proxy-compare.sh installs it)" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
-command -v oha >/dev/null || cargo install oha --locked
-cargo build --release --bin strangler 2>&1 | tail -1
-
 . load/lib.sh
-echo "work dir: $work" >&2
+prepare strace
 upstream_conf $UP > "$work/upstream.conf"
-cat > "$work/proxy.conf" <<CONF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $work/proxy.pid;
-error_log $work/proxy.err;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:$UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGX;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-CONF
+proxy_conf $NGX $UP > "$work/proxy.conf"
 export RUST_LOG=warn
 nginx -c "$work/upstream.conf" & pids+=($!)
 
