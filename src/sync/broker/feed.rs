@@ -282,8 +282,8 @@ impl Origin for Feed {
         Ok(())
     }
 
-    fn in_flight(&self) -> &[i64] {
-        &[]
+    fn in_flight(&self) -> impl Iterator<Item = i64> + '_ {
+        std::iter::empty()
     }
 
     fn unapply(&mut self) -> [Vec<i64>; 2] {

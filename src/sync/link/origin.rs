@@ -56,7 +56,7 @@ pub(in crate::sync) trait Origin: Send + 'static {
 
     /// The first side's changelog rows applied to the second side but not deleted yet: the
     /// next transaction on the first side deletes them.
-    fn in_flight(&self) -> &[i64];
+    fn in_flight(&self) -> impl Iterator<Item = i64> + '_;
 
     /// Checkpoint entries the next transaction on each side can drop.
     fn unapply(&mut self) -> [Vec<i64>; 2];
@@ -82,7 +82,7 @@ pub(in crate::sync) trait Origin: Send + 'static {
 #[derive(Default)]
 pub(in crate::sync) struct Direct {
     /// The first side's changelog rows applied to the second side and not yet deleted.
-    pending: Vec<i64>,
+    pending: HashSet<i64>,
 }
 
 impl Origin for Direct {
@@ -111,8 +111,7 @@ impl Origin for Direct {
         let [mut ra, rb] = read_both(stores, want).await?;
         // Rows applied last round and deleted only in this round's transaction.
         if !self.pending.is_empty() {
-            let pending: HashSet<i64> = self.pending.iter().copied().collect();
-            ra.retain(|c| !pending.contains(&c.seq));
+            ra.retain(|c| !self.pending.contains(&c.seq));
         }
         Ok([ra, rb])
     }
@@ -126,8 +125,8 @@ impl Origin for Direct {
         Ok(())
     }
 
-    fn in_flight(&self) -> &[i64] {
-        &self.pending
+    fn in_flight(&self) -> impl Iterator<Item = i64> + '_ {
+        self.pending.iter().copied()
     }
 
     fn unapply(&mut self) -> [Vec<i64>; 2] {
@@ -137,7 +136,7 @@ impl Origin for Direct {
     async fn idle(&mut self, stores: [&mut Store; 2], sides: [&str; 2]) -> Result<(), SyncError> {
         if !self.pending.is_empty() {
             let [a, _] = stores;
-            let seqs = std::mem::take(&mut self.pending);
+            let seqs = self.pending.drain().collect();
             delete_consumed(a, sides[0], self.checkpoint(sides[1]), seqs).await?;
         }
         Ok(())
@@ -152,7 +151,7 @@ impl Origin for Direct {
         // The first side's consumed rows can go only now that the second side has committed:
         // the next round's transaction deletes them (a crash in between leaves them to be
         // recognised by the second side's checkpoint).
-        self.pending = consumed_a;
+        self.pending = consumed_a.into_iter().collect();
         Ok(())
     }
 }

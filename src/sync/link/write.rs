@@ -27,7 +27,6 @@ impl<O: Origin> Link<O> {
         let by_position = !(r.any_paused || self.origin.reordered() || !self.held.is_empty());
         let first = |r: &[Change]| r.first().map(|c| c.seq).filter(|_| by_position);
         let [unapply_a, unapply_b] = self.origin.unapply();
-        let in_flight = self.origin.in_flight();
         let [writes_a, writes_b] = std::mem::take(&mut s.writes);
         let batch_a = ApplyBatch {
             writes: writes_a,
@@ -38,10 +37,11 @@ impl<O: Origin> Link<O> {
                 .filter(|q| !s.conflicted.contains(q))
                 .collect(),
             prune_below: first(rb),
-            consumed: in_flight.to_vec(),
-            seen: seen(ra)
-                .into_iter()
-                .chain(in_flight.iter().copied())
+            consumed: self.origin.in_flight().collect(),
+            seen: ra
+                .iter()
+                .map(|c| c.seq)
+                .chain(self.origin.in_flight())
                 .collect(),
             unapply: unapply_b,
         };
