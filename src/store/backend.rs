@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
-use super::{ApplyBatch, Capture, Row, StoreError, TableInfo};
+use super::{ApplyBatch, Capture, Catalog, Row, StoreError, TableInfo};
 
 /// One side's database: schema introspection, fencing, checkpoints and the engine's
 /// transaction, on top of its change capture.
@@ -17,6 +17,10 @@ pub trait Backend: Capture + Sync {
 
     /// A table's columns, keys, foreign keys and indexes; `None` when there is no such table.
     async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError>;
+
+    /// Every user table with its description; the engine's own `_strangler_` tables are left
+    /// out.
+    async fn catalog(&mut self) -> Result<Catalog, StoreError>;
 
     /// Inside the open transaction: records that the holder of `token` works on `unit`;
     /// false when a holder with a newer token already has.

@@ -20,7 +20,7 @@ pub use capture::Capture;
 pub use change::{ApplyBatch, Change, KEY_SEPARATOR, Op, Row, Write, key_text};
 pub use error::StoreError;
 pub use instant::utc_naive;
-pub use schema::{CaptureSpec, Column, ForeignKey, Form, Index, TableInfo, family};
+pub use schema::{Catalog, CaptureSpec, Column, ForeignKey, Form, Index, TableInfo, family};
 pub use sql::hex_bytes;
 
 use std::collections::HashSet;
@@ -53,6 +53,11 @@ impl Store {
     /// The side's change capture.
     pub fn capture(&mut self) -> &mut dyn Capture {
         &mut *self.backend
+    }
+
+    /// Every user table with its description; the engine's own tables are left out.
+    pub async fn catalog(&mut self) -> Result<Catalog, StoreError> {
+        self.backend.catalog().await
     }
 
     /// A table's columns, keys, foreign keys and indexes; `None` when there is no such table.

@@ -84,6 +84,15 @@ impl TableInfo {
     }
 }
 
+/// Every user table of a database, for readers of the whole schema (the boundary analyzer).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    /// Tables by the name the database reports (`schema.table` on PostgreSQL), in name order.
+    pub tables: Vec<(String, TableInfo)>,
+    /// Other names meaning one of the tables: a PostgreSQL partition and its parent.
+    pub aliases: Vec<(String, String)>,
+}
+
 /// A table to capture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureSpec {

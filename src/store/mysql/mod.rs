@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::sql::{ChangeRow, bq, changes, hex_bytes, lit_backslash, raced, same_run, written_keys};
 use super::{
-    ApplyBatch, Backend, Capture, CaptureSpec, Change, Column, ForeignKey, Form, Index, Row,
+    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index, Row,
     StoreError, TableInfo, Write, family,
 };
 use crate::family::TypeFamily;
@@ -179,6 +179,27 @@ impl MyStore {
 impl Backend for MyStore {
     fn kind(&self) -> &'static str {
         "mysql"
+    }
+
+    async fn catalog(&mut self) -> Result<Catalog, StoreError> {
+        let names: Vec<String> = self
+            .conn
+            .query(
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
+                   AND table_name NOT LIKE '\\\\_strangler\\\\_%' ORDER BY table_name",
+            )
+            .await?;
+        let mut tables = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(info) = self.table_info(&name).await? {
+                tables.push((name, info));
+            }
+        }
+        Ok(Catalog {
+            tables,
+            aliases: Vec::new(),
+        })
     }
 
     async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::sql::{decoded, dq, lit, raced, same_run, written_keys};
 use super::{
-    ApplyBatch, Backend, Capture, CaptureSpec, Change, Column, ForeignKey, Form, Index, Row,
+    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index, Row,
     StoreError, TableInfo, Write, family,
 };
 
@@ -265,6 +265,10 @@ impl Backend for PgStore {
 
     async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {
         self.describe(table).await
+    }
+
+    async fn catalog(&mut self) -> Result<Catalog, StoreError> {
+        self.describe_all().await
     }
 
     async fn fence(&mut self, unit: &str, token: i64) -> Result<bool, StoreError> {

@@ -1,5 +1,5 @@
 //! PostgreSQL schema introspection from the catalogs: columns with their declared types,
-//! unique keys, foreign keys and indexes of one table.
+//! unique keys, foreign keys and indexes of one table, or of every user table at once.
 
 use super::*;
 
@@ -89,5 +89,127 @@ impl PgStore {
             foreign_keys,
             indexes,
         }))
+    }
+}
+
+/// The user tables: ordinary and partitioned, not partitions, not the system's or the engine's.
+const USER_TABLES: &str = "c.relkind IN ('r', 'p') AND NOT c.relispartition \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+     AND c.relname NOT LIKE '\\_strangler\\_%'";
+
+impl PgStore {
+    /// Every user table of every non-system schema, named `schema.table`, in four queries
+    /// whatever the table count; partitions are folded into their root table.
+    pub(super) async fn describe_all(&mut self) -> Result<Catalog, StoreError> {
+        let mut tables: std::collections::BTreeMap<String, TableInfo> = Default::default();
+        let cols = self
+            .query(
+                &format!(
+                    "SELECT n.nspname || '.' || c.relname, a.attname::text, \
+                            format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, \
+                            a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                     WHERE {USER_TABLES} ORDER BY 1, a.attnum"
+                ),
+                &[],
+            )
+            .await?;
+        for r in &cols {
+            let declared: String = r.get(2);
+            let info = tables.entry(r.get(0)).or_insert_with(|| TableInfo {
+                columns: Vec::new(),
+                unique_keys: Vec::new(),
+                foreign_keys: Vec::new(),
+                indexes: Vec::new(),
+            });
+            info.columns.push(Column {
+                name: r.get(1),
+                family: family(&declared),
+                nullable: r.get(3),
+                has_default: r.get(4),
+                form: if declared == "timestamp without time zone" {
+                    Form::UtcNaive
+                } else {
+                    Form::Plain
+                },
+                declared,
+            });
+        }
+        let keys = self
+            .query(
+                &format!(
+                    "SELECT n.nspname || '.' || c.relname, x.relname::text, \
+                            i.indisunique AND i.indpred IS NULL, \
+                            array_agg(a.attname::text ORDER BY k.ord) \
+                     FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     JOIN pg_class x ON x.oid = i.indexrelid \
+                     JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                     WHERE {USER_TABLES} \
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2"
+                ),
+                &[],
+            )
+            .await?;
+        for r in &keys {
+            if let Some(info) = tables.get_mut(&r.get::<_, String>(0)) {
+                let index = Index {
+                    name: r.get(1),
+                    unique: r.get(2),
+                    columns: r.get(3),
+                };
+                if index.unique {
+                    info.unique_keys.push(index.columns.clone());
+                }
+                info.indexes.push(index);
+            }
+        }
+        let refs = self
+            .query(
+                &format!(
+                    "SELECT n.nspname || '.' || c.relname, \
+                            (SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                               FROM unnest(f.conkey) WITH ORDINALITY AS k(n, ord) \
+                               JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.n), \
+                            (SELECT pn.nspname || '.' || p.relname FROM pg_class p \
+                               JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+                              WHERE p.oid = coalesce(pg_partition_root(f.confrelid), f.confrelid)), \
+                            (SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                               FROM unnest(f.confkey) WITH ORDINALITY AS k(n, ord) \
+                               JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.n) \
+                     FROM pg_constraint f JOIN pg_class c ON c.oid = f.conrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE f.contype = 'f' AND f.conparentid = 0 AND {USER_TABLES} \
+                     ORDER BY 1, f.conname"
+                ),
+                &[],
+            )
+            .await?;
+        for r in &refs {
+            if let Some(info) = tables.get_mut(&r.get::<_, String>(0)) {
+                info.foreign_keys.push(ForeignKey {
+                    columns: r.get(1),
+                    table: r.get(2),
+                    references: r.get(3),
+                });
+            }
+        }
+        let parts = self
+            .query(
+                "SELECT n.nspname || '.' || c.relname, rn.nspname || '.' || r.relname \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_class r ON r.oid = pg_partition_root(c.oid) \
+                 JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+                 WHERE c.relispartition ORDER BY 1",
+                &[],
+            )
+            .await?;
+        Ok(Catalog {
+            tables: tables.into_iter().collect(),
+            aliases: parts.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        })
     }
 }

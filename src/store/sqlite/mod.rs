@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::sql::{ChangeRow, dq, hex_bytes, to_change};
 use super::{
-    ApplyBatch, Backend, Capture, CaptureSpec, Change, Column, ForeignKey, Form, Index, Row,
+    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index, Row,
     StoreError, TableInfo, Write, family,
 };
 use crate::family::TypeFamily;
@@ -103,6 +103,32 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl Backend for SqliteStore {
+    async fn catalog(&mut self) -> Result<Catalog, StoreError> {
+        let names: Vec<String> = self
+            .with(|c| {
+                let mut st = c.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                     AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+                     AND name NOT LIKE '\\_strangler\\_%' ESCAPE '\\' ORDER BY name",
+                )?;
+                let names = st
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(names)
+            })
+            .await?;
+        let mut tables = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(info) = self.table_info(&name).await? {
+                tables.push((name, info));
+            }
+        }
+        Ok(Catalog {
+            tables,
+            aliases: Vec::new(),
+        })
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }
