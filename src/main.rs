@@ -39,6 +39,45 @@ enum Command {
     },
     /// Run a self-contained demonstration on the embedded SQLite default.
     Demo,
+    /// Propose services from a database's schema and evidence of how it is used.
+    Analyze {
+        /// The database to read the schema from (sqlite://, postgres://, mysql://).
+        #[arg(long)]
+        database: String,
+        /// Evidence in JSON lines: {"tables": [...], "writes": [...], "name": ..., "count": N}.
+        #[arg(long)]
+        evidence: Vec<PathBuf>,
+        /// A PostgreSQL server log written with log_statement = 'all'.
+        #[arg(long)]
+        pg_log: Vec<PathBuf>,
+        /// A MySQL/MariaDB general query log.
+        #[arg(long)]
+        mysql_log: Vec<PathBuf>,
+        /// How many services: auto (by modularity) or a number.
+        #[arg(long, default_value = "auto", value_parser = strangler::analyze::command::parse_count)]
+        services: strangler::analyze::Count,
+        /// Tables that must share a service, comma-separated (repeatable).
+        #[arg(long)]
+        keep_together: Vec<String>,
+        /// Tables written together in at least this share of their transactions stay together.
+        #[arg(long, default_value_t = 0.5)]
+        together: f64,
+        /// Seed of the clustering order (same input and seed, same report).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Do not infer undeclared foreign keys from column names.
+        #[arg(long)]
+        no_infer: bool,
+        /// Report format: json, markdown or dot.
+        #[arg(long, default_value = "json", value_parser = strangler::analyze::command::Format::parse)]
+        format: strangler::analyze::command::Format,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write a config draft for the first extraction step here.
+        #[arg(long)]
+        emit_config: Option<PathBuf>,
+    },
     /// The sync engine on its own: install or remove capture, or run it.
     Sync {
         #[command(subcommand)]
@@ -152,6 +191,41 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config } => serve(config).await,
         Command::Demo => strangler::demo::run().await.context("demo failed"),
         Command::Sync { action } => sync(action).await,
+        Command::Analyze {
+            database,
+            evidence,
+            pg_log,
+            mysql_log,
+            services,
+            keep_together,
+            together,
+            seed,
+            no_infer,
+            format,
+            out,
+            emit_config,
+        } => {
+            let cmd = strangler::analyze::command::Command {
+                database,
+                evidence,
+                pg_logs: pg_log,
+                mysql_logs: mysql_log,
+                options: strangler::analyze::Options {
+                    count: services,
+                    keep_together: strangler::analyze::command::groups(&keep_together),
+                    together,
+                    seed,
+                    infer: !no_infer,
+                    ..Default::default()
+                },
+                format,
+                out,
+                emit_config,
+            };
+            let said = strangler::analyze::command::run(&cmd).await?;
+            print!("{said}");
+            Ok(())
+        }
     }
 }
 

@@ -41,7 +41,10 @@ fn planted_services_are_recovered_on_100_table_monoliths() {
             };
             let ari = recovered(plan);
             println!("seed {seed} undeclared {undeclared}: ARI {ari:.3}");
-            assert!(ari >= 0.9, "seed {seed}, undeclared {undeclared}: ARI {ari}");
+            assert!(
+                ari >= 0.9,
+                "seed {seed}, undeclared {undeclared}: ARI {ari}"
+            );
         }
     }
 }
@@ -68,12 +71,20 @@ fn foreign_keys_alone_recover_the_split_and_inference_finds_the_undeclared_ones(
                     ..Options::default()
                 },
             );
-            println!("schema only, seed {seed} undeclared {undeclared}: ARI {ari:.3} (without inference {blind:.3})");
+            println!(
+                "schema only, seed {seed} undeclared {undeclared}: ARI {ari:.3} (without inference {blind:.3})"
+            );
             // A tree of foreign keys is a weak community: the schema alone gets close, and
             // without inference the undeclared keys' groups fall apart.
-            assert!(ari >= 0.8, "seed {seed}, undeclared {undeclared}: ARI {ari}");
+            assert!(
+                ari >= 0.8,
+                "seed {seed}, undeclared {undeclared}: ARI {ari}"
+            );
             if undeclared > 0.0 {
-                assert!(ari > blind + 0.15, "inference should matter: {ari} vs {blind}");
+                assert!(
+                    ari > blind + 0.15,
+                    "inference should matter: {ari} vs {blind}"
+                );
             }
         }
     }

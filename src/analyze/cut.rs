@@ -62,12 +62,20 @@ pub fn cut(schema: &Schema, services: &[Service], label: &[usize], seen: &[Seen]
             svc.dedup();
             list.push(CutGroup {
                 name: n,
-                tables: tables.iter().map(|&t| schema.tables[t].name.clone()).collect(),
+                tables: tables
+                    .iter()
+                    .map(|&t| schema.tables[t].name.clone())
+                    .collect(),
                 services: svc,
                 count,
             });
         }
-        list.sort_by(|a, b| b.count.cmp(&a.count).then(a.tables.cmp(&b.tables)).then(a.name.cmp(&b.name)));
+        list.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.tables.cmp(&b.tables))
+                .then(a.name.cmp(&b.name))
+        });
     }
     out
 }
@@ -106,6 +114,10 @@ pub fn metrics(graph: &Graph, label: &[usize], services: usize, seen: &[Seen]) -
             tied.iter().sum::<f64>() / tied.len() as f64
         }),
         coupling: round(if total > 0.0 { crossing / total } else { 0.0 }),
-        tx_local_share: round(if all > 0 { local as f64 / all as f64 } else { 1.0 }),
+        tx_local_share: round(if all > 0 {
+            local as f64 / all as f64
+        } else {
+            1.0
+        }),
     }
 }

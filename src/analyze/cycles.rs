@@ -120,7 +120,10 @@ fn eades(component: &[usize], edges: &[Edge]) -> Vec<Edge> {
             let p = (0..left.len())
                 .max_by_key(|&i| {
                     let n = left[i];
-                    (live(n, true, &left) as i64 - live(n, false, &left) as i64, -(i as i64))
+                    (
+                        live(n, true, &left) as i64 - live(n, false, &left) as i64,
+                        -(i as i64),
+                    )
                 })
                 .unwrap_or(0);
             head.push(left.remove(p));
@@ -151,8 +154,14 @@ mod tests {
     #[test]
     fn two_overlapping_cycles_need_one_shared_edge() {
         // 0→1→2→0 and 0→1→3→0: breaking 0→1 breaks both.
-        let edges: BTreeMap<_, _> =
-            [((0, 1), 1), ((1, 2), 1), ((2, 0), 1), ((1, 3), 1), ((3, 0), 1)].into();
+        let edges: BTreeMap<_, _> = [
+            ((0, 1), 1),
+            ((1, 2), 1),
+            ((2, 0), 1),
+            ((1, 3), 1),
+            ((3, 0), 1),
+        ]
+        .into();
         let c = components(4, &edges);
         assert_eq!(c, [vec![0, 1, 2, 3]]);
         assert_eq!(breaking_set(&c[0], &edges), [((0, 1), 1)]);

@@ -16,7 +16,13 @@ fn q(s: &str) -> String {
 fn token(s: &str) -> String {
     let t: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if t.is_empty() { "service".into() } else { t }
 }
@@ -25,7 +31,11 @@ fn token(s: &str) -> String {
 pub fn first_step(report: &Report, database: &str) -> Option<String> {
     let step = report.order.first()?;
     let svc = token(&step.service);
-    let side = if svc == "monolith" { "service".to_string() } else { svc.clone() };
+    let side = if svc == "monolith" {
+        "service".to_string()
+    } else {
+        svc.clone()
+    };
     let mut out = String::new();
     let tables: Vec<&str> = step.entities.iter().map(|e| e.table.as_str()).collect();
     let _ = writeln!(
@@ -46,7 +56,10 @@ pub fn first_step(report: &Report, database: &str) -> Option<String> {
         );
     }
     for t in &step.without_key {
-        let _ = writeln!(out, "# {t} has no primary or unique key: give it one before it can be synced.");
+        let _ = writeln!(
+            out,
+            "# {t} has no primary or unique key: give it one before it can be synced."
+        );
     }
     let _ = writeln!(
         out,
@@ -60,7 +73,11 @@ pub fn first_step(report: &Report, database: &str) -> Option<String> {
     );
     let mut names = Vec::new();
     for e in &step.entities {
-        let table = if let Some(rest) = e.table.strip_prefix("public.") { rest } else { &e.table };
+        let table = if let Some(rest) = e.table.strip_prefix("public.") {
+            rest
+        } else {
+            &e.table
+        };
         let mut name = token(short(&e.table));
         while names.contains(&name) {
             name.push('_');
@@ -94,10 +111,17 @@ pub fn first_step(report: &Report, database: &str) -> Option<String> {
             out,
             "\n[[routes]]{}\nname = {}\npath_prefix = {}\nsplit = {{ monolith = 100, {side} = 0 }}\n\
              fallback = \"monolith\"{}",
-            if guessed { "  # path guessed from the service's name: no request evidence" } else { "" },
+            if guessed {
+                "  # path guessed from the service's name: no request evidence"
+            } else {
+                ""
+            },
             q(&format!("{svc}-{}", i + 1)),
             q(p),
-            names.first().map(|n| format!("\nentity = {}", q(n))).unwrap_or_default()
+            names
+                .first()
+                .map(|n| format!("\nentity = {}", q(n)))
+                .unwrap_or_default()
         );
     }
     let _ = writeln!(

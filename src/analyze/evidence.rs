@@ -170,10 +170,16 @@ mod tests {
     fn malformed_lines_are_named_by_number() {
         for (text, want) in [
             ("{\"tables\": []}", "line 1: \"tables\" is empty"),
-            ("\n{\"tables\": [\"a\"], \"writes\": [\"b\"]}", "line 2: written table \"b\""),
+            (
+                "\n{\"tables\": [\"a\"], \"writes\": [\"b\"]}",
+                "line 2: written table \"b\"",
+            ),
             ("{\"tables\": \"a\"}", "line 1: invalid type"),
             ("{\"tabels\": [\"a\"]}", "line 1: unknown field `tabels`"),
-            ("{\"tables\": [\"a\"], \"kind\": \"rpc\"}", "line 1: kind \"rpc\""),
+            (
+                "{\"tables\": [\"a\"], \"kind\": \"rpc\"}",
+                "line 1: kind \"rpc\"",
+            ),
             ("{\"tables\": [\" \"]}", "line 1: a table name is empty"),
             ("not json", "line 1: expected"),
         ] {

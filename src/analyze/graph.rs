@@ -131,7 +131,11 @@ pub fn build(
 ) -> Graph {
     let mut g = Graph::new(n);
     for r in references {
-        g.add(r.from, r.to, weights.foreign_key * r.inferred.unwrap_or(1.0));
+        g.add(
+            r.from,
+            r.to,
+            weights.foreign_key * r.inferred.unwrap_or(1.0),
+        );
     }
     for (kind, w) in [
         (Kind::Transaction, weights.transaction),
@@ -162,7 +166,7 @@ pub fn build(
             }
         }
         let mut pairs: Vec<_> = co.into_iter().collect();
-        pairs.sort_by(|x, y| x.0.cmp(&y.0));
+        pairs.sort_by_key(|p| p.0);
         for ((a, b), c) in pairs {
             let norm = (touched[&a] * touched[&b]).sqrt();
             g.add(a, b, w * c / norm);

@@ -45,7 +45,10 @@ fn guess(
     let context = &schema.tables[from].name;
     // The longest table-name part first: `account_record_id` tries `account_record` + `id`
     // before `account` + `record_id`.
-    let splits = column.char_indices().filter(|(_, c)| *c == '_').map(|(i, _)| i);
+    let splits = column
+        .char_indices()
+        .filter(|(_, c)| *c == '_')
+        .map(|(i, _)| i);
     let mut splits: Vec<usize> = splits.collect();
     splits.reverse();
     for at in splits {
@@ -65,7 +68,11 @@ fn guess(
                 }
                 let confidence = if t.key.len() == 1 && t.key[0] == target_column {
                     0.9
-                } else if t.unique.iter().any(|u| u.len() == 1 && u[0] == target_column) {
+                } else if t
+                    .unique
+                    .iter()
+                    .any(|u| u.len() == 1 && u[0] == target_column)
+                {
                     0.75
                 } else {
                     continue;
@@ -99,7 +106,10 @@ fn plurals(noun: &str) -> Vec<String> {
     if let Some(stem) = noun.strip_suffix('y') {
         out.push(format!("{stem}ies"));
     }
-    if ["s", "x", "z", "ch", "sh"].iter().any(|e| noun.ends_with(e)) {
+    if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|e| noun.ends_with(e))
+    {
         out.push(format!("{noun}es"));
     }
     out
@@ -116,7 +126,11 @@ mod tests {
         Table {
             name: name.into(),
             columns: cols.iter().map(|(c, f)| (c.to_string(), *f)).collect(),
-            unique: if key.is_empty() { vec![] } else { vec![key.clone()] },
+            unique: if key.is_empty() {
+                vec![]
+            } else {
+                vec![key.clone()]
+            },
             key,
         }
     }
@@ -142,7 +156,11 @@ mod tests {
         let mut s = Schema::new(vec![
             table("customers", &[("id", Integer), ("name", Text)], &["id"]),
             table("category", &[("id", Integer)], &["id"]),
-            table("accounts", &[("record_id", Integer), ("id", Text)], &["record_id"]),
+            table(
+                "accounts",
+                &[("record_id", Integer), ("id", Text)],
+                &["record_id"],
+            ),
             table(
                 "orders",
                 &[
@@ -173,7 +191,15 @@ mod tests {
         let mut s = Schema::new(vec![
             table("user", &[("id", Integer)], &["id"]),
             table("users", &[("id", Integer)], &["id"]),
-            table("posts", &[("id", Integer), ("user_id", Integer), ("category_id", Integer)], &["id"]),
+            table(
+                "posts",
+                &[
+                    ("id", Integer),
+                    ("user_id", Integer),
+                    ("category_id", Integer),
+                ],
+                &["id"],
+            ),
             table("categories", &[("id", Integer)], &["id"]),
         ]);
         assert!(s.declare("posts", &["category_id"], "categories", &["id"]));
@@ -188,13 +214,21 @@ mod tests {
         let mut s = Schema::new(vec![
             table("shop.customers", &[("id", Integer)], &["id"]),
             table("crm.customers", &[("id", Integer)], &["id"]),
-            table("shop.orders", &[("id", Integer), ("customer_id", Integer)], &["id"]),
+            table(
+                "shop.orders",
+                &[("id", Integer), ("customer_id", Integer)],
+                &["id"],
+            ),
         ]);
         assert_eq!(infer(&mut s), 1);
         assert_eq!(s.tables[s.references[0].to].name, "shop.customers");
         assert_eq!(s.resolve("orders", "x"), Some(2));
         assert_eq!(s.resolve("customers", "crm.x"), Some(0));
-        assert_eq!(s.resolve("customers", "x"), None, "ambiguous without context");
+        assert_eq!(
+            s.resolve("customers", "x"),
+            None,
+            "ambiguous without context"
+        );
         assert_eq!(s.resolve("ORDERS", "x"), Some(2));
     }
 }

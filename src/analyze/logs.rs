@@ -51,6 +51,12 @@ struct Sessions {
 
 impl Sessions {
     fn statement(&mut self, session: &str, text: &str) {
+        for one in sql::split(text) {
+            self.one(session, one);
+        }
+    }
+
+    fn one(&mut self, session: &str, text: &str) {
         let words: Vec<String> = text
             .split(|c: char| c.is_whitespace() || c == ';' || c == '=')
             .filter(|w| !w.is_empty())
@@ -92,16 +98,16 @@ impl Sessions {
     }
 
     fn commit(&mut self, session: &str) {
-        if let Some(tx) = self.open.remove(session) {
-            if !tx.read.is_empty() || !tx.written.is_empty() {
-                self.done.push(Observation::new(
-                    Kind::Transaction,
-                    tx.read,
-                    tx.written,
-                    None,
-                    1,
-                ));
-            }
+        if let Some(tx) = self.open.remove(session)
+            && (!tx.read.is_empty() || !tx.written.is_empty())
+        {
+            self.done.push(Observation::new(
+                Kind::Transaction,
+                tx.read,
+                tx.written,
+                None,
+                1,
+            ));
         }
     }
 
@@ -126,8 +132,20 @@ fn none_read(parsed: &Parsed, source: &str, lines: usize, what: &str) -> Result<
 
 /// Severity markers of PostgreSQL log lines.
 const SEVERITIES: [&str; 14] = [
-    "LOG:", "ERROR:", "DETAIL:", "HINT:", "STATEMENT:", "WARNING:", "FATAL:", "PANIC:",
-    "NOTICE:", "CONTEXT:", "INFO:", "QUERY:", "LOCATION:", "DEBUG",
+    "LOG:",
+    "ERROR:",
+    "DETAIL:",
+    "HINT:",
+    "STATEMENT:",
+    "WARNING:",
+    "FATAL:",
+    "PANIC:",
+    "NOTICE:",
+    "CONTEXT:",
+    "INFO:",
+    "QUERY:",
+    "LOCATION:",
+    "DEBUG",
 ];
 
 /// Transactions in a PostgreSQL server log written with `log_statement = 'all'`.
@@ -194,20 +212,26 @@ pub fn parse_pg(text: &str, source: &str) -> Result<Parsed, AnalyzeError> {
 /// The session a PostgreSQL line prefix names: `[pid]`, else the first number after the
 /// timestamp (`%x`; `0` means no transaction id yet: the statement on line `n` counts alone).
 fn pg_session(prefix: &str, n: usize) -> String {
-    if let Some(open) = prefix.find('[') {
-        if let Some(len) = prefix[open + 1..].find(']') {
-            let inside = &prefix[open + 1..open + 1 + len];
-            if !inside.is_empty() && inside.bytes().all(|b| b.is_ascii_digit()) {
-                return format!("p{inside}");
-            }
+    if let Some(open) = prefix.find('[')
+        && let Some(len) = prefix[open + 1..].find(']')
+    {
+        let inside = &prefix[open + 1..open + 1 + len];
+        if !inside.is_empty() && inside.bytes().all(|b| b.is_ascii_digit()) {
+            return format!("p{inside}");
         }
     }
     // Skip a leading `YYYY-MM-DD HH:MM:SS[.fff] ZONE` timestamp.
     let mut words = prefix.split_whitespace().peekable();
-    if words.peek().is_some_and(|w| w.len() == 10 && w.as_bytes()[4] == b'-') {
+    if words
+        .peek()
+        .is_some_and(|w| w.len() == 10 && w.as_bytes()[4] == b'-')
+    {
         words.next();
         words.next();
-        if words.peek().is_some_and(|w| w.chars().all(|c| c.is_ascii_alphabetic() || c == '+' || c == '-')) {
+        if words.peek().is_some_and(|w| {
+            w.chars()
+                .all(|c| c.is_ascii_alphabetic() || c == '+' || c == '-')
+        }) {
             words.next();
         }
     }
@@ -266,8 +290,20 @@ pub fn parse_mysql(text: &str, source: &str) -> Result<Parsed, AnalyzeError> {
 
 /// Commands a general log records.
 const COMMANDS: [&str; 14] = [
-    "Query", "Execute", "Prepare", "Close", "Connect", "Quit", "Init", "Reset", "Fetch",
-    "Field", "Statistics", "Ping", "Change", "Refresh",
+    "Query",
+    "Execute",
+    "Prepare",
+    "Close",
+    "Connect",
+    "Quit",
+    "Init",
+    "Reset",
+    "Fetch",
+    "Field",
+    "Statistics",
+    "Ping",
+    "Change",
+    "Refresh",
 ];
 
 /// `[timestamp] id Command argument` → (id, command, argument).
@@ -282,7 +318,10 @@ fn mysql_entry(line: &str) -> Option<(&str, &str, &str)> {
             return None;
         }
         rest = rest[time.len()..].trim_start();
-    } else if first.contains('T') && first.ends_with('Z') && first.as_bytes().first()?.is_ascii_digit() {
+    } else if first.contains('T')
+        && first.ends_with('Z')
+        && first.as_bytes().first()?.is_ascii_digit()
+    {
         rest = rest[first.len()..].trim_start();
     }
     let id = rest.split_whitespace().next()?;
@@ -352,9 +391,17 @@ garbage line
     #[test]
     fn a_file_that_is_no_log_at_all_is_refused_with_its_line() {
         let e = parse_pg("hello\nworld\n", "x.log").unwrap_err().to_string();
-        assert!(e.contains("x.log: line 1: not a PostgreSQL log line"), "{e}");
-        let e = parse_mysql("hello\nworld\n", "x.log").unwrap_err().to_string();
-        assert!(e.contains("x.log: line 1: not a MySQL general log line"), "{e}");
+        assert!(
+            e.contains("x.log: line 1: not a PostgreSQL log line"),
+            "{e}"
+        );
+        let e = parse_mysql("hello\nworld\n", "x.log")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.log: line 1: not a MySQL general log line"),
+            "{e}"
+        );
         assert!(parse_pg("", "x").unwrap().transactions.is_empty());
     }
 
@@ -385,7 +432,12 @@ WHERE id = 2
         let p = parse_mysql(log, "my.log").unwrap();
         assert_eq!(
             sets(&p),
-            ["users|", "orders,stock|orders,stock", "a,b|a,b", "carts|carts"]
+            [
+                "users|",
+                "orders,stock|orders,stock",
+                "a,b|a,b",
+                "carts|carts"
+            ]
         );
         assert!(p.skipped.is_empty());
     }

@@ -7,6 +7,7 @@
 //! [`services`], [`cut`], [`order`] → [`report::Report`], rendered by [`render`], with a
 //! config draft for the first step from [`emit`].
 
+pub mod command;
 pub mod constraints;
 pub mod cut;
 pub mod cycles;
@@ -141,7 +142,7 @@ impl Input {
         })?;
         let text = String::from_utf8_lossy(&bytes);
         let (observations, what) = match format {
-            LogFormat::Evidence => (evidence::parse_jsonl(&text, &shown)?, "evidence"),
+            LogFormat::Evidence => (evidence::parse_jsonl(&text, &shown)?, "observations"),
             LogFormat::Postgres | LogFormat::Mysql => {
                 let parsed = if format == LogFormat::Postgres {
                     logs::parse_pg(&text, &shown)?
@@ -206,7 +207,9 @@ pub fn analyze(input: Input, options: &Options) -> Result<Report, AnalyzeError> 
     let n = schema.tables.len();
     if let Count::Exactly(k) = options.count {
         if k == 0 {
-            return Err(AnalyzeError::Option("--services: must be at least 1".into()));
+            return Err(AnalyzeError::Option(
+                "--services: must be at least 1".into(),
+            ));
         }
         if k > n {
             return Err(AnalyzeError::Option(format!(
@@ -214,7 +217,7 @@ pub fn analyze(input: Input, options: &Options) -> Result<Report, AnalyzeError> 
             )));
         }
     }
-    if !(options.together > 0.0) {
+    if options.together.is_nan() || options.together <= 0.0 {
         return Err(AnalyzeError::Option(
             "--together: must be a share above 0 (above 1 turns the rule off)".into(),
         ));
@@ -230,12 +233,12 @@ pub fn analyze(input: Input, options: &Options) -> Result<Report, AnalyzeError> 
     let (mut groups, held) =
         constraints::hold(&schema, &seen, &options.keep_together, options.together)?;
     let (fold, group_count) = groups.labels();
-    if let Count::Exactly(k) = options.count {
-        if group_count < k {
-            warnings.push(format!(
-                "asked for {k} services but tables that must stay together leave only {group_count} groups"
-            ));
-        }
+    if let Count::Exactly(k) = options.count
+        && group_count < k
+    {
+        warnings.push(format!(
+            "asked for {k} services but tables that must stay together leave only {group_count} groups"
+        ));
     }
     let labels = partition::partition(&graph, &fold, group_count, options.count, options.seed);
     let (services, label) = services::name_services(&schema, &graph, &labels, &seen, &held);

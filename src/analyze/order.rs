@@ -60,7 +60,11 @@ pub fn cycles(
                     let mut suggestion = format!(
                         "replace {} with an API call from {from} to {to}, or with events {to} \
                          publishes and {from} keeps a copy of",
-                        if keys.len() == 1 { "the foreign key" } else { "these foreign keys" }
+                        if keys.len() == 1 {
+                            "the foreign key"
+                        } else {
+                            "these foreign keys"
+                        }
                     );
                     if let [t] = sources.iter().copied().collect::<Vec<_>>()[..] {
                         let tie = |s: usize| -> f64 {
@@ -93,7 +97,8 @@ pub fn cycles(
 }
 
 /// Extraction steps: repeatedly the remaining service that the fewest remaining services
-/// depend on (then the one depending on fewest, then the smaller, then by name).
+/// depend on (then the one depending on fewest, then the smaller, then by name); services
+/// with nothing to sync (no table with a key) come last.
 pub fn extraction(
     schema: &Schema,
     services: &[Service],
@@ -104,11 +109,24 @@ pub fn extraction(
     let mut left: BTreeSet<usize> = (0..services.len()).collect();
     let mut steps = Vec::new();
     while !left.is_empty() {
-        let incoming = |s: usize| edges.keys().filter(|(a, b)| *b == s && *a != s && left.contains(a)).count();
+        let incoming = |s: usize| {
+            edges
+                .keys()
+                .filter(|(a, b)| *b == s && *a != s && left.contains(a))
+                .count()
+        };
         let outgoing = |s: usize| edges.keys().filter(|(a, b)| *a == s && *b != s).count();
+        let keyless = |s: usize| {
+            !schema
+                .tables
+                .iter()
+                .enumerate()
+                .any(|(t, table)| label[t] == s && !table.key.is_empty())
+        };
         let Some(&next) = left.iter().min_by(|&&x, &&y| {
-            incoming(x)
-                .cmp(&incoming(y))
+            keyless(x)
+                .cmp(&keyless(y))
+                .then(incoming(x).cmp(&incoming(y)))
                 .then(outgoing(x).cmp(&outgoing(y)))
                 .then(services[x].tables.len().cmp(&services[y].tables.len()))
                 .then(services[x].name.cmp(&services[y].name))

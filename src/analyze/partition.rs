@@ -54,7 +54,13 @@ pub enum Count {
 }
 
 /// A service label per table. `fold[t]` is the constraint group of table `t`.
-pub fn partition(graph: &Graph, fold: &[usize], groups: usize, count: Count, seed: u64) -> Vec<usize> {
+pub fn partition(
+    graph: &Graph,
+    fold: &[usize],
+    groups: usize,
+    count: Count,
+    seed: u64,
+) -> Vec<usize> {
     let mut g = Graph::new(groups);
     for (&(a, b), &w) in &graph.edges {
         g.add(fold[a], fold[b], w);
@@ -187,9 +193,11 @@ fn split_one(g: &Graph, labels: &[usize], seed: u64) -> Option<Vec<usize>> {
     if k < 2 {
         // One tight block: the node with the weakest tie to the rest goes alone.
         let degree = sub.degrees();
-        let weakest = (0..nodes.len())
-            .min_by(|&a, &b| degree[a].total_cmp(&degree[b]).then(b.cmp(&a)))?;
-        parts = (0..nodes.len()).map(|i| usize::from(i == weakest)).collect();
+        let weakest =
+            (0..nodes.len()).min_by(|&a, &b| degree[a].total_cmp(&degree[b]).then(b.cmp(&a)))?;
+        parts = (0..nodes.len())
+            .map(|i| usize::from(i == weakest))
+            .collect();
     }
     let fresh = labels.iter().max().map_or(0, |m| m + 1);
     let mut out = labels.to_vec();
@@ -198,7 +206,7 @@ fn split_one(g: &Graph, labels: &[usize], seed: u64) -> Option<Vec<usize>> {
             out[n] = fresh;
         }
     }
-    debug_assert!(out.iter().any(|&l| l == target));
+    debug_assert!(out.contains(&target));
     Some(out)
 }
 
@@ -230,7 +238,10 @@ mod tests {
         }
         // Three: one triangle stays whole.
         let three = partition(&g, &fold, 6, Count::Exactly(3), 1);
-        assert!(three[3] == three[4] && three[4] == three[5] || three[0] == three[1] && three[1] == three[2]);
+        assert!(
+            three[3] == three[4] && three[4] == three[5]
+                || three[0] == three[1] && three[1] == three[2]
+        );
     }
 
     #[test]

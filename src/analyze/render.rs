@@ -25,14 +25,24 @@ pub fn markdown(r: &Report) -> String {
         m.tx_local_share * 100.0
     );
     for (i, s) in r.services.iter().enumerate() {
-        let _ = writeln!(o, "## {}. {}\n\nTables: {}\n", i + 1, s.name, code(&s.tables));
+        let _ = writeln!(
+            o,
+            "## {}. {}\n\nTables: {}\n",
+            i + 1,
+            s.name,
+            code(&s.tables)
+        );
         for w in &s.why {
             let _ = writeln!(o, "- {w}");
         }
         o.push('\n');
     }
     let _ = writeln!(o, "## What the split cuts\n");
-    let _ = writeln!(o, "### Foreign keys across services ({})\n", r.cut.foreign_keys.len());
+    let _ = writeln!(
+        o,
+        "### Foreign keys across services ({})\n",
+        r.cut.foreign_keys.len()
+    );
     if !r.cut.foreign_keys.is_empty() {
         let _ = writeln!(o, "| from | to | services | |\n|---|---|---|---|");
         for k in &r.cut.foreign_keys {
@@ -45,21 +55,34 @@ pub fn markdown(r: &Report) -> String {
                 k.references.join(","),
                 k.services[0],
                 k.services[1],
-                if k.inferred { format!("inferred ({:.2})", k.confidence) } else { "declared".into() }
+                if k.inferred {
+                    format!("inferred ({:.2})", k.confidence)
+                } else {
+                    "declared".into()
+                }
             );
         }
         o.push('\n');
     }
     for (title, list) in [
-        ("Transactions that would become distributed", &r.cut.transactions),
-        ("Endpoints that would call several services", &r.cut.endpoints),
+        (
+            "Transactions that would become distributed",
+            &r.cut.transactions,
+        ),
+        (
+            "Endpoints that would call several services",
+            &r.cut.endpoints,
+        ),
     ] {
         let _ = writeln!(o, "### {title} ({})\n", list.len());
         for g in list {
             let _ = writeln!(
                 o,
                 "- {}{} × {}: {}",
-                g.name.as_deref().map(|n| format!("`{n}` ")).unwrap_or_default(),
+                g.name
+                    .as_deref()
+                    .map(|n| format!("`{n}` "))
+                    .unwrap_or_default(),
                 g.count,
                 g.services.join(" + "),
                 code(&g.tables)
@@ -73,7 +96,14 @@ pub fn markdown(r: &Report) -> String {
     for c in &r.cycles {
         let _ = writeln!(o, "- {}", c.services.join(" ⇄ "));
         for b in &c.breaks {
-            let _ = writeln!(o, "  - break {} → {} ({}): {}", b.from, b.to, b.foreign_keys.join("; "), b.suggestion);
+            let _ = writeln!(
+                o,
+                "  - break {} → {} ({}): {}",
+                b.from,
+                b.to,
+                b.foreign_keys.join("; "),
+                b.suggestion
+            );
         }
     }
     let _ = writeln!(o, "\n## Extraction order\n");
@@ -88,7 +118,12 @@ pub fn markdown(r: &Report) -> String {
             if s.entities.is_empty() {
                 "nothing".to_string()
             } else {
-                code(&s.entities.iter().map(|e| e.table.clone()).collect::<Vec<_>>())
+                code(
+                    &s.entities
+                        .iter()
+                        .map(|e| e.table.clone())
+                        .collect::<Vec<_>>(),
+                )
             },
             if s.without_key.is_empty() {
                 String::new()
@@ -114,11 +149,19 @@ pub fn markdown(r: &Report) -> String {
 }
 
 fn code(items: &[String]) -> String {
-    items.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list(items: &[String]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// A DOT string literal.
@@ -129,10 +172,15 @@ fn q(s: &str) -> String {
 /// The report as a Graphviz digraph: a cluster per service, foreign keys as edges (cut ones
 /// red, inferred ones dashed).
 pub fn dot(r: &Report, references: &[(String, String, bool)]) -> String {
-    let mut o = String::from("digraph services {\n  rankdir=LR;\n  node [shape=box, fontsize=10];\n");
+    let mut o =
+        String::from("digraph services {\n  rankdir=LR;\n  node [shape=box, fontsize=10];\n");
     let mut service_of = std::collections::HashMap::new();
     for (i, s) in r.services.iter().enumerate() {
-        let _ = writeln!(o, "  subgraph cluster_{i} {{\n    label={};\n    style=rounded;", q(&s.name));
+        let _ = writeln!(
+            o,
+            "  subgraph cluster_{i} {{\n    label={};\n    style=rounded;",
+            q(&s.name)
+        );
         for t in &s.tables {
             service_of.insert(t.as_str(), i);
             let _ = writeln!(o, "    {};", q(t));

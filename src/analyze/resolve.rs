@@ -7,7 +7,10 @@ use super::graph::Seen;
 use super::schema::Schema;
 
 /// Resolves and aggregates observations; returns them with the unknown table names counted.
-pub fn resolve(schema: &Schema, observations: Vec<Observation>) -> (Vec<Seen>, BTreeMap<String, u64>) {
+pub fn resolve(
+    schema: &Schema,
+    observations: Vec<Observation>,
+) -> (Vec<Seen>, BTreeMap<String, u64>) {
     let mut cache: HashMap<String, Option<usize>> = HashMap::new();
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen = Vec::new();

@@ -161,10 +161,10 @@ impl Schema {
             return Some(i);
         }
         if !name.contains('.') {
-            if let Some((schema, _)) = context.rsplit_once('.') {
-                if let Some(i) = self.index(&format!("{schema}.{name}")) {
-                    return Some(i);
-                }
+            if let Some((schema, _)) = context.rsplit_once('.')
+                && let Some(i) = self.index(&format!("{schema}.{name}"))
+            {
+                return Some(i);
             }
             if let Some(i) = self.index(&format!("public.{name}")) {
                 return Some(i);
@@ -199,6 +199,9 @@ impl Schema {
 
     /// How many references were inferred.
     pub fn inferred(&self) -> usize {
-        self.references.iter().filter(|r| r.inferred.is_some()).count()
+        self.references
+            .iter()
+            .filter(|r| r.inferred.is_some())
+            .count()
     }
 }

@@ -74,7 +74,16 @@ pub fn name_services(
                 t.sort();
                 t
             },
-            why: why(schema, &members[l], heads[l], referenced[heads[l]], labels, l, seen, held),
+            why: why(
+                schema,
+                &members[l],
+                heads[l],
+                referenced[heads[l]],
+                labels,
+                l,
+                seen,
+                held,
+            ),
         })
         .collect();
     (services, labels.iter().map(|&l| rank[l]).collect())
@@ -122,14 +131,19 @@ fn why(
             declared + inferred
         ));
     }
-    for (kind, what) in [(Kind::Transaction, "transactions"), (Kind::Request, "requests")] {
+    for (kind, what) in [
+        (Kind::Transaction, "transactions"),
+        (Kind::Request, "requests"),
+    ] {
         let local: u64 = seen
             .iter()
             .filter(|s| s.kind == kind && s.tables.len() > 1 && s.tables.iter().all(|&t| inside(t)))
             .map(|s| s.count)
             .sum();
         if local > 0 {
-            out.push(format!("{local} {what} touch two or more of its tables and no other"));
+            out.push(format!(
+                "{local} {what} touch two or more of its tables and no other"
+            ));
         }
     }
     if members.len() > 1 && head_refs > 0 {

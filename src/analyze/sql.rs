@@ -44,7 +44,8 @@ pub fn tables(statement: &str) -> Option<(Vec<String>, Vec<String>)> {
         let target = match upper.as_str() {
             "INTO" | "UPDATE" | "TRUNCATE" => Some(true),
             "FROM" => Some(
-                i > 0 && matches!(&tokens[i - 1], Token::Word(w) if w.eq_ignore_ascii_case("DELETE")),
+                i > 0
+                    && matches!(&tokens[i - 1], Token::Word(w) if w.eq_ignore_ascii_case("DELETE")),
             ),
             "JOIN" | "USING" if first == "MERGE" || upper == "JOIN" => Some(false),
             "COPY" if i == 0 => Some(true),
@@ -91,13 +92,116 @@ pub fn tables(statement: &str) -> Option<(Vec<String>, Vec<String>)> {
     Some((read, written))
 }
 
+/// The statements of a multi-statement text (`BEGIN; INSERT …; COMMIT`), split at
+/// semicolons outside string literals, quoted names, comments and dollar quotes.
+pub fn split(text: &str) -> Vec<&str> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q == b'\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                // A dollar quote `$tag$ … $tag$` (PostgreSQL function bodies).
+                if let Some(len) = b[i + 1..].iter().position(|&c| c == b'$') {
+                    let tag = &b[i..i + len + 2];
+                    if tag[1..tag.len() - 1]
+                        .iter()
+                        .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                    {
+                        let body = i + tag.len();
+                        if let Some(end) = b[body..].windows(tag.len()).position(|w| w == tag) {
+                            i = body + end + tag.len() - 1;
+                        }
+                    }
+                }
+            }
+            b';' => {
+                out.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(text[start.min(text.len())..].trim());
+    out.into_iter()
+        .map(uncomment)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The statement without its leading comments.
+fn uncomment(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            return s.trim_end();
+        }
+    }
+}
+
 /// Words that end a table reference rather than alias it.
 fn is_clause(word: &str) -> bool {
     [
-        "WHERE", "SET", "VALUES", "SELECT", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS",
-        "NATURAL", "ON", "USING", "GROUP", "ORDER", "LIMIT", "OFFSET", "HAVING", "UNION",
-        "EXCEPT", "INTERSECT", "RETURNING", "FOR", "WINDOW", "DEFAULT", "OUTPUT", "FROM", "AS",
-        "LATERAL", "WITH", "ON", "PARTITION", "FETCH", "STRAIGHT_JOIN",
+        "WHERE",
+        "SET",
+        "VALUES",
+        "SELECT",
+        "JOIN",
+        "INNER",
+        "LEFT",
+        "RIGHT",
+        "FULL",
+        "CROSS",
+        "NATURAL",
+        "ON",
+        "USING",
+        "GROUP",
+        "ORDER",
+        "LIMIT",
+        "OFFSET",
+        "HAVING",
+        "UNION",
+        "EXCEPT",
+        "INTERSECT",
+        "RETURNING",
+        "FOR",
+        "WINDOW",
+        "DEFAULT",
+        "OUTPUT",
+        "FROM",
+        "AS",
+        "LATERAL",
+        "WITH",
+        "ON",
+        "PARTITION",
+        "FETCH",
+        "STRAIGHT_JOIN",
     ]
     .iter()
     .any(|k| word.eq_ignore_ascii_case(k))
@@ -242,13 +346,37 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_writes_of_common_statements() {
-        assert_eq!(t("INSERT INTO orders (id, a) VALUES (1, 'x')"), (vec![], vec!["orders"]));
+    fn multi_statement_texts_split_outside_quotes_and_comments() {
+        use super::split;
         assert_eq!(
-            t("insert into shop.\"Order Items\" select * from orders o join users u on u.id = o.user_id"),
+            split("BEGIN; INSERT INTO a VALUES ('x;y', \"q;\"); -- c;\nCOMMIT;"),
+            ["BEGIN", "INSERT INTO a VALUES ('x;y', \"q;\")", "COMMIT"]
+        );
+        assert_eq!(
+            split("DO $f$ BEGIN x; END $f$; SELECT 1"),
+            ["DO $f$ BEGIN x; END $f$", "SELECT 1"]
+        );
+        assert_eq!(split("/* a; */ SELECT 'it\\'s;'"), ["SELECT 'it\\'s;'"]);
+        assert_eq!(split("-- only a comment"), Vec::<&str>::new());
+        assert!(split(" ; ").is_empty());
+    }
+
+    #[test]
+    fn reads_and_writes_of_common_statements() {
+        assert_eq!(
+            t("INSERT INTO orders (id, a) VALUES (1, 'x')"),
+            (vec![], vec!["orders"])
+        );
+        assert_eq!(
+            t(
+                "insert into shop.\"Order Items\" select * from orders o join users u on u.id = o.user_id"
+            ),
             (vec!["orders", "users"], vec!["shop.Order Items"])
         );
-        assert_eq!(t("UPDATE ONLY stock SET n = n - 1 WHERE id = 3"), (vec![], vec!["stock"]));
+        assert_eq!(
+            t("UPDATE ONLY stock SET n = n - 1 WHERE id = 3"),
+            (vec![], vec!["stock"])
+        );
         assert_eq!(
             t("DELETE FROM `cart` WHERE user_id IN (SELECT id FROM users)"),
             (vec!["users"], vec!["cart"])
@@ -258,12 +386,17 @@ mod tests {
             (vec!["a", "b", "public.c"], vec![])
         );
         assert_eq!(
-            t("WITH recent AS (SELECT * FROM orders), x AS (SELECT 1) SELECT * FROM recent JOIN x ON true /* JOIN f */"),
+            t(
+                "WITH recent AS (SELECT * FROM orders), x AS (SELECT 1) SELECT * FROM recent JOIN x ON true /* JOIN f */"
+            ),
             (vec!["orders"], vec![])
         );
         assert_eq!(t("TRUNCATE TABLE logs"), (vec![], vec!["logs"]));
         assert_eq!(t("SELECT 1"), (vec![], vec![]));
-        assert_eq!(t("select * from t where s = 'it''s FROM z'"), (vec!["t"], vec![]));
+        assert_eq!(
+            t("select * from t where s = 'it''s FROM z'"),
+            (vec!["t"], vec![])
+        );
         assert!(tables("BEGIN").is_none());
         assert!(tables("CREATE TABLE x (id int)").is_none());
         assert!(tables("").is_none());

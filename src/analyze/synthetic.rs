@@ -187,6 +187,9 @@ mod tests {
         assert_eq!(p.groups.iter().max(), Some(&9));
         assert_eq!(p.input.observations.len(), 1_000);
         let declared = p.input.schema.references.len();
-        assert!((60..=140).contains(&declared), "{declared} declared references");
+        assert!(
+            (60..=140).contains(&declared),
+            "{declared} declared references"
+        );
     }
 }

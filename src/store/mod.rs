@@ -20,7 +20,7 @@ pub use capture::Capture;
 pub use change::{ApplyBatch, Change, KEY_SEPARATOR, Op, Row, Write, key_text};
 pub use error::StoreError;
 pub use instant::utc_naive;
-pub use schema::{Catalog, CaptureSpec, Column, ForeignKey, Form, Index, TableInfo, family};
+pub use schema::{CaptureSpec, Catalog, Column, ForeignKey, Form, Index, TableInfo, family};
 pub use sql::hex_bytes;
 
 use std::collections::HashSet;

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::sql::{ChangeRow, bq, changes, hex_bytes, lit_backslash, raced, same_run, written_keys};
 use super::{
-    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index, Row,
-    StoreError, TableInfo, Write, family,
+    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index,
+    Row, StoreError, TableInfo, Write, family,
 };
 use crate::family::TypeFamily;
 

@@ -13,8 +13,8 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::sql::{decoded, dq, lit, raced, same_run, written_keys};
 use super::{
-    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index, Row,
-    StoreError, TableInfo, Write, family,
+    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index,
+    Row, StoreError, TableInfo, Write, family,
 };
 
 /// A PostgreSQL database.

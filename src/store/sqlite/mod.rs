@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::sql::{ChangeRow, dq, hex_bytes, to_change};
 use super::{
-    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index, Row,
-    StoreError, TableInfo, Write, family,
+    ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index,
+    Row, StoreError, TableInfo, Write, family,
 };
 use crate::family::TypeFamily;
 
@@ -111,9 +111,7 @@ impl Backend for SqliteStore {
                      AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
                      AND name NOT LIKE '\\_strangler\\_%' ESCAPE '\\' ORDER BY name",
                 )?;
-                let names = st
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+                let names = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 Ok(names)
             })
             .await?;
