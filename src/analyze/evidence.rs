@@ -2,8 +2,6 @@
 //! touched (and the subset written), weighted by how often it was seen. Read from the JSON
 //! lines evidence format, database logs ([`super::logs`]) or live from `serve`.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::AnalyzeError;
@@ -59,18 +57,21 @@ impl Observation {
 
 /// Adds up observations that are the same apart from their count.
 pub fn aggregate(observations: impl IntoIterator<Item = Observation>) -> Vec<Observation> {
-    let mut sum: BTreeMap<Observation, u64> = BTreeMap::new();
+    let mut sum: ahash::AHashMap<Observation, u64> = Default::default();
     for mut o in observations {
         let n = std::mem::take(&mut o.count);
         *sum.entry(o).or_default() += n;
     }
-    sum.into_iter()
+    let mut out: Vec<Observation> = sum
+        .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|(mut o, n)| {
             o.count = n;
             o
         })
-        .collect()
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// One line of the evidence file.

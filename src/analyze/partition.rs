@@ -66,6 +66,9 @@ pub fn partition(
         g.add(fold[a], fold[b], w);
     }
     let mut labels = best_of(&g, seed);
+    if count == Count::Auto {
+        labels = refine(&g, labels, seed, 3);
+    }
     if let Count::Exactly(n) = count {
         let n = n.min(groups);
         let mut k = labels.iter().max().map_or(0, |m| m + 1);
@@ -97,6 +100,53 @@ fn best_of(g: &Graph, seed: u64) -> Vec<usize> {
         }
     }
     best.map(|(_, l)| l).unwrap_or_default()
+}
+
+/// How strongly a community's own parts must stand apart to be split further: the share of
+/// the highest modularity `k` parts can reach (1 − 1/k) that the split reaches.
+pub const SPLIT_SHARE: f64 = 0.85;
+
+/// Modularity has a resolution limit: on a large graph it merges groups smaller than about
+/// the square root of the total weight. Each community is clustered again on its own, and
+/// split when its parts are clearly communities of their own (modularity within it at
+/// least [`SPLIT_SHARE`] of the most `k` parts can have), up to `depth` times.
+fn refine(g: &Graph, labels: Vec<usize>, seed: u64, depth: u32) -> Vec<usize> {
+    if depth == 0 {
+        return labels;
+    }
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (node, &l) in labels.iter().enumerate() {
+        members.entry(l).or_default().push(node);
+    }
+    let mut out = labels.clone();
+    let mut fresh = labels.iter().max().map_or(0, |m| m + 1);
+    let mut changed = false;
+    for nodes in members.values().filter(|v| v.len() >= 4) {
+        let index: HashMap<usize, usize> = nodes.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut sub = Graph::new(nodes.len());
+        for (&(a, b), &w) in &g.edges {
+            if let (Some(&x), Some(&y)) = (index.get(&a), index.get(&b)) {
+                sub.add(x, y, w);
+            }
+        }
+        let parts = best_of(&sub, seed);
+        let k = parts.iter().max().map_or(0, |m| m + 1);
+        if k < 2 || sub.modularity(&parts) < SPLIT_SHARE * (1.0 - 1.0 / k as f64) {
+            continue;
+        }
+        changed = true;
+        for (i, &n) in nodes.iter().enumerate() {
+            if parts[i] > 0 {
+                out[n] = fresh + parts[i] - 1;
+            }
+        }
+        fresh += k - 1;
+    }
+    if changed {
+        refine(g, renumber(&out).0, seed, depth - 1)
+    } else {
+        out
+    }
 }
 
 /// Merges the two communities whose merge costs the least modularity (or gains the most);
