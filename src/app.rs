@@ -118,10 +118,18 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
     let router = Arc::new(Router::start(config, control.clone()).await?);
 
     let sync_status = Arc::new(SyncStatus::default());
+    let evidence = Arc::new(crate::analyze::live::LiveEvidence::default());
     // The engines hear the write tap through listeners that a reload replaces.
     let taps: Arc<ArcSwap<Vec<TapListener>>> = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let mut engine_token = shutdown.child_token();
-    let first = engines(&router.config().sync, &rules, &control, &sync_status).await?;
+    let first = engines(
+        &router.config().sync,
+        &rules,
+        &control,
+        &sync_status,
+        &evidence,
+    )
+    .await?;
     taps.store(Arc::new(engine::start(&tasks, first, &engine_token)));
 
     let (tap, mut tap_rx) = tap::channel(gw_cfg.tap_capacity);
@@ -174,11 +182,12 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
     {
-        let (control, sync_status, taps, rules) = (
+        let (control, sync_status, taps, rules, evidence) = (
             control.clone(),
             sync_status.clone(),
             taps.clone(),
             rules.clone(),
+            evidence.clone(),
         );
         let router = router.clone();
         let token = shutdown.clone();
@@ -197,7 +206,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
                             // Restart the engines on the new config: a paused entity resumes once it fits.
                             engine_token.cancel();
                             engine_token = token.child_token();
-                            match engines(&sync, &rules, &control, &sync_status).await {
+                            match engines(&sync, &rules, &control, &sync_status, &evidence).await {
                                 Ok(list) => taps.store(Arc::new(engine::start(&tasks2, list, &engine_token))),
                                 Err(e) => tracing::error!(error = %e, "sync engine not restarted after reload"),
                             }
@@ -247,6 +256,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
         reload: reload_tx.clone(),
         recent_writes,
         sync: sync_status,
+        evidence,
     });
     // The admin API outlives the data plane's drain so operators can watch it.
     let admin_token = CancellationToken::new();
@@ -314,14 +324,30 @@ pub async fn sync_admin(
     Ok((bound, tokio::spawn(admin::serve(listener, state, shutdown))))
 }
 
-/// The engines `cfg` asks for, checked: the sync engine when it has entities.
+/// The engines `cfg` asks for, checked: the analyzer's recorder always, the sync engine when
+/// there are entities.
 async fn engines(
     cfg: &crate::config::sync::SyncConfig,
     rules: &Rules,
     control: &Arc<ControlStore>,
     status: &Arc<SyncStatus>,
+    evidence: &Arc<crate::analyze::live::LiveEvidence>,
 ) -> Result<Vec<Box<dyn Engine>>, SyncError> {
-    let mut out: Vec<Box<dyn Engine>> = Vec::new();
+    let side = crate::admin::analysis_side(cfg);
+    let tables = cfg
+        .entities
+        .iter()
+        .filter_map(|e| {
+            [&e.left, &e.right]
+                .into_iter()
+                .find(|t| Some(&t.side) == side.as_ref())
+                .map(|t| (e.name.clone(), t.table.clone()))
+        })
+        .collect();
+    let mut out: Vec<Box<dyn Engine>> = vec![Box::new(crate::analyze::live::AnalyzerEngine::new(
+        evidence.clone(),
+        tables,
+    ))];
     if !cfg.entities.is_empty() {
         let sync = SyncEngine::new(cfg.clone(), Some(control.clone()))
             .with_status(status.clone())

@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("conn", &[]),
     ("tap", &["metrics"]),
     ("engine", &["tap"]),
+    ("analyze", &["engine", "family", "store", "tap"]),
     ("config", &["family"]),
     ("store", &["family"]),
     ("control", &[]),
@@ -27,7 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "admin",
         &[
-            "config", "conn", "control", "metrics", "routing", "sync", "tap",
+            "analyze", "config", "conn", "control", "metrics", "routing", "store", "sync", "tap",
         ],
     ),
 ];

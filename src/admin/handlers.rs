@@ -15,11 +15,13 @@ pub(super) async fn route(
     state: &AdminState,
     method: &Method,
     path: &str,
+    headers: &http::HeaderMap,
     body: &[u8],
 ) -> Response<AdminBody> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, ["admin", "analysis"]) => super::analysis::analysis(state, headers).await,
         (&Method::GET, ["metrics"]) => metrics(&state.metrics),
         (&Method::GET, ["admin", "routes"]) => {
             json(StatusCode::OK, &table_json(&state.router.current()))
@@ -110,7 +112,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         ["healthz" | "metrics"]
         | [
             "admin",
-            "routes" | "versions" | "health" | "sync" | "conflicts" | "tap",
+            "routes" | "versions" | "health" | "sync" | "conflicts" | "tap" | "analysis",
         ]
         | ["admin", "routes", _, "rollout"] => "GET",
         ["admin", "routes", _, "split"] => "PUT",

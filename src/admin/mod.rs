@@ -1,7 +1,10 @@
 //! The admin API on its own listener: route table, splits, rollbacks, versions, rollouts,
 //! health, reload, the write tap's recent events, `/metrics` and `/healthz`.
 
+mod analysis;
 mod handlers;
+
+pub use analysis::analysis_side;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -45,6 +48,8 @@ pub struct AdminState {
     pub recent_writes: Arc<Mutex<VecDeque<WriteEvent>>>,
     /// The sync engine's status.
     pub sync: Arc<crate::sync::status::SyncStatus>,
+    /// What the analyzer has heard of the write tap.
+    pub evidence: Arc<crate::analyze::live::LiveEvidence>,
 }
 
 /// An admin response body.
@@ -84,6 +89,7 @@ pub trait Api: Send + Sync + 'static {
         &'a self,
         method: &'a http::Method,
         path: &'a str,
+        headers: &'a http::HeaderMap,
         body: &'a [u8],
     ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a;
 }
@@ -97,9 +103,10 @@ impl Api for AdminState {
         &'a self,
         method: &'a http::Method,
         path: &'a str,
+        headers: &'a http::HeaderMap,
         body: &'a [u8],
     ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a {
-        handlers::route(self, method, path, body)
+        handlers::route(self, method, path, headers, body)
     }
 }
 
@@ -124,6 +131,7 @@ impl Api for SyncAdmin {
         &'a self,
         method: &'a http::Method,
         path: &'a str,
+        _headers: &'a http::HeaderMap,
         _body: &'a [u8],
     ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a {
         handlers::sync_route(self, method, path)
@@ -182,7 +190,9 @@ async fn handle<A: Api>(
             ));
         }
     };
-    Ok(state.route(&parts.method, parts.uri.path(), &body).await)
+    Ok(state
+        .route(&parts.method, parts.uri.path(), &parts.headers, &body)
+        .await)
 }
 
 /// Serves the admin API until `shutdown`.

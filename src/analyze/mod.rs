@@ -15,6 +15,7 @@ pub mod emit;
 pub mod evidence;
 pub mod graph;
 pub mod infer;
+pub mod live;
 pub mod logs;
 pub mod louvain;
 pub mod order;

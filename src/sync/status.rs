@@ -54,7 +54,14 @@ struct Inner {
     quarantine: BTreeMap<u64, Quarantined>,
     retries: Vec<u64>,
     next_id: u64,
+    /// Per link and side, the highest changelog sequence counted into `cowrites`.
+    counted: BTreeMap<(String, String), i64>,
+    /// Per side, how many captured source transactions wrote exactly these tables.
+    cowrites: BTreeMap<(String, Vec<String>), u64>,
 }
+
+/// Most distinct table sets kept per process for the analyzer; further ones are not counted.
+const MAX_COWRITE_SHAPES: usize = 10_000;
 
 /// Shared engine status.
 #[derive(Debug, Default)]
@@ -63,6 +70,46 @@ pub struct SyncStatus {
 }
 
 impl SyncStatus {
+    /// Counts the tables each captured source transaction in `changes` wrote (a change
+    /// without a transaction id counts alone), each change once however often it is read.
+    pub fn record_transactions(&self, link: &str, side: &str, changes: &[crate::store::Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        self.with(|i| {
+            let mark = i
+                .counted
+                .entry((link.to_string(), side.to_string()))
+                .or_insert(i64::MIN);
+            let from = *mark;
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for c in changes.iter().filter(|c| c.seq > from) {
+                *mark = (*mark).max(c.seq);
+                let key = c.tx.clone().unwrap_or_else(|| format!("seq{}", c.seq));
+                groups.entry(key).or_default().push(c.table.clone());
+            }
+            for (_, mut tables) in groups {
+                tables.sort();
+                tables.dedup();
+                let key = (side.to_string(), tables);
+                if i.cowrites.len() < MAX_COWRITE_SHAPES || i.cowrites.contains_key(&key) {
+                    *i.cowrites.entry(key).or_default() += 1;
+                }
+            }
+        })
+    }
+
+    /// The table sets written by captured transactions on `side`, with how many did.
+    pub fn transactions(&self, side: &str) -> Vec<(Vec<String>, u64)> {
+        self.with(|i| {
+            i.cowrites
+                .iter()
+                .filter(|((s, _), _)| s == side)
+                .map(|((_, t), n)| (t.clone(), *n))
+                .collect()
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)

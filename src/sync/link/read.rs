@@ -51,6 +51,8 @@ impl<O: Origin> Link<O> {
             .origin
             .read(stores(&mut self.sides), want, self.settings.poll)
             .await?;
+        self.status.record_transactions(&self.name, &sides[0], &ra);
+        self.status.record_transactions(&self.name, &sides[1], &rb);
         self.skipped = [self.screen(0, &mut ra), self.screen(1, &mut rb)];
         if let Some((_, limit)) = self.isolate {
             // The isolating batch, whatever the read past held rows brought.
