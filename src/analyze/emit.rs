@@ -100,6 +100,13 @@ pub fn first_step(report: &Report, database: &str) -> Option<String> {
             q(short(&e.table)),
         );
     }
+    // Routes bind the entity of the table the service is named after, else the first.
+    let bound = step
+        .entities
+        .iter()
+        .position(|e| short(&e.table) == step.service)
+        .or(if names.is_empty() { None } else { Some(0) })
+        .map(|i| names[i].clone());
     let guessed = step.paths.is_empty();
     let paths = if guessed {
         vec![format!("/{}", step.service)]
@@ -118,8 +125,8 @@ pub fn first_step(report: &Report, database: &str) -> Option<String> {
             },
             q(&format!("{svc}-{}", i + 1)),
             q(p),
-            names
-                .first()
+            bound
+                .as_ref()
                 .map(|n| format!("\nentity = {}", q(n)))
                 .unwrap_or_default()
         );
