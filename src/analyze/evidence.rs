@@ -99,8 +99,17 @@ const METHODS: [&str; 9] = [
 /// only `tables` required. Without `kind`, a line whose name starts with an HTTP method is a
 /// request and any other a transaction. Blank lines and lines starting with `#` are skipped.
 pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Observation>, AnalyzeError> {
+    read_jsonl(text.lines().map(|l| Ok(l.to_owned())), source)
+}
+
+/// Like [`parse_jsonl`], line by line from a reader of any size.
+pub fn read_jsonl(
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    source: &str,
+) -> Result<Vec<Observation>, AnalyzeError> {
     let mut out = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
+    for (n, raw) in super::logs::lines_of(lines, source).enumerate() {
+        let raw = raw?;
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;

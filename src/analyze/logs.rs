@@ -118,6 +118,19 @@ impl Sessions {
     }
 }
 
+/// Lines with read errors turned into the analyzer's, naming the file.
+pub(super) fn lines_of<'a>(
+    lines: impl Iterator<Item = std::io::Result<String>> + 'a,
+    source: &'a str,
+) -> impl Iterator<Item = Result<String, AnalyzeError>> + 'a {
+    lines.map(move |l| {
+        l.map_err(|e| AnalyzeError::Read {
+            path: source.to_string(),
+            source: e,
+        })
+    })
+}
+
 /// Fails when a non-empty log held no line of the expected kind.
 fn none_read(parsed: &Parsed, source: &str, lines: usize, what: &str) -> Result<(), AnalyzeError> {
     if parsed.skipped_total == lines && lines > 0 {
@@ -150,12 +163,22 @@ const SEVERITIES: [&str; 14] = [
 
 /// Transactions in a PostgreSQL server log written with `log_statement = 'all'`.
 pub fn parse_pg(text: &str, source: &str) -> Result<Parsed, AnalyzeError> {
+    read_pg(text.lines().map(|l| Ok(l.to_owned())), source)
+}
+
+/// Like [`parse_pg`], line by line from a reader of any size.
+pub fn read_pg(
+    lines_in: impl Iterator<Item = std::io::Result<String>>,
+    source: &str,
+) -> Result<Parsed, AnalyzeError> {
     let mut parsed = Parsed::default();
     let mut sessions = Sessions::default();
     // The statement being read: (session, text); continuation lines start with a tab.
     let mut current: Option<(String, String)> = None;
     let mut lines = 0;
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in lines_of(lines_in, source).enumerate() {
+        let line = line?;
+        let line = line.as_str();
         if line.trim().is_empty() {
             continue;
         }
@@ -243,11 +266,21 @@ fn pg_session(prefix: &str, n: usize) -> String {
 
 /// Transactions in a MySQL or MariaDB general query log (`general_log = ON`, file output).
 pub fn parse_mysql(text: &str, source: &str) -> Result<Parsed, AnalyzeError> {
+    read_mysql(text.lines().map(|l| Ok(l.to_owned())), source)
+}
+
+/// Like [`parse_mysql`], line by line from a reader of any size.
+pub fn read_mysql(
+    lines_in: impl Iterator<Item = std::io::Result<String>>,
+    source: &str,
+) -> Result<Parsed, AnalyzeError> {
     let mut parsed = Parsed::default();
     let mut sessions = Sessions::default();
     let mut current: Option<(String, String)> = None;
     let mut lines = 0;
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in lines_of(lines_in, source).enumerate() {
+        let line = line?;
+        let line = line.as_str();
         if line.trim().is_empty() {
             continue;
         }

@@ -137,18 +137,19 @@ impl Input {
     /// Adds a file of evidence: `jsonl` lines, a `pg` log or a `mysql` general log.
     pub fn read(&mut self, path: &Path, format: LogFormat) -> Result<(), AnalyzeError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| AnalyzeError::Read {
+        let file = std::fs::File::open(path).map_err(|source| AnalyzeError::Read {
             path: shown.clone(),
             source,
         })?;
-        let text = String::from_utf8_lossy(&bytes);
+        // Line by line: a log of any size is read in constant memory.
+        let lines = lossy_lines(std::io::BufReader::with_capacity(1 << 20, file));
         let (observations, what) = match format {
-            LogFormat::Evidence => (evidence::parse_jsonl(&text, &shown)?, "observations"),
+            LogFormat::Evidence => (evidence::read_jsonl(lines, &shown)?, "observations"),
             LogFormat::Postgres | LogFormat::Mysql => {
                 let parsed = if format == LogFormat::Postgres {
-                    logs::parse_pg(&text, &shown)?
+                    logs::read_pg(lines, &shown)?
                 } else {
-                    logs::parse_mysql(&text, &shown)?
+                    logs::read_mysql(lines, &shown)?
                 };
                 if parsed.skipped_total > 0 {
                     self.warnings.push(format!(
@@ -170,6 +171,24 @@ impl Input {
         self.observations.extend(observations);
         Ok(())
     }
+}
+
+/// The lines of a reader without their line ends; bytes that are not UTF-8 become U+FFFD.
+fn lossy_lines(mut reader: impl std::io::BufRead) -> impl Iterator<Item = std::io::Result<String>> {
+    let mut buf = Vec::new();
+    std::iter::from_fn(move || {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    buf.pop();
+                }
+                Some(Ok(String::from_utf8_lossy(&buf).into_owned()))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
 }
 
 /// The kind of an evidence file.
@@ -283,6 +302,20 @@ pub fn analyze(input: Input, options: &Options) -> Result<Report, AnalyzeError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_read_line_by_line_whatever_their_line_ends() {
+        let lines: Vec<String> = lossy_lines(&b"a\r\nb\n\xffc"[..])
+            .map(|l| l.unwrap())
+            .collect();
+        assert_eq!(lines, ["a", "b", "\u{fffd}c"]);
+        let dir = tempfile::tempdir().unwrap();
+        let e = Input::default()
+            .read(dir.path(), LogFormat::Evidence)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&dir.path().display().to_string()), "{e}");
+    }
 
     #[test]
     fn passwords_are_not_shown_and_bad_options_are_named() {
