@@ -111,3 +111,68 @@ async fn missing_certificate_file_is_reported_by_name() {
     };
     assert!(err.contains("nope.pem"), "{err}");
 }
+
+/// HTTP/1.1 over TLS parks like plain HTTP/1.1: an idle connection gives up hyper's state
+/// and serves its next requests when they come, over the same TLS session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
+    let mono = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
+        .mount(&mono)
+        .await;
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_der = key.cert.der().clone();
+    let cfg = format!(
+        "{}[gateway.timeouts]\npark = \"50ms\"\n[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n",
+        gateway_section(),
+        mono.uri()
+    );
+    let (dir, path) = config_file(&cfg);
+    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let running = strangler::app::start(strangler::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let parked = || async {
+        let text = get(
+            &client(),
+            &format!("http://{}/metrics", running.admin_addr),
+            &[],
+        )
+        .await
+        .body;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix("strangler_gateway_connections_parked "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let tls = connector(&cert_der, &[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for round in 0..3 {
+        let req = http::Request::get(format!("/x{round}"))
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        assert_eq!(
+            &resp.into_body().collect().await.unwrap().to_bytes()[..],
+            b"monolith"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(
+            parked().await >= 1.0,
+            "round {round}: the idle TLS connection is parked"
+        );
+    }
+    assert_eq!(mono.received_requests().await.unwrap().len(), 3);
+    running.shutdown().await;
+}

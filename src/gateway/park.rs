@@ -169,16 +169,41 @@ impl Body for Watched {
     }
 }
 
-/// The client socket, with bytes a previous hyper connection read but did not use in front,
+/// A client stream that can wait for the client's next bytes while no hyper connection
+/// holds it: a plain socket, or TLS over one.
+pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready once the client has sent something (or closed), without reading it.
+    fn ready_to_read(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Parkable for TcpStream {
+    async fn ready_to_read(&mut self) -> std::io::Result<()> {
+        self.readable().await
+    }
+}
+
+impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn ready_to_read(&mut self) -> std::io::Result<()> {
+        let (tcp, tls) = self.get_mut();
+        // Records already received and decrypted but not yet read are ready now.
+        let state = tls.process_new_packets().map_err(std::io::Error::other)?;
+        if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+            return Ok(());
+        }
+        tcp.readable().await
+    }
+}
+
+/// The client stream, with bytes a previous hyper connection read but did not use in front,
 /// and hyper's own bodiless refusals turned into problem+json on the way out (`refusal`).
-struct Prefixed {
+struct Prefixed<S> {
     head: Bytes,
-    io: TcpStream,
+    io: S,
     /// A rewritten refusal not yet written whole.
     pending: Bytes,
 }
 
-impl Prefixed {
+impl<S: Parkable> Prefixed<S> {
     /// Writes what is left of a rewritten refusal; ready once none is left.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.pending.is_empty() {
@@ -209,7 +234,7 @@ impl Prefixed {
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: Parkable> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -225,7 +250,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: Parkable> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -268,16 +293,17 @@ impl AsyncWrite for Prefixed {
 }
 
 /// How a hyper connection over a parkable socket ended.
-enum Ended {
+enum Ended<S> {
     /// Parked by us: the socket and the unused bytes, to wait for the next request.
-    Parked(Prefixed),
+    Parked(Prefixed<S>),
     /// Closed by the client, by an error, by `Connection: close` or by the drain.
     Closed,
 }
 
-/// Serves a plain HTTP/1.1 client connection to its end, parking it whenever it is idle.
-pub async fn serve(
-    stream: TcpStream,
+/// Serves an HTTP/1.1 client connection (plain or TLS) to its end, parking it whenever it is
+/// idle.
+pub async fn serve<S: Parkable>(
+    stream: S,
     peer: SocketAddr,
     gw: Arc<Gateway>,
     s: &ServerSettings,
@@ -301,7 +327,7 @@ pub async fn serve(
             let woke = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => false,
-                r = tokio::time::timeout(wait, io.io.readable()) => matches!(r, Ok(Ok(()))),
+                r = tokio::time::timeout(wait, io.io.ready_to_read()) => matches!(r, Ok(Ok(()))),
             };
             if !first {
                 parked.decrement(1.0);
@@ -330,13 +356,13 @@ pub async fn serve(
     }
 }
 
-async fn one_hyper_connection(
-    io: Prefixed,
+async fn one_hyper_connection<S: Parkable>(
+    io: Prefixed<S>,
     peer: Peer,
     gw: Arc<Gateway>,
     s: &ServerSettings,
     shutdown: &CancellationToken,
-) -> Ended {
+) -> Ended<S> {
     let activity = Arc::new(Activity::default());
     let seen_by_service = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {

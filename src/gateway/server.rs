@@ -114,10 +114,6 @@ async fn secure(
     s: &ServerSettings,
     shutdown: CancellationToken,
 ) {
-    let peer = Peer::new(peer);
-    let service = service_fn(move |req: Request<Incoming>| {
-        gw.clone().handle(req.map(ClientBody::new), peer.clone())
-    });
     let tls = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {
@@ -125,14 +121,16 @@ async fn secure(
             _ => return,
         },
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(tls);
-    if h2 {
-        let mut b = http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_header_list_size(s.max_header_bytes as u32);
-        drive(b.serve_connection(io, service), &shutdown).await;
-    } else {
-        drive(http1(s).serve_connection(io, service), &shutdown).await;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        // HTTP/1.1 over TLS parks like plain HTTP/1.1: hyper's buffers go while it is idle.
+        return park::serve(tls, peer, gw, s, shutdown).await;
     }
+    let peer = Peer::new(peer);
+    let service = service_fn(move |req: Request<Incoming>| {
+        gw.clone().handle(req.map(ClientBody::new), peer.clone())
+    });
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(s.max_header_bytes as u32);
+    drive(b.serve_connection(TokioIo::new(tls), service), &shutdown).await;
 }
