@@ -8,6 +8,24 @@ use async_trait::async_trait;
 
 use super::{ApplyBatch, Capture, Catalog, Row, StoreError, TableInfo};
 
+/// The catalog of the named tables, each described by [`Backend::table_info`] (one that
+/// vanished meanwhile is left out): for backends without a whole-schema query.
+pub(super) async fn describe_each<B: Backend + ?Sized>(
+    backend: &mut B,
+    names: Vec<String>,
+) -> Result<Catalog, StoreError> {
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(info) = backend.table_info(&name).await? {
+            tables.push((name, info));
+        }
+    }
+    Ok(Catalog {
+        tables,
+        aliases: Vec::new(),
+    })
+}
+
 /// One side's database: schema introspection, fencing, checkpoints and the engine's
 /// transaction, on top of its change capture.
 #[async_trait]

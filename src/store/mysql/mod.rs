@@ -190,16 +190,7 @@ impl Backend for MyStore {
                    AND table_name NOT LIKE '\\\\_strangler\\\\_%' ORDER BY table_name",
             )
             .await?;
-        let mut tables = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(info) = self.table_info(&name).await? {
-                tables.push((name, info));
-            }
-        }
-        Ok(Catalog {
-            tables,
-            aliases: Vec::new(),
-        })
+        super::backend::describe_each(self, names).await
     }
 
     async fn table_info(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {

@@ -17,24 +17,7 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(None);
         }
-        let columns = rows
-            .iter()
-            .map(|r| {
-                let declared: String = r.get(1);
-                Column {
-                    name: r.get(0),
-                    family: family(&declared),
-                    nullable: r.get(2),
-                    has_default: r.get(3),
-                    form: if declared == "timestamp without time zone" {
-                        Form::UtcNaive
-                    } else {
-                        Form::Plain
-                    },
-                    declared,
-                }
-            })
-            .collect();
+        let columns = rows.iter().map(|r| column(r, 0)).collect();
         let keys = self
             .query(
                 "SELECT c.relname::text, i.indisunique AND i.indpred IS NULL, \
@@ -92,6 +75,24 @@ impl PgStore {
     }
 }
 
+/// A column from a catalog row holding name, declared type, nullable and has-default from
+/// index `at` on.
+fn column(r: &tokio_postgres::Row, at: usize) -> Column {
+    let declared: String = r.get(at + 1);
+    Column {
+        name: r.get(at),
+        family: family(&declared),
+        nullable: r.get(at + 2),
+        has_default: r.get(at + 3),
+        form: if declared == "timestamp without time zone" {
+            Form::UtcNaive
+        } else {
+            Form::Plain
+        },
+        declared,
+    }
+}
+
 /// The user tables: ordinary and partitioned, not partitions, not the system's or the engine's.
 const USER_TABLES: &str = "c.relkind IN ('r', 'p') AND NOT c.relispartition \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -117,25 +118,13 @@ impl PgStore {
             )
             .await?;
         for r in &cols {
-            let declared: String = r.get(2);
             let info = tables.entry(r.get(0)).or_insert_with(|| TableInfo {
                 columns: Vec::new(),
                 unique_keys: Vec::new(),
                 foreign_keys: Vec::new(),
                 indexes: Vec::new(),
             });
-            info.columns.push(Column {
-                name: r.get(1),
-                family: family(&declared),
-                nullable: r.get(3),
-                has_default: r.get(4),
-                form: if declared == "timestamp without time zone" {
-                    Form::UtcNaive
-                } else {
-                    Form::Plain
-                },
-                declared,
-            });
+            info.columns.push(column(r, 1));
         }
         let keys = self
             .query(

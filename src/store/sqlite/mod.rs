@@ -115,16 +115,7 @@ impl Backend for SqliteStore {
                 Ok(names)
             })
             .await?;
-        let mut tables = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(info) = self.table_info(&name).await? {
-                tables.push((name, info));
-            }
-        }
-        Ok(Catalog {
-            tables,
-            aliases: Vec::new(),
-        })
+        super::backend::describe_each(self, names).await
     }
 
     fn kind(&self) -> &'static str {
