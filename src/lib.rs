@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod analyze;
+pub mod apigen;
 pub mod app;
 pub mod config;
 pub mod conn;

@@ -39,6 +39,27 @@ enum Command {
     },
     /// Run a self-contained demonstration on the embedded SQLite default.
     Demo,
+    /// Generate the OpenAPI 3.1 document of a service's tables, or serve generated APIs.
+    #[command(args_conflicts_with_subcommands = true)]
+    Apigen {
+        #[command(subcommand)]
+        action: Option<ApigenAction>,
+        /// The database to read the schema from (sqlite://, postgres://, mysql://).
+        #[arg(long)]
+        database: Option<String>,
+        /// Tables to serve, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        tables: Vec<String>,
+        /// Serve every table.
+        #[arg(long)]
+        all: bool,
+        /// The service's name.
+        #[arg(long)]
+        service: Option<String>,
+        /// Write the document here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Propose services from a database's schema and evidence of how it is used.
     Analyze {
         /// The database to read the schema from (sqlite://, postgres://, mysql://).
@@ -82,6 +103,16 @@ enum Command {
     Sync {
         #[command(subcommand)]
         action: SyncAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApigenAction {
+    /// Serve the config's [services.NAME] that have a listen address, alone.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -191,6 +222,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config } => serve(config).await,
         Command::Demo => strangler::demo::run().await.context("demo failed"),
         Command::Sync { action } => sync(action).await,
+        Command::Apigen {
+            action,
+            database,
+            tables,
+            all,
+            service,
+            out,
+        } => apigen(action, database, tables, all, service, out).await,
         Command::Analyze {
             database,
             evidence,
@@ -227,6 +266,61 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn apigen(
+    action: Option<ApigenAction>,
+    database: Option<String>,
+    tables: Vec<String>,
+    all: bool,
+    service: Option<String>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(ApigenAction::Serve { config }) = action {
+        let cfg = strangler::config::Config::load(&config)?;
+        if cfg.services.iter().all(|s| s.listen.is_none()) {
+            anyhow::bail!(
+                "{}: no [services.NAME] with a listen address to serve alone",
+                config.display()
+            );
+        }
+        strangler::metrics::install();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = strangler::apigen::command::serve_own(&cfg.services, None, &shutdown)
+            .await
+            .with_context(|| config.display().to_string())?;
+        for (name, addr, _) in &running {
+            println!("service {name} listening on http://{addr}");
+        }
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        shutdown.cancel();
+        for (_, _, task) in running {
+            let _ = task.await;
+        }
+        return Ok(());
+    }
+    let Some(database) = database else {
+        anyhow::bail!("apigen: --database URL is required (or use `apigen serve --config F`)");
+    };
+    if tables.is_empty() && !all {
+        anyhow::bail!("apigen: give --tables a,b,c or --all");
+    }
+    let Some(service) = service else {
+        anyhow::bail!("apigen: --service NAME is required");
+    };
+    let g = strangler::apigen::command::Generate {
+        database,
+        tables,
+        service,
+        out,
+    };
+    print!("{}", strangler::apigen::command::generate(&g).await?);
+    Ok(())
 }
 
 async fn sync(action: SyncAction) -> anyhow::Result<()> {

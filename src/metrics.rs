@@ -63,6 +63,12 @@ pub const SYNC_PUBLISH_DUPLICATES: &str = "strangler_sync_publish_duplicates_tot
 pub const SYNC_OWNED: &str = "strangler_sync_owned";
 /// Broker mode: messages that could not be decoded and were terminated.
 pub const SYNC_BAD_MESSAGES: &str = "strangler_sync_bad_messages_total";
+/// Requests answered by a generated API, by service, operation and status class.
+pub const API_REQUESTS: &str = "strangler_api_requests_total";
+/// Time a generated API took to answer, by service and operation.
+pub const API_LATENCY: &str = "strangler_api_request_duration_seconds";
+/// Requests a generated API answered with an error, by service, operation and status.
+pub const API_ERRORS: &str = "strangler_api_errors_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -207,5 +213,18 @@ fn describe() {
     describe_counter!(
         SYNC_BAD_MESSAGES,
         "Broker messages that could not be decoded and were terminated."
+    );
+    describe_counter!(
+        API_REQUESTS,
+        "Requests answered by a generated API, by service, operation and status class."
+    );
+    describe_histogram!(
+        API_LATENCY,
+        Unit::Seconds,
+        "Time a generated API took to answer, by service and operation."
+    );
+    describe_counter!(
+        API_ERRORS,
+        "Requests a generated API answered with a 4xx or 5xx, by service, operation and status."
     );
 }

@@ -98,11 +98,12 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         raw.sync.as_ref(),
         raw.entities.as_deref(),
     )?;
-    if routes.is_empty() && sync.entities.is_empty() {
+    let services = super::services::from_raw(file, &raw.services)?;
+    if routes.is_empty() && sync.entities.is_empty() && services.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
             place: String::new(),
-            message: "the file has no [[routes]] and no [[entities]]: nothing to route or sync"
+            message: "the file has no [[routes]], no [[entities]] and no [services]: nothing to route, sync or serve"
                 .into(),
         });
     }
@@ -121,6 +122,7 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         sync,
+        services,
         file: PathBuf::from(file),
         fingerprint: 0,
         gateway,

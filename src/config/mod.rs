@@ -3,6 +3,7 @@
 
 mod check;
 mod raw;
+pub mod services;
 pub mod sync;
 
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sides, entities and settings of the sync engine.
     pub sync: sync::SyncConfig,
+    /// Services with a generated API, by name.
+    pub services: Vec<services::ServiceConfig>,
 }
 
 /// The validated `[gateway]` section.

@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[sync]`: sync engine settings.
     #[serde(default)]
     pub sync: Option<toml::Table>,
+    /// `[services.NAME]`: generated REST APIs.
+    #[serde(default)]
+    pub services: BTreeMap<String, super::services::RawService>,
 }
 
 /// `[gateway]` as written.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
-use super::{ApplyBatch, Capture, Catalog, Row, StoreError, TableInfo};
+use super::{ApplyBatch, Capture, Catalog, Row, Statements, StoreError, TableInfo};
 
 /// The catalog of the named tables, each described by [`Backend::table_info`] (one that
 /// vanished meanwhile is left out): for backends without a whole-schema query.
@@ -29,7 +29,7 @@ pub(super) async fn describe_each<B: Backend + ?Sized>(
 /// One side's database: schema introspection, fencing, checkpoints and the engine's
 /// transaction, on top of its change capture.
 #[async_trait]
-pub trait Backend: Capture + Sync {
+pub trait Backend: Capture + Statements + Sync {
     /// The database kind (`sqlite`, `postgres`, `mysql`).
     fn kind(&self) -> &'static str;
 

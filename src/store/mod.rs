@@ -14,6 +14,7 @@ mod postgres;
 mod schema;
 mod sql;
 mod sqlite;
+mod statement;
 
 pub use backend::Backend;
 pub use capture::Capture;
@@ -22,6 +23,7 @@ pub use error::StoreError;
 pub use instant::utc_naive;
 pub use schema::{CaptureSpec, Catalog, Column, ForeignKey, Form, Index, TableInfo, family};
 pub use sql::hex_bytes;
+pub use statement::{Fault, Param, Statements};
 
 use std::collections::HashSet;
 
@@ -52,6 +54,11 @@ impl Store {
 
     /// The side's change capture.
     pub fn capture(&mut self) -> &mut dyn Capture {
+        &mut *self.backend
+    }
+
+    /// The statements an application runs on this side.
+    pub fn statements(&mut self) -> &mut dyn Statements {
         &mut *self.backend
     }
 

@@ -41,6 +41,8 @@ pub struct TableInfo {
     pub columns: Vec<Column>,
     /// Primary key and unique indexes, each as its column list.
     pub unique_keys: Vec<Vec<String>>,
+    /// The primary key's columns in key order; empty when the table has none.
+    pub primary_key: Vec<String>,
     /// Foreign keys declared on the table.
     pub foreign_keys: Vec<ForeignKey>,
     /// Indexes, unique or not, the primary key's included where the database lists it as one.

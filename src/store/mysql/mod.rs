@@ -4,6 +4,7 @@
 //! `MyStore::tx_expression`).
 
 mod capture;
+mod statement;
 
 use std::collections::HashSet;
 
@@ -294,6 +295,11 @@ impl Backend for MyStore {
         }
         Ok(Some(TableInfo {
             columns,
+            primary_key: indexes
+                .iter()
+                .find(|i| i.name == "PRIMARY")
+                .map(|i| i.columns.clone())
+                .unwrap_or_default(),
             unique_keys: indexes
                 .iter()
                 .filter(|i| i.unique)

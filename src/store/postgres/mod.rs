@@ -4,6 +4,7 @@
 
 mod capture;
 mod schema;
+mod statement;
 
 use std::collections::HashSet;
 

@@ -21,13 +21,14 @@ impl PgStore {
         let keys = self
             .query(
                 "SELECT c.relname::text, i.indisunique AND i.indpred IS NULL, \
-                        array_agg(a.attname::text ORDER BY k.ord) \
+                        array_agg(a.attname::text ORDER BY k.ord), i.indisprimary \
                  FROM pg_index i \
                  JOIN pg_class c ON c.oid = i.indexrelid \
                  JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                  WHERE i.indrelid = to_regclass(quote_ident($1)) \
-                 GROUP BY c.relname, i.indisunique, i.indpred IS NULL ORDER BY c.relname",
+                 GROUP BY c.relname, i.indisunique, i.indpred IS NULL, i.indisprimary \
+                 ORDER BY c.relname",
                 &[&table],
             )
             .await?;
@@ -62,8 +63,14 @@ impl PgStore {
                 references: r.get(2),
             })
             .collect();
+        let primary_key = keys
+            .iter()
+            .find(|r| r.get::<_, bool>(3))
+            .map(|r| r.get(2))
+            .unwrap_or_default();
         Ok(Some(TableInfo {
             columns,
+            primary_key,
             unique_keys: indexes
                 .iter()
                 .filter(|i| i.unique)
@@ -121,6 +128,7 @@ impl PgStore {
             let info = tables.entry(r.get(0)).or_insert_with(|| TableInfo {
                 columns: Vec::new(),
                 unique_keys: Vec::new(),
+                primary_key: Vec::new(),
                 foreign_keys: Vec::new(),
                 indexes: Vec::new(),
             });
@@ -131,14 +139,14 @@ impl PgStore {
                 &format!(
                     "SELECT n.nspname || '.' || c.relname, x.relname::text, \
                             i.indisunique AND i.indpred IS NULL, \
-                            array_agg(a.attname::text ORDER BY k.ord) \
+                            array_agg(a.attname::text ORDER BY k.ord), i.indisprimary \
                      FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
                      JOIN pg_namespace n ON n.oid = c.relnamespace \
                      JOIN pg_class x ON x.oid = i.indexrelid \
                      JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                      WHERE {USER_TABLES} \
-                     GROUP BY 1, 2, 3 ORDER BY 1, 2"
+                     GROUP BY 1, 2, 3, 5 ORDER BY 1, 2"
                 ),
                 &[],
             )
@@ -152,6 +160,9 @@ impl PgStore {
                 };
                 if index.unique {
                     info.unique_keys.push(index.columns.clone());
+                }
+                if r.get::<_, bool>(4) {
+                    info.primary_key = index.columns.clone();
                 }
                 info.indexes.push(index);
             }

@@ -2,6 +2,7 @@
 //! time, so the flag the engine sets inside its own transaction is seen only by its writes).
 
 mod capture;
+mod statement;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -160,6 +161,7 @@ impl Backend for SqliteStore {
             pk.sort();
             let pk: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
             let mut unique_keys = vec![pk.clone()];
+            let pk: Vec<String> = pk;
             let mut idx = c.prepare("SELECT name, \"unique\" FROM pragma_index_list(?1)")?;
             let names: Vec<(String, bool)> = idx
                 .query_map([&table], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -221,6 +223,7 @@ impl Backend for SqliteStore {
             Ok(Some(TableInfo {
                 columns,
                 unique_keys,
+                primary_key: pk,
                 foreign_keys: out,
                 indexes,
             }))

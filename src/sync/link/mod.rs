@@ -376,6 +376,7 @@ fn empty() -> TableInfo {
     TableInfo {
         columns: Vec::new(),
         unique_keys: Vec::new(),
+        primary_key: Vec::new(),
         foreign_keys: Vec::new(),
         indexes: Vec::new(),
     }

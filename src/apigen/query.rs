@@ -1,0 +1,469 @@
+//! A request's query string and key, checked against the resource, and the SQL they become
+//! in each database's dialect. Every value is bound as a parameter; identifiers come only
+//! from the catalog and are quoted.
+
+use serde_json::Value;
+
+use crate::store::Param;
+
+use super::model::Resource;
+use super::types::{ApiType, Db};
+
+/// Query parameters that are not column filters.
+pub const RESERVED: &[&str] = &["limit", "offset", "after", "count", "sort", "fields"];
+
+/// Filter operators; the first eight apply to every ordered type, `like` to text.
+pub const FILTER_OPS: &[&str] = &[
+    "eq", "ne", "gt", "gte", "lt", "lte", "in", "is_null", "like",
+];
+
+/// A client's mistake in the query string or key: 400, naming the parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadQuery(pub String);
+
+/// One column condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// Field position.
+    pub field: usize,
+    /// Operator.
+    pub op: &'static str,
+    /// Bound values (one; several for `in`; none for `is_null`).
+    pub values: Vec<Param>,
+    /// For `is_null`: whether NULL is wanted.
+    pub null: bool,
+}
+
+/// A list request, checked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListQuery {
+    /// Rows per page.
+    pub limit: u64,
+    /// Rows to skip.
+    pub offset: u64,
+    /// Only rows whose key comes after this one.
+    pub after: Option<Vec<Param>>,
+    /// Count every matching row.
+    pub count: bool,
+    /// Order: field position, descending.
+    pub sort: Vec<(usize, bool)>,
+    /// Fields to return; `None`: all.
+    pub fields: Option<Vec<usize>>,
+    /// Conditions, all of which hold.
+    pub filters: Vec<Filter>,
+}
+
+/// Decodes `%XX` and `+` (as a space) in a query string part.
+pub fn decode(s: &str, plus: bool) -> Result<String, BadQuery> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| BadQuery(format!("bad percent-encoding in {s:?}")))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| BadQuery(format!("{s:?} is not UTF-8 once decoded")))
+}
+
+/// A text value from the URL as the JSON value a body would carry for this type.
+pub fn typed(ty: &ApiType, text: &str) -> Value {
+    match ty {
+        ApiType::Integer { .. } | ApiType::Decimal { .. } | ApiType::Float => text
+            .parse::<Value>()
+            .ok()
+            .filter(Value::is_number)
+            .unwrap_or_else(|| Value::String(text.to_string())),
+        ApiType::Boolean => match text {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => Value::String(other.to_string()),
+        },
+        ApiType::Json => text
+            .parse::<Value>()
+            .unwrap_or_else(|_| Value::String(text.to_string())),
+        _ => Value::String(text.to_string()),
+    }
+}
+
+/// A key from its path text (`k1,k2`, each part percent-encoded), bound per key field.
+pub fn key(r: &Resource, raw: &str, db: Db) -> Result<Vec<Param>, BadQuery> {
+    let parts: Vec<&str> = raw.split(',').collect();
+    if parts.len() != r.key.len() {
+        return Err(BadQuery(format!(
+            "key {raw:?}: {} has a key of {} column(s) ({}), separated by commas",
+            r.name,
+            r.key.len(),
+            r.key_fields()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    parts
+        .iter()
+        .zip(r.key_fields())
+        .map(|(p, f)| {
+            let text = decode(p, false)?;
+            f.ty.bind(&typed(&f.ty, &text), db)
+                .map_err(|e| BadQuery(format!("key column {}: {text:?} {e}", f.name)))
+        })
+        .collect()
+}
+
+/// Parses and checks a list request's query string.
+pub fn list(r: &Resource, query: &str, max_limit: u64, db: Db) -> Result<ListQuery, BadQuery> {
+    let mut q = ListQuery {
+        limit: max_limit.min(100),
+        ..ListQuery::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k, true)?;
+        match k.as_str() {
+            "limit" => {
+                q.limit = decode(v, true)?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max_limit).contains(n))
+                    .ok_or_else(|| BadQuery(format!("limit: must be 1 to {max_limit}")))?;
+            }
+            "offset" => {
+                q.offset = decode(v, true)?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 1_000_000_000)
+                    .ok_or_else(|| BadQuery("offset: must be 0 to 1000000000".into()))?;
+            }
+            "count" => {
+                if decode(v, true)? != "exact" {
+                    return Err(BadQuery("count: the only value is exact".into()));
+                }
+                q.count = true;
+            }
+            "after" => {
+                if r.key.is_empty() {
+                    return Err(BadQuery(format!("after: {} has no key", r.name)));
+                }
+                let text = decode(v, true)?;
+                let raw = if r.key.len() == 1 {
+                    text.replace(',', "%2C")
+                } else {
+                    text
+                };
+                q.after =
+                    Some(key(r, &raw, db).map_err(|BadQuery(m)| BadQuery(format!("after: {m}")))?);
+            }
+            "sort" => {
+                for item in decode(v, true)?.split(',') {
+                    let (name, desc) = match item.strip_prefix('-') {
+                        Some(n) => (n, true),
+                        None => (item, false),
+                    };
+                    let f = r.field(name).ok_or_else(|| {
+                        BadQuery(format!("sort: no column {name:?} in {}", r.name))
+                    })?;
+                    if !q.sort.iter().any(|(g, _)| *g == f) {
+                        q.sort.push((f, desc));
+                    }
+                }
+            }
+            "fields" => {
+                let mut list = Vec::new();
+                for name in decode(v, true)?.split(',') {
+                    let f = r.field(name).ok_or_else(|| {
+                        BadQuery(format!("fields: no column {name:?} in {}", r.name))
+                    })?;
+                    if !list.contains(&f) {
+                        list.push(f);
+                    }
+                }
+                q.fields = Some(list);
+            }
+            other => q.filters.push(filter(r, other, v, db)?),
+        }
+    }
+    Ok(q)
+}
+
+/// `fields=` on a read by key.
+pub fn fields(r: &Resource, query: &str) -> Result<Option<Vec<usize>>, BadQuery> {
+    let mut out = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match decode(k, true)?.as_str() {
+            "fields" => {
+                let q = list(r, &format!("fields={v}"), 1, Db::Sqlite)?;
+                out = q.fields;
+            }
+            other => return Err(BadQuery(format!("unknown query parameter {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+fn filter(r: &Resource, name: &str, raw: &str, db: Db) -> Result<Filter, BadQuery> {
+    let (col, op) = match name.strip_suffix(']').and_then(|n| n.split_once('[')) {
+        Some((c, o)) => (c, o),
+        None => (name, "eq"),
+    };
+    let f = r.field(col).ok_or_else(|| {
+        BadQuery(format!(
+            "unknown query parameter {name:?}: not one of {} nor a column of {}",
+            RESERVED.join(", "),
+            r.name
+        ))
+    })?;
+    let field = &r.fields[f];
+    let op = super::openapi::ops_for(field)
+        .iter()
+        .find(|o| **o == op)
+        .copied()
+        .ok_or_else(|| {
+            BadQuery(format!(
+                "{name}: operator {op:?} does not apply to column {col} (use {})",
+                super::openapi::ops_for(field).join(", ")
+            ))
+        })?;
+    let text = decode(raw, true)?;
+    let bind = |t: &str| {
+        field
+            .ty
+            .bind(&typed(&field.ty, t), db)
+            .map_err(|e| BadQuery(format!("{name}: {t:?} {e}")))
+    };
+    Ok(match op {
+        "is_null" => Filter {
+            field: f,
+            op,
+            values: Vec::new(),
+            null: match text.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(BadQuery(format!("{name}: must be true or false"))),
+            },
+        },
+        "in" => Filter {
+            field: f,
+            op,
+            values: text.split(',').map(bind).collect::<Result<_, _>>()?,
+            null: false,
+        },
+        "like" => {
+            if db == Db::Postgres && text.contains('\0') {
+                return Err(BadQuery(format!("{name}: contains the NUL character")));
+            }
+            Filter {
+                field: f,
+                op,
+                values: vec![Param::Text(text)],
+                null: false,
+            }
+        }
+        _ => Filter {
+            field: f,
+            op,
+            values: vec![bind(&text)?],
+            null: false,
+        },
+    })
+}
+
+/// A statement being built: its text and its bound values.
+#[derive(Debug, Default)]
+pub struct Sql {
+    /// Text.
+    pub text: String,
+    /// Bound values, in placeholder order.
+    pub params: Vec<Param>,
+}
+
+/// The type a PostgreSQL placeholder is cast to for a column: the declared type without its
+/// modifiers (a cast to `varchar(3)` would cut a longer value silently), text for strings.
+fn pg_cast(declared: &str) -> String {
+    let base = match (declared.find('('), declared.find(')')) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &declared[..a], &declared[b + 1..]),
+        _ => declared.to_string(),
+    };
+    if base.starts_with("character") || base.starts_with("varchar") {
+        "text".into()
+    } else {
+        base
+    }
+}
+
+impl Sql {
+    /// Appends a placeholder for `p`, cast to the column's type on PostgreSQL.
+    pub fn param(&mut self, p: Param, declared: &str, db: Db) {
+        self.params.push(p);
+        if db == Db::Postgres {
+            let n = self.params.len();
+            self.text
+                .push_str(&format!("CAST(${n}::text AS {})", pg_cast(declared)));
+        } else {
+            self.text.push('?');
+        }
+    }
+}
+
+/// A quoted identifier.
+pub fn ident(name: &str, db: Db) -> String {
+    match db {
+        Db::Mysql => format!("`{}`", name.replace('`', "``")),
+        _ => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+/// A quoted table name (`schema.table` quoted in two parts on PostgreSQL).
+pub fn table(name: &str, db: Db) -> String {
+    match (db, name.split_once('.')) {
+        (Db::Postgres, Some((s, t))) => format!("{}.{}", ident(s, db), ident(t, db)),
+        _ => ident(name, db),
+    }
+}
+
+/// The select list for these fields: PostgreSQL columns without a native reading (decimals,
+/// dates, JSON, bytes…) read as their text.
+pub fn select_list(r: &Resource, fields: &[usize], db: Db) -> String {
+    fields
+        .iter()
+        .map(|&i| {
+            let f = &r.fields[i];
+            let c = ident(&f.name, db);
+            match (&f.ty, db) {
+                (ApiType::Integer { .. } | ApiType::Boolean | ApiType::Float, _) => c,
+                (_, Db::Postgres) => format!("{c}::text"),
+                _ => c,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `key = values` for the resource's key.
+pub fn key_condition(sql: &mut Sql, r: &Resource, values: &[Param], db: Db) {
+    for (n, (f, v)) in r.key_fields().zip(values).enumerate() {
+        if n > 0 {
+            sql.text.push_str(" AND ");
+        }
+        sql.text.push_str(&ident(&f.name, db));
+        sql.text.push_str(" = ");
+        sql.param(v.clone(), &f.declared, db);
+    }
+}
+
+/// The WHERE clause of a list (empty when nothing filters).
+pub fn conditions(sql: &mut Sql, r: &Resource, q: &ListQuery, db: Db) {
+    let mut first = true;
+    let mut and = |sql: &mut Sql| {
+        sql.text.push_str(if first { " WHERE " } else { " AND " });
+        first = false;
+    };
+    for f in &q.filters {
+        let field = &r.fields[f.field];
+        let c = ident(&field.name, db);
+        and(sql);
+        match f.op {
+            "is_null" => {
+                sql.text.push_str(&c);
+                sql.text
+                    .push_str(if f.null { " IS NULL" } else { " IS NOT NULL" });
+            }
+            "in" => {
+                sql.text.push_str(&c);
+                sql.text.push_str(" IN (");
+                for (i, v) in f.values.iter().enumerate() {
+                    if i > 0 {
+                        sql.text.push_str(", ");
+                    }
+                    sql.param(v.clone(), &field.declared, db);
+                }
+                sql.text.push(')');
+            }
+            "like" => {
+                sql.text.push_str(&c);
+                sql.text.push_str(" LIKE ");
+                sql.param(f.values[0].clone(), "text", db);
+            }
+            op => {
+                let sym = match op {
+                    "eq" => " = ",
+                    "ne" => " <> ",
+                    "gt" => " > ",
+                    "gte" => " >= ",
+                    "lt" => " < ",
+                    _ => " <= ",
+                };
+                sql.text.push_str(&c);
+                sql.text.push_str(sym);
+                sql.param(f.values[0].clone(), &field.declared, db);
+            }
+        }
+    }
+    if let Some(after) = &q.after {
+        and(sql);
+        // (k1, k2) > (v1, v2), spelled out: row comparison is not indexed everywhere.
+        let keys: Vec<_> = r.key_fields().collect();
+        sql.text.push('(');
+        for i in 0..keys.len() {
+            if i > 0 {
+                sql.text.push_str(" OR ");
+            }
+            sql.text.push('(');
+            for (j, k) in keys.iter().enumerate().take(i + 1) {
+                if j > 0 {
+                    sql.text.push_str(" AND ");
+                }
+                sql.text.push_str(&ident(&k.name, db));
+                sql.text.push_str(if j == i { " > " } else { " = " });
+                sql.param(after[j].clone(), &k.declared, db);
+            }
+            sql.text.push(')');
+        }
+        sql.text.push(')');
+    }
+}
+
+/// ORDER BY: the requested columns, then the key (rows with equal sort values stay in one
+/// order from page to page).
+pub fn order(r: &Resource, q: &ListQuery, db: Db) -> String {
+    let mut parts: Vec<String> = q
+        .sort
+        .iter()
+        .map(|(f, desc)| {
+            let c = ident(&r.fields[*f].name, db);
+            // NULLs sort as the smallest value on every database.
+            match (db, desc) {
+                (Db::Postgres, false) => format!("{c} ASC NULLS FIRST"),
+                (Db::Postgres, true) => format!("{c} DESC NULLS LAST"),
+                (_, false) => format!("{c} ASC"),
+                (_, true) => format!("{c} DESC"),
+            }
+        })
+        .collect();
+    for f in r.key_fields() {
+        if !q.sort.iter().any(|(s, _)| r.fields[*s].name == f.name) {
+            parts.push(format!("{} ASC", ident(&f.name, db)));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", parts.join(", "))
+    }
+}
