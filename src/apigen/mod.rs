@@ -2,6 +2,7 @@
 //! REST endpoints it describes (list with keyset pagination, filters and sorting; create,
 //! read, replace, update and delete by key), on SQLite, PostgreSQL and MariaDB.
 
+mod checks;
 pub mod command;
 mod metrics;
 pub mod model;

@@ -23,6 +23,8 @@ pub struct Field {
     pub has_default: bool,
     /// How the database keeps it.
     pub form: Form,
+    /// JSON Schema keywords from the table's simple check constraints.
+    pub limits: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A foreign key as a link from one resource to another.
@@ -180,8 +182,15 @@ pub fn resources(
                 nullable: c.nullable,
                 has_default: c.has_default,
                 form: c.form,
+                limits: serde_json::Map::new(),
             })
             .collect();
+        let mut fields = fields;
+        for (col, limits) in super::checks::keywords(&info.checks) {
+            if let Some(f) = fields.iter_mut().find(|f| f.name == col) {
+                f.limits = limits;
+            }
+        }
         let key_names = &keys[table.as_str()];
         let key: Vec<usize> = key_names
             .iter()

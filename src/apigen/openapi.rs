@@ -12,6 +12,15 @@ use super::{Options, filter_name};
 /// A field's schema, null included when the column allows it.
 pub fn field_schema(f: &Field, db: Db) -> Value {
     let mut s = f.ty.schema(db);
+    if let Value::Object(m) = &mut s {
+        for (k, v) in &f.limits {
+            m.insert(k.clone(), v.clone());
+        }
+        if m.contains_key("enum") {
+            m.remove("pattern");
+            m.remove("format");
+        }
+    }
     if f.nullable {
         nullable(&mut s);
     }
@@ -159,9 +168,24 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
             json!({"type": "object", "properties": props, "required": required,
                    "additionalProperties": false}),
         );
+        // A key never changes: replacements and updates carry no key columns.
+        let mut unkeyed = props.clone();
+        for k in r.key_fields() {
+            unkeyed.remove(&k.name);
+        }
+        let replace_required: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|n| !r.key_fields().any(|k| k.name == *n))
+            .collect();
+        schemas.insert(
+            schema_name(r, "Replace"),
+            json!({"type": "object", "properties": unkeyed.clone(), "required": replace_required,
+                   "additionalProperties": false}),
+        );
         schemas.insert(
             schema_name(r, "Patch"),
-            json!({"type": "object", "properties": props, "additionalProperties": false}),
+            json!({"type": "object", "properties": unkeyed, "additionalProperties": false}),
         );
         let row_ref = json!({"$ref": format!("#/components/schemas/{}", schema_name(r, ""))});
         let mut params = vec![
@@ -178,7 +202,8 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
             let after = if r.key.len() == 1 {
                 r.key_fields().next().map_or(json!({}), |f| f.ty.schema(db))
             } else {
-                json!({"type": "string", "pattern": "^[^,]*(,[^,]*)+$"})
+                let parts: Vec<&str> = r.key_fields().map(|f| key_pattern(&f.ty)).collect();
+                json!({"type": "string", "pattern": format!("^{}$", parts.join(","))})
             };
             params.push(json!({"name": "after", "in": "query", "schema": after,
                 "description": "keyset cursor: only rows whose key comes after this one (the `next` of the previous page)"}));
@@ -256,7 +281,7 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
         item.insert("get".into(), get);
         if writable {
             for (method, suffix, verb) in
-                [("put", "Write", "replace"), ("patch", "Patch", "update")]
+                [("put", "Replace", "replace"), ("patch", "Patch", "update")]
             {
                 let mut resp = ok_row("200", "the row as stored");
                 resp.extend(problems(&[400, 404, 406, 409, 412, 413, 415, 422, 503]));
@@ -315,6 +340,18 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
             }
         }
     })
+}
+
+/// A regular expression for one part of a composite key in `after`.
+fn key_pattern(ty: &ApiType) -> &'static str {
+    match ty {
+        ApiType::Integer { .. } => "-?[0-9]{1,18}",
+        ApiType::Uuid => {
+            "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+        }
+        ApiType::Date => "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])",
+        _ => "[A-Za-z0-9_.~-]+",
+    }
 }
 
 fn fields_param(r: &Resource) -> Value {

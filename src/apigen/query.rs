@@ -84,6 +84,11 @@ pub fn decode(s: &str, plus: bool) -> Result<String, BadQuery> {
 /// A text value from the URL as the JSON value a body would carry for this type.
 pub fn typed(ty: &ApiType, text: &str) -> Value {
     match ty {
+        ApiType::Integer { .. } if text.parse::<i128>().is_ok() => text
+            .parse::<i128>()
+            .ok()
+            .and_then(|i| i.to_string().parse::<Value>().ok())
+            .unwrap_or(Value::Null),
         ApiType::Integer { .. } | ApiType::Decimal { .. } | ApiType::Float => text
             .parse::<Value>()
             .ok()
@@ -189,9 +194,10 @@ pub fn list(r: &Resource, query: &str, max_limit: u64, db: Db) -> Result<ListQue
                     let f = r.field(name).ok_or_else(|| {
                         BadQuery(format!("fields: no column {name:?} in {}", r.name))
                     })?;
-                    if !list.contains(&f) {
-                        list.push(f);
+                    if list.contains(&f) {
+                        return Err(BadQuery(format!("fields: {name:?} is named twice")));
                     }
+                    list.push(f);
                 }
                 q.fields = Some(list);
             }
@@ -258,14 +264,20 @@ fn filter(r: &Resource, name: &str, raw: &str, db: Db) -> Result<Filter, BadQuer
                 _ => return Err(BadQuery(format!("{name}: must be true or false"))),
             },
         },
-        "in" => Filter {
-            field: f,
-            op,
-            values: text.split(',').map(bind).collect::<Result<_, _>>()?,
-            null: false,
-        },
+        "in" => {
+            let items: Vec<&str> = text.split(',').collect();
+            if items.len() > 100 {
+                return Err(BadQuery(format!("{name}: at most 100 values")));
+            }
+            Filter {
+                field: f,
+                op,
+                values: items.into_iter().map(bind).collect::<Result<_, _>>()?,
+                null: false,
+            }
+        }
         "like" => {
-            if db == Db::Postgres && text.contains('\0') {
+            if text.contains('\0') {
                 return Err(BadQuery(format!("{name}: contains the NUL character")));
             }
             Filter {

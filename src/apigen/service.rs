@@ -670,6 +670,7 @@ impl Service {
         r: &Resource,
         doc: Value,
         require: bool,
+        keyless: bool,
     ) -> Result<Vec<(usize, Param)>, Problem> {
         let Value::Object(obj) = doc else {
             return Err(Problem::new(
@@ -699,8 +700,12 @@ impl Service {
             }
         }
         if require {
-            for f in &r.fields {
-                if !f.nullable && !f.has_default && !obj.contains_key(&f.name) {
+            for (i, f) in r.fields.iter().enumerate() {
+                if !f.nullable
+                    && !f.has_default
+                    && !obj.contains_key(&f.name)
+                    && (!keyless || !r.key.contains(&i))
+                {
                     errors.push((f.name.clone(), "is required".into()));
                 }
             }
@@ -727,7 +732,7 @@ impl Service {
         r: &Resource,
         doc: Value,
     ) -> Result<(Response<Body>, Option<String>), Problem> {
-        let values = self.members(r, doc, true)?;
+        let values = self.members(r, doc, true, false)?;
         let all: Vec<usize> = (0..r.fields.len()).collect();
         let mut sql = Sql::default();
         let t = table(&r.table, self.db);
@@ -842,22 +847,28 @@ impl Service {
             return Err(BadQuery(format!("{query:?}: writes take no query parameters")).into());
         }
         let key = query::key(r, raw_key, self.db)?;
-        let mut values = self.members(r, doc, replace)?;
-        // A key column in the body must repeat the path's key: a key never changes here.
-        for (n, &k) in r.key.iter().enumerate() {
-            if let Some(pos) = values.iter().position(|(i, _)| *i == k) {
-                if values[pos].1 != key[n] && values[pos].1.as_text() != key[n].as_text() {
-                    let name = &r.fields[k].name;
-                    return Err(Problem {
-                        status: StatusCode::UNPROCESSABLE_ENTITY,
-                        detail: format!(
-                            "{name}: differs from the key in the path; a key cannot change"
-                        ),
-                        errors: vec![(name.clone(), "differs from the key in the path".into())],
-                    });
-                }
-                values.remove(pos);
-            }
+        let mut values = self.members(r, doc, replace, true)?;
+        // The key is the path's: a body naming a key column would try to change it.
+        let keyed: Vec<(String, String)> = values
+            .iter()
+            .filter(|(i, _)| r.key.contains(i))
+            .map(|(i, _)| {
+                (
+                    r.fields[*i].name.clone(),
+                    "is a key column: the path gives the key, and a key never changes".to_string(),
+                )
+            })
+            .collect();
+        if !keyed.is_empty() {
+            return Err(Problem {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                detail: keyed
+                    .iter()
+                    .map(|(f, m)| format!("{f}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                errors: keyed,
+            });
         }
         if replace {
             // Columns a replacement leaves out become NULL (those with a default keep theirs).

@@ -292,7 +292,11 @@ impl ApiType {
                 "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$"
             }),
             ApiType::Json => json!({}),
-            ApiType::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
+            ApiType::Bytes => json!({
+                "type": "string",
+                "contentEncoding": "base64",
+                "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+            }),
         }
     }
 
@@ -388,7 +392,13 @@ impl ApiType {
             }
             ApiType::Bytes => {
                 let s = v.as_str().ok_or("must be a base64 string")?;
-                base64::engine::general_purpose::STANDARD
+                // Trailing bits past the last byte are ignored, as most encoders allow.
+                const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+                    &base64::alphabet::STANDARD,
+                    base64::engine::GeneralPurposeConfig::new()
+                        .with_decode_allow_trailing_bits(true),
+                );
+                LENIENT
                     .decode(s)
                     .map(Param::Bytes)
                     .map_err(|_| "must be base64".into())

@@ -43,6 +43,8 @@ pub struct TableInfo {
     pub unique_keys: Vec<Vec<String>>,
     /// The primary key's columns in key order; empty when the table has none.
     pub primary_key: Vec<String>,
+    /// Check constraints: each one's condition as the database prints it.
+    pub checks: Vec<String>,
     /// Foreign keys declared on the table.
     pub foreign_keys: Vec<ForeignKey>,
     /// Indexes, unique or not, the primary key's included where the database lists it as one.

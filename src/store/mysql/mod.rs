@@ -293,8 +293,18 @@ impl Backend for MyStore {
                 )),
             }
         }
+        let checks: Vec<String> = self
+            .conn
+            .exec(
+                "SELECT check_clause FROM information_schema.check_constraints \
+                 WHERE constraint_schema = DATABASE() AND table_name = ? ORDER BY constraint_name",
+                (table,),
+            )
+            .await
+            .unwrap_or_default();
         Ok(Some(TableInfo {
             columns,
+            checks,
             primary_key: indexes
                 .iter()
                 .find(|i| i.name == "PRIMARY")

@@ -68,9 +68,20 @@ impl PgStore {
             .find(|r| r.get::<_, bool>(3))
             .map(|r| r.get(2))
             .unwrap_or_default();
+        let checks = self
+            .query(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+                 WHERE conrelid = to_regclass(quote_ident($1)) AND contype = 'c' ORDER BY conname",
+                &[&table],
+            )
+            .await?
+            .iter()
+            .map(|r| check_body(&r.get::<_, String>(0)))
+            .collect();
         Ok(Some(TableInfo {
             columns,
             primary_key,
+            checks,
             unique_keys: indexes
                 .iter()
                 .filter(|i| i.unique)
@@ -129,6 +140,7 @@ impl PgStore {
                 columns: Vec::new(),
                 unique_keys: Vec::new(),
                 primary_key: Vec::new(),
+                checks: Vec::new(),
                 foreign_keys: Vec::new(),
                 indexes: Vec::new(),
             });
@@ -197,6 +209,22 @@ impl PgStore {
                 });
             }
         }
+        let checks = self
+            .query(
+                &format!(
+                    "SELECT n.nspname || '.' || c.relname, pg_get_constraintdef(f.oid) \
+                     FROM pg_constraint f JOIN pg_class c ON c.oid = f.conrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE f.contype = 'c' AND {USER_TABLES} ORDER BY 1, f.conname"
+                ),
+                &[],
+            )
+            .await?;
+        for r in &checks {
+            if let Some(info) = tables.get_mut(&r.get::<_, String>(0)) {
+                info.checks.push(check_body(&r.get::<_, String>(1)));
+            }
+        }
         let parts = self
             .query(
                 "SELECT n.nspname || '.' || c.relname, rn.nspname || '.' || r.relname \
@@ -212,4 +240,12 @@ impl PgStore {
             aliases: parts.iter().map(|r| (r.get(0), r.get(1))).collect(),
         })
     }
+}
+
+/// The condition of `CHECK ((cond))` as `pg_get_constraintdef` prints it.
+fn check_body(def: &str) -> String {
+    let t = def.trim();
+    let t = t.strip_prefix("CHECK").unwrap_or(t).trim();
+    let t = t.strip_suffix("NOT VALID").unwrap_or(t).trim();
+    t.to_string()
 }

@@ -220,10 +220,19 @@ impl Backend for SqliteStore {
                 }
                 out.push(f);
             }
+            let create: Option<String> = c
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [&table],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
             Ok(Some(TableInfo {
                 columns,
                 unique_keys,
                 primary_key: pk,
+                checks: create.as_deref().map(check_clauses).unwrap_or_default(),
                 foreign_keys: out,
                 indexes,
             }))
@@ -430,4 +439,44 @@ fn change_row(r: &rusqlite::Row) -> rusqlite::Result<ChangeRow> {
         r.get(6)?,
         r.get(7)?,
     ))
+}
+/// The conditions of the `CHECK (...)` clauses of a `CREATE TABLE` statement.
+fn check_clauses(sql: &str) -> Vec<String> {
+    let upper = sql.to_ascii_uppercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = upper[from..].find("CHECK") {
+        let start = from + at + 5;
+        from = start;
+        let before = upper[..start - 5].chars().last().unwrap_or(' ');
+        if before.is_ascii_alphanumeric() || before == '_' {
+            continue;
+        }
+        let rest = &sql[start..];
+        let Some(open) = rest.find(|c: char| !c.is_whitespace()) else {
+            break;
+        };
+        if !rest[open..].starts_with('(') {
+            continue;
+        }
+        let (mut depth, mut quote) = (0i32, None::<char>);
+        for (i, ch) in rest[open..].char_indices() {
+            match (quote, ch) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"' | '`') => quote = Some(ch),
+                (None, '(') => depth += 1,
+                (None, ')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        out.push(rest[open..open + i + 1].to_string());
+                        from = start + open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }

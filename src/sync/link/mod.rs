@@ -377,6 +377,7 @@ fn empty() -> TableInfo {
         columns: Vec::new(),
         unique_keys: Vec::new(),
         primary_key: Vec::new(),
+        checks: Vec::new(),
         foreign_keys: Vec::new(),
         indexes: Vec::new(),
     }
