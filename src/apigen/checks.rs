@@ -114,7 +114,7 @@ fn tokens(s: &str) -> Option<Vec<Tok>> {
                 ']' => Tok::RBracket,
                 '>' | '<' | '=' | '!' => {
                     let mut op = ch.to_string();
-                    if matches!(c.get(i), Some('=') | Some('>')) && !(ch == '=') {
+                    if matches!(c.get(i), Some('=') | Some('>')) && ch != '=' {
                         op.push(c[i]);
                         i += 1;
                     }
@@ -189,7 +189,9 @@ fn conjuncts(t: &[Tok]) -> Vec<Vec<Tok>> {
                 continue;
             }
         }
-        out.last_mut().map(|v| v.push(x.clone()));
+        if let Some(v) = out.last_mut() {
+            v.push(x.clone());
+        }
     }
     out.into_iter().map(simplify).collect()
 }
