@@ -14,6 +14,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tap", &["metrics"]),
     ("engine", &["tap"]),
     ("analyze", &["engine", "family", "store", "tap"]),
+    (
+        "apigen",
+        &["config", "conn", "family", "metrics", "store", "tap"],
+    ),
     ("config", &["family"]),
     ("store", &["family"]),
     ("control", &[]),
