@@ -472,12 +472,10 @@ async fn unknown_tables_and_bad_urls_are_named() {
     setup(&url, &sqlite_schema()).await;
     let err = strangler::apigen::introspect(&url, &["nope".into()])
         .await
-        .err()
-        .expect("error");
+        .expect_err("error");
     assert!(err.to_string().contains("\"nope\""), "{err}");
     let err = strangler::apigen::introspect("oracle://x", &[])
         .await
-        .err()
-        .expect("error");
+        .expect_err("error");
     assert!(err.to_string().contains("oracle://x"), "{err}");
 }
