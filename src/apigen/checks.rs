@@ -268,19 +268,20 @@ fn one(t: &[Tok]) -> Option<(String, Map<String, Value>)> {
             m.insert("enum".into(), Value::Array(list(rest)?));
             Some((c.clone(), m))
         }
-        [
-            Tok::Ident(c),
-            Tok::Op(eq),
-            any,
-            Tok::Open,
-            arr,
-            Tok::LBracket,
-            rest @ ..,
-            Tok::RBracket,
-            Tok::Close,
-        ] if eq == "=" && kw(any, "any") && kw(arr, "array") => {
-            m.insert("enum".into(), Value::Array(list(rest)?));
-            Some((c.clone(), m))
+        [Tok::Ident(c), Tok::Op(eq), any, rest @ ..] if eq == "=" && kw(any, "any") => {
+            // PostgreSQL prints `= ANY ((ARRAY[...])::text[])`: the parentheses carry nothing.
+            let inner: Vec<Tok> = rest
+                .iter()
+                .filter(|t| !matches!(t, Tok::Open | Tok::Close))
+                .cloned()
+                .collect();
+            match inner.as_slice() {
+                [arr, Tok::LBracket, items @ .., Tok::RBracket] if kw(arr, "array") => {
+                    m.insert("enum".into(), Value::Array(list(items)?));
+                    Some((c.clone(), m))
+                }
+                _ => None,
+            }
         }
         _ => None,
     }

@@ -43,8 +43,17 @@ fn nullable(s: &mut Value) {
 fn filter_schema(f: &Field, op: &str, db: Db) -> Value {
     match op {
         "is_null" => json!({"type": "boolean"}),
-        "in" => json!({"type": "array", "items": f.ty.schema(db), "minItems": 1, "maxItems": 100}),
+        "in" => {
+            let items = if matches!(f.ty, ApiType::Decimal { .. }) {
+                json!({"type": "number"})
+            } else {
+                f.ty.schema(db)
+            };
+            json!({"type": "array", "items": items, "minItems": 1, "maxItems": 100})
+        }
         "like" => json!({"type": "string", "pattern": "^[^\\u0000]*$"}),
+        // A filter may compare with any number, more digits than the column keeps included.
+        _ if matches!(f.ty, ApiType::Decimal { .. }) => json!({"type": "number"}),
         _ => f.ty.schema(db),
     }
 }
@@ -345,6 +354,9 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
 /// A regular expression for one part of a composite key in `after`.
 fn key_pattern(ty: &ApiType) -> &'static str {
     match ty {
+        ApiType::Integer { max, .. } if *max <= 127 => "-?[0-9]{1,2}",
+        ApiType::Integer { max, .. } if *max <= 32767 => "-?[0-9]{1,4}",
+        ApiType::Integer { max, .. } if *max <= i32::MAX as i128 => "-?[0-9]{1,9}",
         ApiType::Integer { .. } => "-?[0-9]{1,18}",
         ApiType::Uuid => {
             "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"

@@ -247,10 +247,16 @@ fn filter(r: &Resource, name: &str, raw: &str, db: Db) -> Result<Filter, BadQuer
             ))
         })?;
     let text = decode(raw, true)?;
+    // A filter may compare with more digits than the column keeps.
+    let ty = match &field.ty {
+        ApiType::Decimal { .. } => ApiType::Decimal {
+            precision: None,
+            scale: None,
+        },
+        other => other.clone(),
+    };
     let bind = |t: &str| {
-        field
-            .ty
-            .bind(&typed(&field.ty, t), db)
+        ty.bind(&typed(&ty, t), db)
             .map_err(|e| BadQuery(format!("{name}: {t:?} {e}")))
     };
     Ok(match op {

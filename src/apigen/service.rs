@@ -501,7 +501,20 @@ impl Service {
         row
     }
 
+    /// A read the database refused over a value is the query's fault: 400, as documented.
+    fn read_problem(p: Problem) -> Problem {
+        if p.status == StatusCode::UNPROCESSABLE_ENTITY {
+            Problem::new(StatusCode::BAD_REQUEST, p.detail)
+        } else {
+            p
+        }
+    }
+
     async fn list(&self, r: &Resource, query: &str) -> Result<Response<Body>, Problem> {
+        self.list_rows(r, query).await.map_err(Self::read_problem)
+    }
+
+    async fn list_rows(&self, r: &Resource, query: &str) -> Result<Response<Body>, Problem> {
         let q = query::list(r, query, self.opts.max_limit, self.db)?;
         let fields: Vec<usize> = q
             .fields
@@ -646,6 +659,17 @@ impl Service {
     }
 
     async fn get(
+        &self,
+        r: &Resource,
+        raw_key: &str,
+        query: &str,
+    ) -> Result<Response<Body>, Problem> {
+        self.get_row(r, raw_key, query)
+            .await
+            .map_err(Self::read_problem)
+    }
+
+    async fn get_row(
         &self,
         r: &Resource,
         raw_key: &str,

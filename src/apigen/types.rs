@@ -77,6 +77,10 @@ pub enum ApiType {
     Bytes,
 }
 
+/// A calendar date `YYYY-MM-DD` as a regular expression: month lengths and leap years
+/// included, year 0 left out (no calendar PostgreSQL keeps has it).
+pub const CALENDAR_DATE: &str = "(?!0000)(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)";
+
 /// A bad value for a column: the message names the problem, the caller names the column.
 pub type Invalid = String;
 
@@ -258,6 +262,8 @@ impl ApiType {
                     s["minimum"] = format!("-{bound}").parse().unwrap_or(Value::Null);
                     if *sc == 0 {
                         s["type"] = json!("integer");
+                    } else {
+                        s["multipleOf"] = format!("1e-{sc}").parse().unwrap_or(Value::Null);
                     }
                     s["description"] =
                         json!(format!("exact decimal: {p} digits, {sc} after the point"));
@@ -280,16 +286,24 @@ impl ApiType {
                 s
             }
             ApiType::Uuid => json!({"type": "string", "format": "uuid"}),
-            ApiType::Date => json!({"type": "string", "format": "date"}),
+            // Year 0 exists in no calendar PostgreSQL keeps.
+            ApiType::Date => json!({"type": "string", "format": "date", "pattern": "^(?!0000)"}),
             ApiType::Time => json!({
                 "type": "string",
                 "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$"
             }),
-            ApiType::DateTime { zone: true } => json!({"type": "string", "format": "date-time"}),
+            // A MariaDB TIMESTAMP holds 1970-01-01 to 2038-01-19 only.
+            ApiType::DateTime { zone: true } if db == Db::Mysql => json!({
+                "type": "string", "format": "date-time",
+                "pattern": "^(19[7-9][0-9]|20[0-2][0-9]|203[0-7])-"
+            }),
+            ApiType::DateTime { zone: true } => {
+                json!({"type": "string", "format": "date-time", "pattern": "^(?!0000)"})
+            }
             ApiType::DateTime { zone: false } => json!({
                 "type": "string",
                 "description": "date and time without a zone",
-                "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$"
+                "pattern": format!("^{CALENDAR_DATE}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,6}})?$")
             }),
             ApiType::Json => json!({}),
             ApiType::Bytes => json!({
@@ -521,7 +535,7 @@ pub fn parse_date(s: &str) -> Option<time::Date> {
     {
         return None;
     }
-    let year: i32 = s[..4].parse().ok()?;
+    let year: i32 = s[..4].parse().ok().filter(|y| *y > 0)?;
     let month = time::Month::try_from(two(&s[5..7])?).ok()?;
     time::Date::from_calendar_date(year, month, two(&s[8..10])?).ok()
 }
