@@ -51,6 +51,9 @@ pub enum AppError {
     /// The sync engine cannot start (side unreachable, mapping wrong, capture missing).
     #[error("sync: {0}")]
     Sync(#[from] SyncError),
+    /// A generated API could not start.
+    #[error("services: {0}")]
+    ApiGen(#[from] crate::apigen::ApiGenError),
 }
 
 /// Recent write-tap events kept for `GET /admin/tap`.
@@ -155,6 +158,25 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
                 }
             }
         });
+    }
+
+    {
+        // Generated APIs on their own listeners; their writes reach the engines like routed
+        // ones, named by the entity their table belongs to.
+        let cfg = router.config();
+        let running = crate::apigen::command::serve_own(
+            &cfg.services,
+            Some(tap.clone()),
+            &cfg.sync,
+            &shutdown,
+        )
+        .await?;
+        for (name, addr, task) in running {
+            tracing::info!(service = %name, %addr, "generated API listening");
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
     }
 
     let mut probe_token = shutdown.child_token();

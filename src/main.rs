@@ -108,7 +108,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ApigenAction {
-    /// Serve the config's [services.NAME] that have a listen address, alone.
+    /// Serve the config's [services.NAME] alone, without the gateway.
     Serve {
         /// Configuration file.
         #[arg(long, short)]
@@ -278,17 +278,15 @@ async fn apigen(
 ) -> anyhow::Result<()> {
     if let Some(ApigenAction::Serve { config }) = action {
         let cfg = strangler::config::Config::load(&config)?;
-        if cfg.services.iter().all(|s| s.listen.is_none()) {
-            anyhow::bail!(
-                "{}: no [services.NAME] with a listen address to serve alone",
-                config.display()
-            );
+        if cfg.services.is_empty() {
+            anyhow::bail!("{}: no [services.NAME] to serve", config.display());
         }
         strangler::metrics::install();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let running = strangler::apigen::command::serve_own(&cfg.services, None, &shutdown)
-            .await
-            .with_context(|| config.display().to_string())?;
+        let running =
+            strangler::apigen::command::serve_own(&cfg.services, None, &cfg.sync, &shutdown)
+                .await
+                .with_context(|| config.display().to_string())?;
         for (name, addr, _) in &running {
             println!("service {name} listening on http://{addr}");
         }

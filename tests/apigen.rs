@@ -72,8 +72,7 @@ async fn start(url: &str) -> Running {
         name: "catalog".into(),
         database: url.into(),
         tables: vec!["ag_kinds".into(), "ag_parts".into()],
-        listen: None,
-        mount: None,
+        listen: "127.0.0.1:0".parse().expect("addr"),
         max_limit: 50,
         read_only: false,
         deprecated: false,
@@ -478,4 +477,64 @@ async fn unknown_tables_and_bad_urls_are_named() {
         .await
         .expect_err("error");
     assert!(err.to_string().contains("oracle://x"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_services_and_their_writes_reach_the_tap_as_entity_writes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("svc.db");
+    let url = format!("sqlite://{}", db.display());
+    setup(&url, &sqlite_schema()).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let text = format!(
+        "{}\n[services.catalog]\ndatabase = \"{url}\"\ntables = [\"ag_kinds\"]\nlisten = \"127.0.0.1:{port}\"\n\
+         [sides.monolith]\ndatabase = \"sqlite://{{dir}}/mono.db\"\n[sides.catalog]\ndatabase = \"{url}\"\n\
+         [[entities]]\nname = \"kinds\"\nmonolith = {{ table = \"kinds\", key = [\"id\"] }}\n\
+         catalog = {{ table = \"ag_kinds\", key = [\"id\"] }}\n\
+         columns = {{ id = \"id\", name = \"name\" }}\nauthority = \"monolith\"\n",
+        common::gateway_section()
+    );
+    let (cfg_dir, path) = common::config_file(&text);
+    setup(
+        &format!("sqlite://{}/mono.db", cfg_dir.path().display()),
+        &["CREATE TABLE kinds (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"],
+    )
+    .await;
+    let cfg = strangler::config::Config::load(&path).expect("valid config");
+    strangler::sync::SyncEngine::install(&cfg.sync)
+        .await
+        .expect("capture installed");
+    let running = strangler::app::start(cfg).await.expect("gateway starts");
+    let gw = common::InProcess {
+        running,
+        dir: cfg_dir,
+        path,
+    };
+    let c = client();
+    let r = send(
+        &c,
+        "POST",
+        &format!("http://127.0.0.1:{port}/v1/ag_kinds"),
+        JSON,
+        r#"{"name": "tapped"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let mut found = false;
+    for _ in 0..50 {
+        let tap = common::get(&c, &gw.admin("/admin/tap"), &[]).await.json();
+        if let Some(e) = tap["events"].as_array().and_then(|a| a.first()) {
+            assert_eq!(e["entity"], "kinds");
+            assert_eq!(e["side"], "catalog");
+            assert_eq!(e["method"], "POST");
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(found, "the API's write reached the gateway's tap");
+    gw.running.shutdown().await;
 }

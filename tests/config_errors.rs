@@ -338,7 +338,7 @@ fn a_file_with_nothing_to_route_or_sync_is_refused() {
     for text in ["", "[gateway]\nlisten = \"127.0.0.1:8080\"\n", UPSTREAMS] {
         let err = error_of(text);
         assert!(
-            err.contains("has no [[routes]] and no [[entities]]"),
+            err.contains("has no [[routes]], no [[entities]] and no [services]"),
             "{err}"
         );
     }
@@ -409,4 +409,39 @@ fn check_compares_mappings_with_the_databases_when_they_answer() {
         out.contains("mappings checked against the databases"),
         "{out}"
     );
+}
+
+#[test]
+fn service_sections_are_checked_and_errors_name_the_service() {
+    let base = "[services.orders]\ndatabase = \"sqlite://o.db\"\nall = true\nlisten = \"127.0.0.1:8081\"\n";
+    let cfg =
+        Config::parse(Path::new("config/demo.toml"), base).expect("a service alone is enough");
+    assert_eq!(cfg.services[0].name, "orders");
+    assert_eq!(cfg.services[0].max_limit, 1000);
+    for (text, want) in [
+        (
+            base.replace("sqlite://o.db", "oracle://x"),
+            "service \"orders\": database: \"oracle://x\"",
+        ),
+        (
+            base.replace("all = true", "all = true\ntables = [\"a\"]"),
+            "tables or all = true, not both",
+        ),
+        (base.replace("all = true\n", ""), "tables: missing"),
+        (base.replace("all = true", "tables = []"), "tables: empty"),
+        (
+            base.replace("listen = \"127.0.0.1:8081\"\n", ""),
+            "listen: missing",
+        ),
+        (
+            base.replace("127.0.0.1:8081", "nowhere"),
+            "listen: \"nowhere\"",
+        ),
+        (format!("{base}max_limit = 0\n"), "max_limit: 0"),
+        (format!("{base}pool = 0\n"), "pool: 0"),
+        (format!("{base}colour = 1\n"), "colour"),
+    ] {
+        let err = error_of(&text);
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
 }

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::services::ServiceConfig;
+use crate::config::sync::SyncConfig;
 use crate::tap::Tap;
 
 use super::{ApiGenError, Options, Service, introspect, openapi};
@@ -63,7 +64,7 @@ pub async fn prepare(
 ) -> Result<Arc<Service>, ApiGenError> {
     let (db, resources) = introspect(&cfg.database, &cfg.tables).await?;
     let opts = Options {
-        mount: cfg.mount.clone().unwrap_or_default(),
+        mount: String::new(),
         max_limit: cfg.max_limit,
         read_only: cfg.read_only,
         deprecated: cfg.deprecated,
@@ -80,17 +81,37 @@ pub async fn prepare(
     )))
 }
 
-/// Serves every service that has its own `listen` address until `shutdown`; returns the
-/// bound addresses by service name and the servers' tasks.
+/// The entity each table of `database` belongs to, from the sync config's sides.
+pub fn entities_of(database: &str, sync: &SyncConfig) -> HashMap<String, Arc<str>> {
+    let mut out = HashMap::new();
+    for e in &sync.entities {
+        for t in [&e.left, &e.right] {
+            if sync
+                .sides
+                .get(&t.side)
+                .is_some_and(|s| s.database == database)
+            {
+                out.insert(t.table.clone(), Arc::from(e.name.as_str()));
+            }
+        }
+    }
+    out
+}
+
+/// Serves every service until `shutdown`, each on its own listener; writes are offered to
+/// `tap` named by their table's entity. Returns the bound addresses by service name and the
+/// servers' tasks.
 pub async fn serve_own(
     services: &[ServiceConfig],
-    tap: Option<(Tap, HashMap<String, Arc<str>>)>,
+    tap: Option<Tap>,
+    sync: &SyncConfig,
     shutdown: &CancellationToken,
 ) -> Result<Vec<(String, SocketAddr, tokio::task::JoinHandle<()>)>, ApiGenError> {
     let mut out = Vec::new();
     for cfg in services {
-        let Some(addr) = cfg.listen else { continue };
-        let service = prepare(cfg, tap.clone()).await?;
+        let addr = cfg.listen;
+        let tap = tap.clone().map(|t| (t, entities_of(&cfg.database, sync)));
+        let service = prepare(cfg, tap).await?;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             ApiGenError::Store(crate::store::StoreError::Value(format!(
                 "service {:?}: cannot listen on {addr}: {e}",

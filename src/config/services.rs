@@ -19,8 +19,6 @@ pub struct RawService {
     pub all: Option<bool>,
     /// Own listener.
     pub listen: Option<String>,
-    /// Path prefix on the gateway's listener.
-    pub mount: Option<String>,
     /// Largest page.
     pub max_limit: Option<u64>,
     /// Reads only.
@@ -42,10 +40,8 @@ pub struct ServiceConfig {
     pub database: String,
     /// Tables to serve; empty: all.
     pub tables: Vec<String>,
-    /// Own listener.
-    pub listen: Option<SocketAddr>,
-    /// Path prefix on the gateway's listener.
-    pub mount: Option<String>,
+    /// Its listener: routes point at it like at any upstream.
+    pub listen: SocketAddr,
     /// Largest page.
     pub max_limit: u64,
     /// Reads only.
@@ -89,26 +85,14 @@ pub fn from_raw(
             (Some(t), false) => t.clone(),
             (None, true) => Vec::new(),
         };
-        let listen = match &s.listen {
-            Some(l) => Some(
-                l.parse::<SocketAddr>()
-                    .map_err(|e| err(format!("listen: {l:?} is not host:port ({e})")))?,
-            ),
-            None => None,
-        };
-        let mount = match &s.mount {
-            Some(m) if !m.starts_with('/') || m.ends_with('/') || m.contains(['?', '#', ' ']) => {
-                return Err(err(format!(
-                    "mount: {m:?} must start with / and not end with / (e.g. \"/api/orders\")"
-                )));
-            }
-            m => m.clone(),
-        };
-        if listen.is_none() && mount.is_none() {
+        let Some(l) = &s.listen else {
             return Err(err(
-                "give listen (its own address) or mount (a path on the gateway's listener)".into(),
+                "listen: missing (the address the generated API answers on, e.g. \"127.0.0.1:8081\"; routes point at it like at any upstream)".into(),
             ));
-        }
+        };
+        let listen = l
+            .parse::<SocketAddr>()
+            .map_err(|e| err(format!("listen: {l:?} is not host:port ({e})")))?;
         let max_limit = s.max_limit.unwrap_or(1000);
         if max_limit == 0 || max_limit > 100_000 {
             return Err(err(format!("max_limit: {max_limit} must be 1 to 100000")));
@@ -122,7 +106,6 @@ pub fn from_raw(
             database: s.database.clone(),
             tables,
             listen,
-            mount,
             max_limit,
             read_only: s.read_only.unwrap_or(false),
             deprecated: s.deprecated.unwrap_or(false) || s.sunset.is_some(),
