@@ -39,6 +39,11 @@ fn nullable(s: &mut Value) {
     }
 }
 
+/// The component name of a column's filter value schema.
+fn filter_schema_name(r: &Resource, f: &Field) -> String {
+    format!("{}.{}.filter", r.name, f.name)
+}
+
 /// The schema of one operator's value in a filter parameter.
 fn filter_schema(f: &Field, op: &str, db: Db) -> Value {
     match op {
@@ -72,8 +77,22 @@ fn problem_ref() -> Value {
     json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}})
 }
 
+/// Error responses by reference to the shared `components.responses`.
 fn problems(codes: &[u16]) -> Map<String, Value> {
     codes
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                json!({"$ref": format!("#/components/responses/Problem{c}")}),
+            )
+        })
+        .collect()
+}
+
+/// The shared error responses, one per status.
+fn problem_responses() -> Map<String, Value> {
+    [400, 404, 406, 409, 412, 413, 415, 422, 503]
         .iter()
         .map(|c| {
             let text = http::StatusCode::from_u16(*c)
@@ -81,7 +100,7 @@ fn problems(codes: &[u16]) -> Map<String, Value> {
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("error");
             (
-                c.to_string(),
+                format!("Problem{c}"),
                 json!({"description": text, "content": problem_ref()}),
             )
         })
@@ -218,15 +237,41 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
                 "description": "keyset cursor: only rows whose key comes after this one (the `next` of the previous page)"}));
         }
         for f in &r.fields {
-            for op in ops_for(f) {
-                let name = filter_name(&f.name, op);
-                let mut p =
-                    json!({"name": name, "in": "query", "schema": filter_schema(f, op, db)});
-                if *op == "in" {
-                    p["style"] = json!("form");
-                    p["explode"] = json!(false);
+            // One deepObject parameter per column (`col[op]=v`), each operator's value schema a
+            // reference to the column's filter schema; `in` takes a list, so it is its own
+            // form parameter. A column named like a reserved parameter gets one per operator.
+            let value_ref = format!("#/components/schemas/{}", filter_schema_name(r, f));
+            schemas.insert(filter_schema_name(r, f), filter_schema(f, "eq", db));
+            let ops = ops_for(f);
+            let reserved = RESERVED.contains(&f.name.as_str()) || f.name.contains('[');
+            let mut props = Map::new();
+            for op in ops {
+                let schema = match *op {
+                    "in" => {
+                        params.push(json!({"name": filter_name(&f.name, op), "in": "query",
+                            "style": "form", "explode": false,
+                            "schema": {"type": "array", "items": {"$ref": value_ref},
+                                       "minItems": 1, "maxItems": 100}}));
+                        continue;
+                    }
+                    "is_null" | "like" => filter_schema(f, op, db),
+                    _ => json!({"$ref": value_ref}),
+                };
+                if reserved {
+                    params.push(
+                        json!({"name": filter_name(&f.name, op), "in": "query", "schema": schema}),
+                    );
+                } else {
+                    props.insert((*op).to_string(), schema);
                 }
-                params.push(p);
+            }
+            if !props.is_empty() {
+                params.push(json!({
+                    "name": f.name, "in": "query", "style": "deepObject", "explode": true,
+                    "description": format!("filters on {}: {}[op]=value ({}); {}=value is {}[eq]=value",
+                        f.name, f.name, ops.join(", "), f.name, f.name),
+                    "schema": {"type": "object", "properties": props, "additionalProperties": false}
+                }));
             }
         }
         let mut list_responses = problems(&[400, 406, 503]);
@@ -338,6 +383,7 @@ pub fn document(service: &str, resources: &[Resource], opts: &Options, db: Db) -
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "responses": problem_responses(),
             "parameters": {
                 "limit": {"name": "limit", "in": "query", "description": "rows per page",
                           "schema": {"type": "integer", "minimum": 1, "maximum": opts.max_limit}},
