@@ -73,6 +73,7 @@ async fn start(url: &str) -> Running {
         database: url.into(),
         tables: vec!["ag_kinds".into(), "ag_parts".into()],
         listen: "127.0.0.1:0".parse().expect("addr"),
+        mount: None,
         max_limit: 50,
         read_only: false,
         deprecated: false,
@@ -490,7 +491,7 @@ async fn serve_runs_services_and_their_writes_reach_the_tap_as_entity_writes() {
         l.local_addr().expect("addr").port()
     };
     let text = format!(
-        "{}\n[services.catalog]\ndatabase = \"{url}\"\ntables = [\"ag_kinds\"]\nlisten = \"127.0.0.1:{port}\"\n\
+        "{}\n[services.catalog]\ndatabase = \"{url}\"\ntables = [\"ag_kinds\"]\nlisten = \"127.0.0.1:{port}\"\nmount = \"/api/catalog\"\n\
          [sides.monolith]\ndatabase = \"sqlite://{{dir}}/mono.db\"\n[sides.catalog]\ndatabase = \"{url}\"\n\
          [[entities]]\nname = \"kinds\"\nmonolith = {{ table = \"kinds\", key = [\"id\"] }}\n\
          catalog = {{ table = \"ag_kinds\", key = [\"id\"] }}\n\
@@ -536,5 +537,62 @@ async fn serve_runs_services_and_their_writes_reach_the_tap_as_entity_writes() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(found, "the API's write reached the gateway's tap");
+    // Mounted: the gateway's listener serves it under the prefix, links included.
+    let r = common::get(&c, &gw.url("/api/catalog/v1/ag_kinds?name=tapped"), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let href = r.json()["items"][0]["_links"]["self"]["href"].clone();
+    assert!(
+        href.as_str()
+            .is_some_and(|h| h.starts_with("/api/catalog/v1/ag_kinds/")),
+        "{href}"
+    );
+    let doc = common::get(&c, &gw.url("/api/catalog/openapi.json"), &[])
+        .await
+        .json();
+    assert_eq!(doc["servers"][0]["url"], "/api/catalog");
     gw.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_only_deprecated_services_say_so_and_count_their_requests() {
+    let handle = strangler::metrics::install();
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("api.db").display());
+    setup(&url, &sqlite_schema()).await;
+    let cfg = ServiceConfig {
+        name: "legacy".into(),
+        database: url,
+        tables: vec![],
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        mount: None,
+        max_limit: 10,
+        read_only: true,
+        deprecated: true,
+        sunset: Some("Sat, 01 Aug 2027 00:00:00 GMT".into()),
+        pool: 1,
+    };
+    let service = command::prepare(&cfg, None).await.expect("service");
+    let h = http::HeaderMap::new();
+    let r = service
+        .handle(&http::Method::GET, "/v1/ag_kinds", "", &h, Ok(b""))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["deprecation"], "true");
+    assert_eq!(r.headers()["sunset"], "Sat, 01 Aug 2027 00:00:00 GMT");
+    let r = service
+        .handle(&http::Method::POST, "/v1/ag_kinds", "", &h, Ok(b"{}"))
+        .await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    let doc: Value = serde_json::from_slice(&service.document).expect("doc");
+    assert!(doc["paths"]["/v1/ag_kinds"]["post"].is_null());
+    assert_eq!(doc["paths"]["/v1/ag_kinds"]["get"]["deprecated"], true);
+    let text = handle.render();
+    for want in [
+        "strangler_api_requests_total{service=\"legacy\",operation=\"list_ag_kinds\",status=\"2xx\"}",
+        "strangler_api_errors_total{service=\"legacy\",operation=\"other_ag_kinds\",status=\"405\"}",
+        "strangler_api_request_duration_seconds_bucket{service=\"legacy\",operation=\"list_ag_kinds\"",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
 }

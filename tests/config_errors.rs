@@ -418,6 +418,21 @@ fn service_sections_are_checked_and_errors_name_the_service() {
         Config::parse(Path::new("config/demo.toml"), base).expect("a service alone is enough");
     assert_eq!(cfg.services[0].name, "orders");
     assert_eq!(cfg.services[0].max_limit, 1000);
+    let mounted = Config::parse(
+        Path::new("config/demo.toml"),
+        &format!("{base}mount = \"/api/orders\"\n"),
+    )
+    .expect("a mounted service");
+    let route = mounted.route("apigen.orders").expect("its route");
+    assert_eq!(route.path_prefix, "/api/orders");
+    assert_eq!(
+        mounted
+            .upstream("apigen.orders")
+            .expect("its upstream")
+            .authority
+            .as_str(),
+        "127.0.0.1:8081"
+    );
     for (text, want) in [
         (
             base.replace("sqlite://o.db", "oracle://x"),
@@ -440,6 +455,11 @@ fn service_sections_are_checked_and_errors_name_the_service() {
         (format!("{base}max_limit = 0\n"), "max_limit: 0"),
         (format!("{base}pool = 0\n"), "pool: 0"),
         (format!("{base}colour = 1\n"), "colour"),
+        (format!("{base}mount = \"api/\"\n"), "mount: \"api/\""),
+        (
+            format!("{}mount = \"/api\"\n", base.replace("8081", "0")),
+            "needs a fixed port",
+        ),
     ] {
         let err = error_of(&text);
         assert!(err.contains(want), "{err:?} should contain {want:?}");

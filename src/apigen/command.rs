@@ -64,7 +64,7 @@ pub async fn prepare(
 ) -> Result<Arc<Service>, ApiGenError> {
     let (db, resources) = introspect(&cfg.database, &cfg.tables).await?;
     let opts = Options {
-        mount: String::new(),
+        mount: cfg.mount.clone().unwrap_or_default(),
         max_limit: cfg.max_limit,
         read_only: cfg.read_only,
         deprecated: cfg.deprecated,

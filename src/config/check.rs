@@ -50,7 +50,20 @@ impl Ctx<'_> {
 pub const MAX_ROUTES: usize = 10_000;
 
 /// Validates a parsed file; `file` is the name used in messages.
-pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+pub fn from_raw(file: &str, mut raw: RawConfig) -> Result<Config, ConfigError> {
+    let services = super::services::from_raw(file, &raw.services)?;
+    // A mounted generated API is one more upstream and route, made from its section.
+    for (name, upstream, route) in super::services::mount_routes(&services) {
+        if raw.upstreams.contains_key(&name) || raw.routes.iter().any(|r| r.name == name) {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                place: format!("service {:?}: ", &name["apigen.".len()..]),
+                message: format!("mount: the upstream or route name {name:?} is taken"),
+            });
+        }
+        raw.upstreams.insert(name, upstream);
+        raw.routes.push(route);
+    }
     let gateway = gateway(
         &Ctx {
             file,
@@ -98,7 +111,6 @@ pub fn from_raw(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         raw.sync.as_ref(),
         raw.entities.as_deref(),
     )?;
-    let services = super::services::from_raw(file, &raw.services)?;
     if routes.is_empty() && sync.entities.is_empty() && services.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),

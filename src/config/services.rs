@@ -19,6 +19,8 @@ pub struct RawService {
     pub all: Option<bool>,
     /// Own listener.
     pub listen: Option<String>,
+    /// Path prefix on the gateway's listener.
+    pub mount: Option<String>,
     /// Largest page.
     pub max_limit: Option<u64>,
     /// Reads only.
@@ -42,6 +44,9 @@ pub struct ServiceConfig {
     pub tables: Vec<String>,
     /// Its listener: routes point at it like at any upstream.
     pub listen: SocketAddr,
+    /// Path prefix under which the gateway's listener serves it too (a route of its own,
+    /// `apigen.NAME`, to its listener).
+    pub mount: Option<String>,
     /// Largest page.
     pub max_limit: u64,
     /// Reads only.
@@ -93,6 +98,19 @@ pub fn from_raw(
         let listen = l
             .parse::<SocketAddr>()
             .map_err(|e| err(format!("listen: {l:?} is not host:port ({e})")))?;
+        let mount = match &s.mount {
+            Some(m) if !m.starts_with('/') || m.ends_with('/') || m.contains(['?', '#', ' ']) => {
+                return Err(err(format!(
+                    "mount: {m:?} must start with / and not end with / (e.g. \"/api/orders\")"
+                )));
+            }
+            Some(_) if listen.port() == 0 => {
+                return Err(err(
+                    "mount: the gateway forwards to the service's listen address, which needs a fixed port (not 0)".into(),
+                ));
+            }
+            m => m.clone(),
+        };
         let max_limit = s.max_limit.unwrap_or(1000);
         if max_limit == 0 || max_limit > 100_000 {
             return Err(err(format!("max_limit: {max_limit} must be 1 to 100000")));
@@ -106,6 +124,7 @@ pub fn from_raw(
             database: s.database.clone(),
             tables,
             listen,
+            mount,
             max_limit,
             read_only: s.read_only.unwrap_or(false),
             deprecated: s.deprecated.unwrap_or(false) || s.sunset.is_some(),
@@ -114,4 +133,38 @@ pub fn from_raw(
         });
     }
     Ok(out)
+}
+
+/// The upstream and route through which the gateway serves a mounted service.
+pub fn mount_routes(
+    services: &[ServiceConfig],
+) -> Vec<(String, super::raw::RawUpstream, super::raw::RawRoute)> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let prefix = s.mount.clone()?;
+            let name = format!("apigen.{}", s.name);
+            let upstream = super::raw::RawUpstream {
+                url: format!("http://{}", s.listen),
+                health: None,
+                passive: None,
+                rewrite_host: None,
+            };
+            let route = super::raw::RawRoute {
+                name: name.clone(),
+                host: None,
+                path_prefix: Some(prefix),
+                methods: None,
+                headers: None,
+                split: [(name.clone(), 100.0)].into_iter().collect(),
+                sticky: None,
+                fallback: None,
+                salt: None,
+                pins: Vec::new(),
+                entity: None,
+                rollout: None,
+            };
+            Some((name, upstream, route))
+        })
+        .collect()
 }
