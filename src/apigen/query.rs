@@ -458,7 +458,7 @@ pub fn conditions(sql: &mut Sql, r: &Resource, q: &ListQuery, db: Db) {
 }
 
 /// ORDER BY: the requested columns, then the key (rows with equal sort values stay in one
-/// order from page to page).
+/// order from page to page); a keyless table's every ordered column stands in for the key.
 pub fn order(r: &Resource, q: &ListQuery, db: Db) -> String {
     let mut parts: Vec<String> = q
         .sort
@@ -479,9 +479,71 @@ pub fn order(r: &Resource, q: &ListQuery, db: Db) -> String {
             parts.push(format!("{} ASC", ident(&f.name, db)));
         }
     }
+    if r.key.is_empty() {
+        // No key to break ties: every ordered column does, so offset pages stay apart.
+        for (i, f) in r.fields.iter().enumerate() {
+            let ordered = !matches!(f.ty, ApiType::Json | ApiType::Bytes);
+            if ordered && !q.sort.iter().any(|(s, _)| *s == i) {
+                parts.push(format!("{} ASC", ident(&f.name, db)));
+            }
+        }
+    }
     if parts.is_empty() {
         String::new()
     } else {
         format!(" ORDER BY {}", parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apigen::model::Field;
+    use crate::store::Form;
+
+    fn field(name: &str, ty: ApiType) -> Field {
+        Field {
+            name: name.into(),
+            declared: "text".into(),
+            ty,
+            nullable: true,
+            has_default: false,
+            form: Form::Plain,
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_keyless_list_is_ordered_by_every_ordered_column() {
+        let text = ApiType::Text {
+            max: None,
+            choices: vec![],
+        };
+        let r = Resource {
+            name: "log".into(),
+            table: "log".into(),
+            fields: vec![
+                field("at", text.clone()),
+                field("doc", ApiType::Json),
+                field("what", text),
+            ],
+            key: vec![],
+            read_only: Some("no key".into()),
+            links: vec![],
+        };
+        let q = list(&r, "sort=-what", 100, Db::Sqlite).expect("query");
+        assert_eq!(
+            order(&r, &q, Db::Sqlite),
+            " ORDER BY \"what\" DESC, \"at\" ASC"
+        );
+        let q = list(&r, "at[like]=2024%25&limit=5", 100, Db::Postgres).expect("query");
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.filters[0].values, vec![Param::Text("2024%".into())]);
+        assert!(
+            list(&r, "after=1", 100, Db::Sqlite).is_err(),
+            "no key, no cursor"
+        );
+        assert!(list(&r, "fields=at,at", 100, Db::Sqlite).is_err());
+        assert!(list(&r, "doc[gt]=1", 100, Db::Sqlite).is_err());
     }
 }
