@@ -3,6 +3,7 @@
 //! read, replace, update and delete by key), on SQLite, PostgreSQL and MariaDB.
 
 mod checks;
+pub mod clock;
 pub mod command;
 mod metrics;
 pub mod model;
@@ -11,6 +12,7 @@ mod pool;
 pub mod query;
 pub mod serve;
 pub mod service;
+pub mod sql;
 pub mod types;
 
 pub use model::{Resource, resources};
