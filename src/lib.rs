@@ -23,3 +23,4 @@ pub mod routing;
 pub mod store;
 pub mod sync;
 pub mod tap;
+pub mod validate;

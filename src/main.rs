@@ -99,6 +99,35 @@ enum Command {
         #[arg(long)]
         emit_config: Option<PathBuf>,
     },
+    /// Compare both sides of each entity; exit 0 when consistent, 1 when not, 2 on error.
+    Validate {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this entity.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Write the authority's rows to the other side where they differ, then re-check.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: print the plan and write nothing.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
+        /// Report format: json or text (default: text on a terminal, json otherwise).
+        #[arg(long, value_parser = ["json", "text"])]
+        format: Option<String>,
+        /// Examples kept per kind of discrepancy.
+        #[arg(long, default_value_t = 10)]
+        examples: usize,
+        /// Seed of a sampled run (same seed, same keys).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// The tamper-evident audit log in the control database.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// The sync engine on its own: install or remove capture, or run it.
     Sync {
         #[command(subcommand)]
@@ -113,6 +142,38 @@ enum ApigenAction {
         /// Configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the chain: exit 0 when intact, 1 naming the first record altered, removed or
+    /// reordered, 2 on error.
+    Verify {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A head printed by an earlier verify (SEQ:HASH): that record must still be there.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
+    /// List records, oldest first.
+    Show {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this entity's records.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Only records of this kind (backfill, validation, discrepancy, repair).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -222,6 +283,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config } => serve(config).await,
         Command::Demo => strangler::demo::run().await.context("demo failed"),
         Command::Sync { action } => sync(action).await,
+        Command::Validate {
+            config,
+            entity,
+            repair,
+            dry_run,
+            format,
+            examples,
+            seed,
+        } => {
+            let opts = strangler::validate::command::Options {
+                entity,
+                repair,
+                dry_run,
+                examples,
+                seed,
+                ..Default::default()
+            };
+            exit(validate(config, opts, format).await)
+        }
+        Command::Audit { action } => exit(audit(action).await),
         Command::Apigen {
             action,
             database,
@@ -319,6 +400,128 @@ async fn apigen(
     };
     print!("{}", strangler::apigen::command::generate(&g).await?);
     Ok(())
+}
+
+/// Ends the process with `code` (0 clean, 1 found something, 2 failed).
+fn exit(code: i32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+async fn validate(
+    config: PathBuf,
+    opts: strangler::validate::command::Options,
+    format: Option<String>,
+) -> i32 {
+    use std::io::IsTerminal;
+    let run = async {
+        let cfg = strangler::config::Config::load(&config)?;
+        let control = strangler::control::ControlStore::open(&cfg.gateway.control)
+            .await
+            .with_context(|| format!("control database {}", cfg.gateway.control))?;
+        let report = strangler::validate::command::run(&cfg.sync, Some(&control), &opts).await?;
+        anyhow::Ok(report)
+    };
+    match run.await {
+        Ok(report) => {
+            let json = format.as_deref() == Some("json")
+                || (format.is_none() && !std::io::stdout().is_terminal());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.text());
+            }
+            i32::from(!report.consistent)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    }
+}
+
+async fn audit(action: AuditAction) -> i32 {
+    use strangler::validate::audit;
+    let run = async {
+        let (config, anchor) = match &action {
+            AuditAction::Verify { config, anchor } => (config, anchor.clone()),
+            AuditAction::Show { config, .. } => (config, None),
+        };
+        let cfg = strangler::config::Config::load(config)?;
+        let control = strangler::control::ControlStore::open(&cfg.gateway.control)
+            .await
+            .with_context(|| format!("control database {}", cfg.gateway.control))?;
+        match action {
+            AuditAction::Verify { .. } => {
+                let anchor = match anchor.as_deref() {
+                    None => None,
+                    Some(a) => {
+                        let (seq, hash) = a
+                            .split_once(':')
+                            .and_then(|(s, h)| Some((s.parse::<i64>().ok()?, h.to_string())))
+                            .context("--anchor: expected SEQ:HASH as verify prints it")?;
+                        Some((seq, hash))
+                    }
+                };
+                let records = audit::records(&control).await?;
+                let v = audit::verify(&records, anchor.as_ref().map(|(s, h)| (*s, h.as_str())));
+                let head = v
+                    .head
+                    .as_ref()
+                    .map_or("empty".to_string(), |(s, h)| format!("{s}:{h}"));
+                match &v.broken {
+                    None => {
+                        println!("audit log intact: {} records, head {head}", v.records);
+                        Ok(0)
+                    }
+                    Some(b) => {
+                        println!("audit log BROKEN: {b} ({} records read)", v.records);
+                        Ok(1)
+                    }
+                }
+            }
+            AuditAction::Show {
+                entity,
+                kind,
+                after,
+                limit,
+                ..
+            } => {
+                let mut shown = 0;
+                let mut from = after;
+                while shown < limit {
+                    let page = control.audit(from, 1000).await?;
+                    let Some(last) = page.last() else { break };
+                    from = last.seq;
+                    for r in page {
+                        if entity.as_ref().is_some_and(|e| *e != r.entity)
+                            || kind.as_ref().is_some_and(|k| *k != r.kind)
+                        {
+                            continue;
+                        }
+                        if shown == limit {
+                            break;
+                        }
+                        println!("{}", serde_json::to_string(&r)?);
+                        shown += 1;
+                    }
+                }
+                Ok(0)
+            }
+        }
+    };
+    match run.await {
+        Ok(code) => code,
+        Err(e) => {
+            let e: anyhow::Error = e;
+            eprintln!("error: {e:#}");
+            2
+        }
+    }
 }
 
 async fn sync(action: SyncAction) -> anyhow::Result<()> {

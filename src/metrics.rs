@@ -70,6 +70,13 @@ pub const API_LATENCY: &str = "strangler_api_request_duration_seconds";
 /// Requests a generated API answered with an error, by service, operation and status.
 pub const API_ERRORS: &str = "strangler_api_errors_total";
 
+/// Keys found different by the latest validation of an entity, by kind.
+pub const VALIDATE_DISCREPANCIES: &str = "strangler_validate_discrepancies";
+/// Validation runs, by entity and result (`consistent`, `different`, `error`).
+pub const VALIDATE_RUNS: &str = "strangler_validate_runs_total";
+/// Rows a validation read, by entity and side.
+pub const VALIDATE_ROWS: &str = "strangler_validate_rows_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -223,6 +230,15 @@ fn describe() {
         Unit::Seconds,
         "Time a generated API took to answer, by service and operation."
     );
+    describe_gauge!(
+        VALIDATE_DISCREPANCIES,
+        "Keys found different by the latest validation of an entity, by kind."
+    );
+    describe_counter!(
+        VALIDATE_RUNS,
+        "Validation runs, by entity and result (consistent, different, error)."
+    );
+    describe_counter!(VALIDATE_ROWS, "Rows a validation read, by entity and side.");
     describe_counter!(
         API_ERRORS,
         "Requests a generated API answered with a 4xx or 5xx, by service, operation and status."

@@ -30,6 +30,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "validate",
+        &["config", "control", "family", "metrics", "store", "sync"],
+    ),
+    (
         "admin",
         &[
             "analyze", "config", "conn", "control", "metrics", "routing", "store", "sync", "tap",

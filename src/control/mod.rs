@@ -1,8 +1,11 @@
 //! Control state in a database: route table versions and rollout progress, so a restarted
 //! gateway resumes where it was and several gateways serve the same table.
 
+pub mod audit;
 mod postgres;
 mod sqlite;
+
+pub use audit::{AuditEntry, AuditRecord};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -137,6 +140,31 @@ impl ControlStore {
         match self {
             ControlStore::Sqlite(s) => s.conflicts(limit).await,
             ControlStore::Postgres(p) => p.conflicts(limit).await,
+        }
+    }
+
+    /// Appends records to the audit log, each chained to the one before; returns them.
+    pub async fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> Result<Vec<AuditRecord>, ControlError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match self {
+            ControlStore::Sqlite(s) => s.append_audit(entries, now).await,
+            ControlStore::Postgres(p) => p.append_audit(entries, now).await,
+        }
+    }
+
+    /// Audit records with `seq` above `after`, oldest first, at most `limit`.
+    pub async fn audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, ControlError> {
+        match self {
+            ControlStore::Sqlite(s) => s.audit(after, limit).await,
+            ControlStore::Postgres(p) => p.audit(after, limit).await,
         }
     }
 }

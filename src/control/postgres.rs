@@ -4,7 +4,7 @@
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
 
-use super::{ControlError, VersionRecord};
+use super::{AuditEntry, AuditRecord, ControlError, VersionRecord};
 
 /// A PostgreSQL control database.
 pub struct PgControl {
@@ -26,6 +26,15 @@ CREATE TABLE IF NOT EXISTS strangler_rollouts (
 CREATE TABLE IF NOT EXISTS strangler_conflicts (
     id BIGSERIAL PRIMARY KEY,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strangler_audit (
+    seq BIGINT PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
 );";
 
 async fn connect(url: &str) -> Result<Client, ControlError> {
@@ -161,5 +170,84 @@ impl PgControl {
             )
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    pub(super) async fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, ControlError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // One appender at a time across every process sharing the database.
+        tx.batch_execute("SELECT pg_advisory_xact_lock(4242002)")
+            .await?;
+        let mut last: Option<(i64, String)> = tx
+            .query_opt(
+                "SELECT seq, hash FROM strangler_audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .map(|r| Ok::<_, tokio_postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO strangler_audit (seq, at_ms, kind, entity, body, prev, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let rec = AuditRecord::next(
+                last.as_ref().map(|(s, h)| (*s, h.as_str())),
+                now,
+                &e.kind,
+                &e.entity,
+                e.body,
+            );
+            tx.execute(
+                &stmt,
+                &[
+                    &rec.seq,
+                    &rec.at_ms,
+                    &rec.kind,
+                    &rec.entity,
+                    &rec.body,
+                    &rec.prev,
+                    &rec.hash,
+                ],
+            )
+            .await?;
+            last = Some((rec.seq, rec.hash.clone()));
+            out.push(rec);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(super) async fn audit(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, ControlError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT seq, at_ms, kind, entity, body, prev, hash FROM strangler_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &(limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    entity: r.try_get(3)?,
+                    body: r.try_get(4)?,
+                    prev: r.try_get(5)?,
+                    hash: r.try_get(6)?,
+                })
+            })
+            .collect()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{ControlError, VersionRecord};
+use super::{AuditEntry, AuditRecord, ControlError, VersionRecord};
 
 /// An SQLite control database.
 pub struct SqliteControl {
@@ -27,6 +27,15 @@ CREATE TABLE IF NOT EXISTS strangler_rollouts (
 CREATE TABLE IF NOT EXISTS strangler_conflicts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strangler_audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
 );";
 
 impl SqliteControl {
@@ -190,6 +199,80 @@ impl SqliteControl {
             let mut stmt =
                 c.prepare("SELECT record FROM strangler_conflicts ORDER BY id DESC LIMIT ?1")?;
             let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, ControlError> {
+        self.with(move |c| {
+            // IMMEDIATE: the write lock is taken before the last record is read, so two
+            // processes appending at once cannot both chain to it.
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            let run = || -> Result<Vec<AuditRecord>, ControlError> {
+                let mut last: Option<(i64, String)> = c
+                    .query_row(
+                        "SELECT seq, hash FROM strangler_audit ORDER BY seq DESC LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let mut out = Vec::with_capacity(entries.len());
+                let mut stmt = c.prepare_cached(
+                    "INSERT INTO strangler_audit (seq, at_ms, kind, entity, body, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in entries {
+                    let rec = AuditRecord::next(
+                        last.as_ref().map(|(s, h)| (*s, h.as_str())),
+                        now,
+                        &e.kind,
+                        &e.entity,
+                        e.body,
+                    );
+                    stmt.execute(params![rec.seq, rec.at_ms, rec.kind, rec.entity, rec.body, rec.prev, rec.hash])?;
+                    last = Some((rec.seq, rec.hash.clone()));
+                    out.push(rec);
+                }
+                Ok(out)
+            };
+            match run() {
+                Ok(out) => {
+                    c.execute_batch("COMMIT")?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    pub(super) async fn audit(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, ControlError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, at_ms, kind, entity, body, prev, hash FROM strangler_audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok(AuditRecord {
+                    seq: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    kind: r.get(2)?,
+                    entity: r.get(3)?,
+                    body: r.get(4)?,
+                    prev: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

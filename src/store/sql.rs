@@ -103,6 +103,23 @@ pub(super) fn image(seq: i64, text: Option<String>) -> Result<Option<Row>, Store
     }
 }
 
+/// An identifier quoted for a database kind (`mysql`: backticks; others: double quotes).
+pub fn quote(kind: &str, ident: &str) -> String {
+    if kind == "mysql" {
+        bq(ident)
+    } else {
+        dq(ident)
+    }
+}
+
+/// A table name quoted for a database kind (`schema.table` in two parts on PostgreSQL).
+pub fn quote_table(kind: &str, name: &str) -> String {
+    match (kind, name.split_once('.')) {
+        ("postgres", Some((s, t))) => format!("{}.{}", dq(s), dq(t)),
+        _ => quote(kind, name),
+    }
+}
+
 /// Quotes an identifier with double quotes (SQLite, PostgreSQL).
 pub(super) fn dq(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))

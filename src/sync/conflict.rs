@@ -306,6 +306,8 @@ mod tests {
         EntityConfig {
             group: "e".into(),
             on_error: crate::config::sync::OnError::Quarantine,
+            validation: Default::default(),
+            backfill: false,
             name: "e".into(),
             left: t("a"),
             right: t("b"),

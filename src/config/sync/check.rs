@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use super::raw::{RawBroker, RawEntity, RawSettings, RawSide, RawTable, RawTransform};
+use super::raw::{RawBroker, RawEntity, RawSettings, RawSide, RawTable, RawTransform, RawValidate};
 use super::*;
 use crate::config::{ConfigError, parse_duration};
 
@@ -262,7 +262,7 @@ fn entity(
         if !sides.contains_key(side) {
             return Err(err(format!(
                 "{side}: not a side (sides are: {}); entity keys are name, columns, columns_from, \
-                 transforms, authority, priority, conflict, column_conflict, lag_tolerance, group, on_error and side names",
+                 transforms, authority, priority, conflict, column_conflict, lag_tolerance, group, on_error, validate, backfill and side names",
                 sides.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
@@ -430,9 +430,24 @@ fn entity(
             )));
         }
     };
+    let mut compared = left_cols.clone();
+    for t in &transforms {
+        match t {
+            Transform::Split { column, .. } => {
+                compared.insert(column.as_str());
+            }
+            Transform::Join { columns, .. } => {
+                compared.extend(columns.iter().map(String::as_str));
+            }
+            _ => {}
+        }
+    }
+    let validation = validation(file, place, raw.validate, &compared)?;
     Ok(EntityConfig {
         group,
         on_error,
+        validation,
+        backfill: raw.backfill.unwrap_or(false),
         name: raw.name,
         priority: raw.priority.unwrap_or_else(|| authority.clone()),
         left,
@@ -443,6 +458,79 @@ fn entity(
         conflict,
         column_conflict,
         lag_tolerance,
+    })
+}
+
+/// The entity's `validate = { ... }`, checked.
+fn validation(
+    file: &str,
+    place: &str,
+    raw: Option<RawValidate>,
+    left_cols: &HashSet<&str>,
+) -> Result<Validation, ConfigError> {
+    let err = |m: String| invalid(file, place.to_string(), format!("validate.{m}"));
+    let Some(raw) = raw else {
+        return Ok(Validation::default());
+    };
+    let level = match (raw.level.as_deref(), raw.sample) {
+        (None | Some("strict"), None) => Level::Strict,
+        (Some("eventual"), None) => Level::Eventual,
+        (Some("sampled"), Some(s)) if s > 0.0 && s <= 1.0 => Level::Sampled(s),
+        (Some("sampled"), Some(s)) => {
+            return Err(err(format!("sample: {s} must be above 0 and at most 1")));
+        }
+        (Some("sampled"), None) => {
+            return Err(err(
+                "sample: level \"sampled\" needs sample = SHARE (0 < SHARE <= 1)".into(),
+            ));
+        }
+        (_, Some(_)) => return Err(err("sample: only with level = \"sampled\"".into())),
+        (Some(other), None) => {
+            return Err(err(format!(
+                "level: {other:?} must be \"strict\", \"eventual\" or \"sampled\""
+            )));
+        }
+    };
+    let float_tolerance = raw.float_tolerance.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&float_tolerance) {
+        return Err(err(format!(
+            "float_tolerance: {float_tolerance} must be at least 0 and below 1 (a relative tolerance)"
+        )));
+    }
+    let mut text = BTreeMap::new();
+    for (c, r) in raw.text {
+        if !left_cols.contains(c.as_str()) {
+            return Err(err(format!("text: {c:?} is not a left column in columns")));
+        }
+        let rule = match r.as_str() {
+            "trim_trailing" => TextRule::TrimTrailing,
+            "ignore_case" => TextRule::IgnoreCase,
+            "trim_trailing,ignore_case" | "ignore_case,trim_trailing" => {
+                TextRule::TrimTrailingIgnoreCase
+            }
+            other => {
+                return Err(err(format!(
+                    "text.{c}: {other:?} must be \"trim_trailing\", \"ignore_case\" or \"trim_trailing,ignore_case\""
+                )));
+            }
+        };
+        text.insert(c, rule);
+    }
+    let interval = match raw.interval.as_deref() {
+        None => None,
+        Some(t) => Some(positive(
+            file,
+            place,
+            "validate.interval",
+            Some(t),
+            Duration::ZERO,
+        )?),
+    };
+    Ok(Validation {
+        level,
+        float_tolerance,
+        text,
+        interval,
     })
 }
 

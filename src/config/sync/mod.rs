@@ -211,6 +211,56 @@ pub struct EntityConfig {
     pub group: String,
     /// What a change that cannot be decoded, mapped or applied does to the entity.
     pub on_error: OnError,
+    /// How the consistency validator compares the two sides.
+    pub validation: Validation,
+    /// Whether `serve` and `sync run` copy the authority's existing rows to the other side.
+    pub backfill: bool,
+}
+
+/// `validate = { ... }` of an entity: how its two sides are compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validation {
+    /// Strict, eventual or sampled.
+    pub level: Level,
+    /// Relative tolerance of floating-point columns (0: exact).
+    pub float_tolerance: f64,
+    /// Per left column: text comparison rules.
+    pub text: BTreeMap<String, TextRule>,
+    /// Continuous mode: a full pass this often (`None`: only on demand).
+    pub interval: Option<Duration>,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Validation {
+            level: Level::Strict,
+            float_tolerance: 0.0,
+            text: BTreeMap::new(),
+            interval: None,
+        }
+    }
+}
+
+/// How strictly the validator reads a difference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Level {
+    /// Every difference is reported.
+    Strict,
+    /// A difference on a row changed within the lag tolerance is re-checked after it passes.
+    Eventual,
+    /// A random share of the keys (0 < share ≤ 1) is compared.
+    Sampled(f64),
+}
+
+/// A text comparison rule for one column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextRule {
+    /// Trailing spaces do not count.
+    TrimTrailing,
+    /// Letter case does not count.
+    IgnoreCase,
+    /// Neither trailing spaces nor letter case count.
+    TrimTrailingIgnoreCase,
 }
 
 /// What a change that cannot be decoded, mapped or applied does to its entity.

@@ -70,6 +70,19 @@ pub(super) struct RawEntity {
     pub(super) lag_tolerance: Option<String>,
     pub(super) group: Option<String>,
     pub(super) on_error: Option<String>,
+    pub(super) validate: Option<RawValidate>,
+    pub(super) backfill: Option<bool>,
     #[serde(flatten)]
     pub(super) tables: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawValidate {
+    pub(super) level: Option<String>,
+    pub(super) sample: Option<f64>,
+    pub(super) float_tolerance: Option<f64>,
+    #[serde(default)]
+    pub(super) text: BTreeMap<String, String>,
+    pub(super) interval: Option<String>,
 }

@@ -104,27 +104,5 @@ pub(super) fn write(
     row: &Option<Row>,
     key: &Row,
 ) -> Result<Write, String> {
-    let t = m.entity.table(side).ok_or("unknown side")?;
-    match row {
-        Some(r) => {
-            let (row, insert_only) = m.to_side(side, r)?;
-            let bytes = m
-                .binary_columns(side)
-                .iter()
-                .filter(|c| row.contains_key(*c) || insert_only.contains_key(*c))
-                .cloned()
-                .collect();
-            Ok(Write::Upsert {
-                table: t.table.clone(),
-                key: t.key.clone(),
-                row,
-                insert_only,
-                bytes,
-            })
-        }
-        None => Ok(Write::Delete {
-            table: t.table.clone(),
-            key: m.side_key(side, key)?,
-        }),
-    }
+    m.write(side, row.as_ref(), key)
 }

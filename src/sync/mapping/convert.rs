@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::value::*;
 use super::*;
+use crate::store::Write;
 
 impl Mapping {
     /// The left-form image of a row captured on `side`.
@@ -55,6 +56,34 @@ impl Mapping {
             }
         }
         Ok((row, insert_only))
+    }
+
+    /// The write that makes `side` hold the left-form `row`, or not hold `key` (a left-form
+    /// row holding at least the key columns) when `row` is `None`.
+    pub fn write(&self, side: &str, row: Option<&Row>, key: &Row) -> Result<Write, String> {
+        let t = self.entity.table(side).ok_or("unknown side")?;
+        match row {
+            Some(r) => {
+                let (row, insert_only) = self.to_side(side, r)?;
+                let bytes = self
+                    .binary_columns(side)
+                    .iter()
+                    .filter(|c| row.contains_key(*c) || insert_only.contains_key(*c))
+                    .cloned()
+                    .collect();
+                Ok(Write::Upsert {
+                    table: t.table.clone(),
+                    key: t.key.clone(),
+                    row,
+                    insert_only,
+                    bytes,
+                })
+            }
+            None => Ok(Write::Delete {
+                table: t.table.clone(),
+                key: self.side_key(side, key)?,
+            }),
+        }
     }
 
     /// The key of a left-form row in `side`'s key columns.

@@ -1,0 +1,341 @@
+//! A validation run over the config's entities: one key-ordered pass per entity, a second
+//! look at differing keys under the eventual level, an optional repair and re-check, the
+//! report, the metrics and the audit records.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::sync::{EntityConfig, Level, SyncConfig};
+use crate::control::{AuditEntry, ControlStore};
+use crate::store::Store;
+
+use super::ValidateError;
+use super::compare::{Kind, Tally, merge};
+use super::plan::{KeyPart, Plan};
+use super::repair::{key_row, repair};
+use super::report::{EntityReport, Report, SampleBound, examples, wilson_upper};
+use super::scan::{Cursor, Sample, Source};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only this entity (default: every one).
+    pub entity: Option<String>,
+    /// Make the non-authority side match the authority.
+    pub repair: bool,
+    /// With `repair`: only print the plan.
+    pub dry_run: bool,
+    /// Examples kept per kind.
+    pub examples: usize,
+    /// Rows per key-ordered page.
+    pub page: usize,
+    /// Seed of a sampled run (default: random).
+    pub seed: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            entity: None,
+            repair: false,
+            dry_run: false,
+            examples: 10,
+            page: 10_000,
+            seed: None,
+        }
+    }
+}
+
+/// The entities a run covers; an unknown name is an error naming the known ones.
+pub fn entities<'a>(
+    sync: &'a SyncConfig,
+    only: Option<&str>,
+) -> Result<Vec<&'a EntityConfig>, ValidateError> {
+    match only {
+        None if sync.entities.is_empty() => Err(ValidateError::Usage(
+            "the config has no [[entities]]".into(),
+        )),
+        None => Ok(sync.entities.iter().collect()),
+        Some(name) => sync
+            .entities
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| vec![e])
+            .ok_or_else(|| {
+                ValidateError::Usage(format!(
+                    "entity {name:?} is not in the config (entities: {})",
+                    sync.entities
+                        .iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
+    }
+}
+
+async fn connect(sync: &SyncConfig, entity: &str, side: &str) -> Result<Store, ValidateError> {
+    let url = sync
+        .sides
+        .get(side)
+        .map(|s| s.database.clone())
+        .ok_or_else(|| ValidateError::Schema {
+            entity: entity.into(),
+            side: side.into(),
+            message: "no such side in [sides]".into(),
+        })?;
+    Store::connect(&url)
+        .await
+        .map_err(|source| ValidateError::Database {
+            entity: entity.into(),
+            side: side.into(),
+            source,
+        })
+}
+
+/// Connects to both sides of an entity and plans its comparison against the live schemas.
+pub async fn plan(
+    sync: &SyncConfig,
+    e: &EntityConfig,
+) -> Result<(Plan, [Store; 2]), ValidateError> {
+    let mut l = connect(sync, &e.name, &e.left.side).await?;
+    let mut r = connect(sync, &e.name, &e.right.side).await?;
+    let db = |side: &str| {
+        let (entity, side) = (e.name.clone(), side.to_string());
+        move |source| ValidateError::Database {
+            entity,
+            side,
+            source,
+        }
+    };
+    let li = l
+        .table_info(&e.left.table)
+        .await
+        .map_err(db(&e.left.side))?;
+    let ri = r
+        .table_info(&e.right.table)
+        .await
+        .map_err(db(&e.right.side))?;
+    let plan = Plan::new(e, [l.kind(), r.kind()], li.as_ref(), ri.as_ref())?;
+    Ok((plan, [l, r]))
+}
+
+/// One comparison pass of `source` with fresh connections.
+pub async fn pass(
+    sync: &SyncConfig,
+    plan: &Arc<Plan>,
+    source: Source,
+    sample: Option<Sample>,
+    opts: &Options,
+) -> Result<Tally, ValidateError> {
+    let e = &plan.entity;
+    let l = connect(sync, &e.name, &e.left.side).await?;
+    let r = connect(sync, &e.name, &e.right.side).await?;
+    let mut lc = Cursor::open(plan.clone(), 0, l, source.clone(), sample, opts.page);
+    let mut rc = Cursor::open(plan.clone(), 1, r, source, sample, opts.page);
+    merge(plan, &mut lc, &mut rc, opts.examples).await
+}
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Strict => "strict",
+        Level::Eventual => "eventual",
+        Level::Sampled(_) => "sampled",
+    }
+}
+
+/// Runs the validation; the report says what differs. Audit records go to `control`.
+pub async fn run(
+    sync: &SyncConfig,
+    control: Option<&ControlStore>,
+    opts: &Options,
+) -> Result<Report, ValidateError> {
+    let list = entities(sync, opts.entity.as_deref())?;
+    let mut reports = Vec::with_capacity(list.len());
+    for e in list {
+        let r = entity(sync, control, e, opts).await;
+        let result = match &r {
+            Ok(rep) if rep.consistent => "consistent",
+            Ok(_) => "different",
+            Err(_) => "error",
+        };
+        metrics::counter!(crate::metrics::VALIDATE_RUNS, "entity" => e.name.clone(), "result" => result).increment(1);
+        reports.push(r?);
+    }
+    Ok(Report {
+        consistent: reports.iter().all(|r| r.consistent),
+        entities: reports,
+    })
+}
+
+async fn entity(
+    sync: &SyncConfig,
+    control: Option<&ControlStore>,
+    e: &EntityConfig,
+    opts: &Options,
+) -> Result<EntityReport, ValidateError> {
+    let started = Instant::now();
+    let (plan, mut stores) = plan(sync, e).await?;
+    let plan = Arc::new(plan);
+    let sample = match e.validation.level {
+        Level::Sampled(share) => Some(Sample::new(
+            share,
+            opts.seed.unwrap_or_else(|| fastrand::u64(..)),
+        )),
+        _ => None,
+    };
+    let mut tally = pass(sync, &plan, Source::All, sample, opts).await?;
+    let mut rechecked = None;
+    if e.validation.level == Level::Eventual && !tally.keys.is_empty() {
+        // Differences younger than the lag tolerance may be changes still in flight.
+        tokio::time::sleep(e.lag_tolerance).await;
+        let keys = tally.keys.iter().map(|(k, _)| k.clone()).collect();
+        rechecked = Some(tally.keys.len() as u64);
+        let again = pass(sync, &plan, Source::Keys(keys), None, opts).await?;
+        tally = Tally {
+            rows: tally.rows,
+            duplicates: tally.duplicates,
+            invalid: tally.invalid,
+            examples: {
+                let mut ex = again.examples.clone();
+                for k in [Kind::DuplicateKey, Kind::Invalid] {
+                    if let Some(v) = tally.examples.remove(&k) {
+                        ex.insert(k, v);
+                    }
+                }
+                ex
+            },
+            ..again
+        };
+    }
+    let mut repaired = None;
+    if opts.repair && !tally.keys.is_empty() {
+        let mut rep = repair(&plan, &mut stores, &tally.keys, opts.dry_run).await?;
+        if !opts.dry_run {
+            let keys: Vec<Vec<KeyPart>> = tally.keys.iter().map(|(k, _)| k.clone()).collect();
+            let after = pass(sync, &plan, Source::Keys(keys), None, opts).await?;
+            rep.still_different = after.keys.len() as u64;
+        }
+        repaired = Some(rep);
+    }
+    let sides = [plan.sides[0].side.clone(), plan.sides[1].side.clone()];
+    let by_side = |v: [u64; 2]| sides.iter().cloned().zip(v).collect();
+    let differing = tally.keys.len() as u64
+        + tally.duplicates.iter().sum::<u64>()
+        + tally.invalid.iter().sum::<u64>();
+    let rows_differ = match &repaired {
+        Some(r) if !r.dry_run => {
+            r.still_different > 0
+                || tally.duplicates.iter().any(|n| *n > 0)
+                || tally.invalid.iter().any(|n| *n > 0)
+        }
+        _ => tally.differs(),
+    };
+    let report = EntityReport {
+        entity: e.name.clone(),
+        consistent: !rows_differ && plan.drift.is_empty(),
+        level: level_name(e.validation.level).into(),
+        rows: by_side(tally.rows),
+        only_in: by_side(tally.only_in),
+        changed: tally.changed,
+        changed_columns: tally.changed_columns.clone(),
+        duplicate_keys: by_side(tally.duplicates),
+        invalid: by_side(tally.invalid),
+        drift: plan.drift.clone(),
+        examples: examples(&tally.examples),
+        rechecked,
+        sample: sample.map(|_| {
+            let compared = tally.rows[0].max(tally.rows[1]);
+            SampleBound {
+                share: match e.validation.level {
+                    Level::Sampled(s) => s,
+                    _ => 1.0,
+                },
+                compared,
+                differing,
+                upper_bound_95: wilson_upper(differing, compared),
+            }
+        }),
+        repair: repaired,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    record(&plan, &report, &tally, control).await?;
+    Ok(report)
+}
+
+/// Metrics and audit records of one entity's run.
+async fn record(
+    plan: &Plan,
+    report: &EntityReport,
+    tally: &Tally,
+    control: Option<&ControlStore>,
+) -> Result<(), ValidateError> {
+    let name = &report.entity;
+    for (i, side) in plan.sides.iter().enumerate() {
+        metrics::counter!(crate::metrics::VALIDATE_ROWS, "entity" => name.clone(), "side" => side.side.clone()).increment(tally.rows[i]);
+    }
+    for kind in [
+        Kind::Missing,
+        Kind::Extra,
+        Kind::Changed,
+        Kind::DuplicateKey,
+        Kind::Invalid,
+    ] {
+        let n = match kind {
+            Kind::Missing | Kind::Extra => {
+                tally.keys.iter().filter(|(_, k)| *k == kind).count() as u64
+            }
+            Kind::Changed => tally.changed,
+            Kind::DuplicateKey => tally.duplicates.iter().sum(),
+            Kind::Invalid => tally.invalid.iter().sum(),
+        };
+        metrics::gauge!(crate::metrics::VALIDATE_DISCREPANCIES, "entity" => name.clone(), "kind" => kind.name()).set(n as f64);
+    }
+    metrics::gauge!(crate::metrics::VALIDATE_DISCREPANCIES, "entity" => name.clone(), "kind" => "drift").set(plan.drift.len() as f64);
+    let Some(control) = control else {
+        return Ok(());
+    };
+    let mut summary = serde_json::to_value(report).unwrap_or_default();
+    if let Some(o) = summary.as_object_mut() {
+        o.remove("examples");
+        if let Some(r) = o.get_mut("repair").and_then(|r| r.as_object_mut()) {
+            r.remove("actions");
+        }
+    }
+    let mut entries = vec![AuditEntry {
+        kind: "validation".into(),
+        entity: name.clone(),
+        body: summary.to_string(),
+    }];
+    // Every differing key, a thousand to a record.
+    for chunk in tally.keys.chunks(1000) {
+        let keys: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|(k, kind)| serde_json::json!({"key": key_row(plan, k), "kind": kind.name()}))
+            .collect();
+        entries.push(AuditEntry {
+            kind: "discrepancy".into(),
+            entity: name.clone(),
+            body: serde_json::json!({ "keys": keys }).to_string(),
+        });
+    }
+    if let Some(r) = report.repair.as_ref().filter(|r| !r.dry_run) {
+        for chunk in tally.keys.chunks(1000) {
+            let keys: Vec<serde_json::Value> = chunk
+                .iter()
+                .filter(|(_, k)| matches!(k, Kind::Missing | Kind::Extra | Kind::Changed))
+                .map(|(k, kind)| {
+                    let action = if *kind == Kind::Extra { "delete" } else { "upsert" };
+                    serde_json::json!({"key": key_row(plan, k), "action": action, "to": r.target, "why": kind.name()})
+                })
+                .collect();
+            entries.push(AuditEntry {
+                kind: "repair".into(),
+                entity: name.clone(),
+                body: serde_json::json!({ "writes": keys }).to_string(),
+            });
+        }
+    }
+    control.append_audit(entries).await?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The consistency validator: compares the two sides of each entity through its column map
+//! and transforms, classifies every discrepancy, repairs through the sync engine's apply path
+//! and keeps a tamper-evident audit log of all of it.
+
+pub mod audit;
+pub mod canon;
+pub mod command;
+pub mod compare;
+mod error;
+pub mod plan;
+pub mod repair;
+pub mod report;
+pub mod scan;
+
+pub use error::ValidateError;
