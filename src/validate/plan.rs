@@ -463,6 +463,17 @@ impl Plan {
         (cols, vals.join(", "))
     }
 
+    /// A read row of side `i` as a row image (column → value, as capture would carry it).
+    pub fn row(&self, i: usize, values: Vec<Value>) -> Row {
+        let s = &self.sides[i];
+        s.columns
+            .iter()
+            .zip(values)
+            .zip(&s.families)
+            .map(|((c, v), f)| (c.clone(), image_value(v, *f)))
+            .collect()
+    }
+
     /// A read row of side `i` as a key and its compared values; `Err` names why the row
     /// cannot be mapped.
     pub fn item(&self, i: usize, values: Vec<Value>) -> Item {
@@ -477,10 +488,7 @@ impl Plan {
             .zip(&s.families)
             .map(|(v, f)| image_value(v.clone(), *f))
             .collect();
-        let mut row = Row::new();
-        for ((c, v), f) in s.columns.iter().zip(values).zip(&s.families) {
-            row.insert(c.clone(), image_value(v, *f));
-        }
+        let row = self.row(i, values);
         let right = if i == 0 {
             match self.mapping.to_side(&self.sides[1].side, &row) {
                 Ok((r, _)) => r,

@@ -88,7 +88,7 @@ pub async fn repair(
         let mut found: HashMap<Vec<KeyPart>, Row> = HashMap::with_capacity(rows.len());
         for values in rows {
             let item_key = plan.item(a, values.clone()).key;
-            let row: Row = plan.sides[a].columns.iter().cloned().zip(values).collect();
+            let row = plan.row(a, values);
             found.insert(item_key, row);
         }
         let mut writes: Vec<(Vec<KeyPart>, Write)> = Vec::with_capacity(chunk.len());
