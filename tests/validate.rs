@@ -381,3 +381,432 @@ async fn a_third_of_rows_differing_then_repair_leaves_both_sides_equal() {
     assert_eq!(clean.entities[0].rows["members"], 30_000);
     drop(left);
 }
+
+fn simple_config(left: &str, right: &str, control: &std::path::Path, entity: &str) -> String {
+    format!(
+        r#"
+[gateway]
+control = "sqlite://{}"
+
+[sides.monolith]
+database = "{left}"
+
+[sides.svc]
+database = "{right}"
+
+{entity}
+"#,
+        control.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_keys_are_walked_in_one_order_on_postgres_and_mariadb() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((left, lurl)) = fresh(Kinds::Pg, dir.path(), "l").await else {
+        return;
+    };
+    let Some((right, rurl)) = fresh(Kinds::My, dir.path(), "r").await else {
+        return;
+    };
+    // Case, accents, digits and punctuation: collations order these differently; the
+    // validator walks both sides in byte order.
+    let codes = [
+        "B", "a", "é", "Z", "zz", "ä", "10", "9", "-x", "Ω", "b2", "A1", "_u", "~", "f",
+    ];
+    for db in [&left, &right] {
+        db.exec("CREATE TABLE tags (code VARCHAR(40) PRIMARY KEY, n INTEGER)")
+            .await;
+        let values: Vec<String> = codes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !(std::ptr::eq(db, &right) && **c == "ä"))
+            .map(|(i, c)| format!("('{c}', {i})"))
+            .collect();
+        db.exec(&format!("INSERT INTO tags VALUES {}", values.join(", ")))
+            .await;
+    }
+    right.exec("UPDATE tags SET n = 99 WHERE code = 'Ω'").await;
+    let entity = r#"[[entities]]
+name = "tags"
+monolith = { table = "tags", key = ["code"] }
+svc = { table = "tags", key = ["code"] }
+columns = { code = "code", n = "n" }"#;
+    let cfg = parse(&simple_config(
+        &lurl,
+        &rurl,
+        &dir.path().join("c.db"),
+        entity,
+    ));
+    let opts = Options {
+        page: 3,
+        ..Default::default()
+    };
+    let report = run(&cfg.sync, None, &opts).await.unwrap();
+    let e = &report.entities[0];
+    assert_eq!(e.rows["monolith"], 15);
+    assert_eq!(e.only_in["monolith"], 1, "{}", report.text());
+    assert_eq!(e.only_in["svc"], 0, "{}", report.text());
+    assert_eq!(e.changed, 1);
+    assert_eq!(e.examples["missing"][0].key["code"], "ä");
+    assert_eq!(e.examples["changed"][0].key["code"], "Ω");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_and_rows_the_mapping_cannot_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (left, lurl) = Db::fresh_sqlite(dir.path(), "l");
+    let (right, rurl) = Db::fresh_sqlite(dir.path(), "r");
+    left.exec("CREATE TABLE src (id INTEGER PRIMARY KEY, code TEXT)")
+        .await;
+    // The service's key is not enforced: duplicates can exist there.
+    right
+        .exec("CREATE TABLE dst (id INTEGER, code INTEGER); CREATE INDEX dst_id ON dst (id)")
+        .await;
+    let lv: Vec<String> = (1..=10)
+        .map(|i| {
+            format!(
+                "({i}, '{}')",
+                if i == 5 { "abc".into() } else { i.to_string() }
+            )
+        })
+        .collect();
+    left.exec(&format!("INSERT INTO src VALUES {}", lv.join(", ")))
+        .await;
+    let rv: Vec<String> = (1..=10)
+        .chain([3, 3, 7])
+        .map(|i| format!("({i}, {i})"))
+        .collect();
+    right
+        .exec(&format!("INSERT INTO dst VALUES {}", rv.join(", ")))
+        .await;
+    let entity = r#"[[entities]]
+name = "codes"
+monolith = { table = "src", key = ["id"] }
+svc = { table = "dst", key = ["id"] }
+columns = { id = "id", code = "code" }
+transforms = [{ column = "code", cast = "integer" }]"#;
+    let cfg = parse(&simple_config(
+        &lurl,
+        &rurl,
+        &dir.path().join("c.db"),
+        entity,
+    ));
+    let opts = Options {
+        page: 3,
+        ..Default::default()
+    };
+    let report = run(&cfg.sync, None, &opts).await.unwrap();
+    let e = &report.entities[0];
+    assert!(!e.consistent);
+    assert_eq!(e.rows["svc"], 13);
+    assert_eq!(e.duplicate_keys["svc"], 3, "{}", report.text());
+    assert_eq!(e.duplicate_keys["monolith"], 0);
+    let dups: Vec<i64> = e.examples["duplicate_key"]
+        .iter()
+        .map(|x| x.key["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(dups, vec![3, 3, 7]);
+    assert_eq!(e.invalid["monolith"], 1);
+    let bad = &e.examples["invalid"][0];
+    assert_eq!(bad.key["id"], 5);
+    assert!(
+        bad.error
+            .as_deref()
+            .unwrap()
+            .contains("\"abc\" is not an integer")
+    );
+    // Nothing else: the other rows match through the cast.
+    assert_eq!(
+        (e.changed, e.only_in["monolith"], e.only_in["svc"]),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_level_reports_only_what_outlives_the_lag_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (left, lurl) = Db::fresh_sqlite(dir.path(), "l");
+    let (right, rurl) = Db::fresh_sqlite(dir.path(), "r");
+    for db in [&left, &right] {
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .await;
+        db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+            .await;
+    }
+    right.exec("UPDATE t SET v = 'late' WHERE id = 1").await;
+    right.exec("UPDATE t SET v = 'wrong' WHERE id = 2").await;
+    let entity = r#"[[entities]]
+name = "t"
+monolith = { table = "t", key = ["id"] }
+svc = { table = "t", key = ["id"] }
+columns = { id = "id", v = "v" }
+lag_tolerance = "3s"
+validate = { level = "eventual" }"#;
+    let cfg = parse(&simple_config(
+        &lurl,
+        &rurl,
+        &dir.path().join("c.db"),
+        entity,
+    ));
+    let sync = cfg.sync.clone();
+    let task = tokio::spawn(async move { run(&sync, None, &Options::default()).await });
+    // The change in flight arrives within the tolerance.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    right.exec("UPDATE t SET v = 'a' WHERE id = 1").await;
+    let report = task.await.unwrap().unwrap();
+    let e = &report.entities[0];
+    assert_eq!(e.level, "eventual");
+    assert_eq!(e.rechecked, Some(2));
+    assert_eq!(e.changed, 1);
+    assert_eq!(e.examples["changed"][0].key["id"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_level_compares_a_share_and_states_its_bound() {
+    let Some((_left, right, text, _dir)) = pair(
+        Kinds::Sqlite,
+        Kinds::Sqlite,
+        20_000,
+        r#"validate = { level = "sampled", sample = 0.25 }"#,
+    )
+    .await
+    else {
+        return;
+    };
+    right
+        .exec("UPDATE members SET note = 'x' WHERE member_id % 50 = 0")
+        .await;
+    let cfg = parse(&text);
+    let opts = Options {
+        seed: Some(42),
+        ..Default::default()
+    };
+    let a = run(&cfg.sync, None, &opts).await.unwrap();
+    let b = run(&cfg.sync, None, &opts).await.unwrap();
+    let (ea, eb) = (&a.entities[0], &b.entities[0]);
+    let s = ea.sample.as_ref().unwrap();
+    assert_eq!(ea.level, "sampled");
+    assert!((4_000..6_000).contains(&s.compared), "{s:?}");
+    assert!((50..150).contains(&s.differing), "{s:?}");
+    assert_eq!(s.differing, ea.changed);
+    let rate = s.differing as f64 / s.compared as f64;
+    assert!(
+        s.upper_bound_95 > rate && s.upper_bound_95 < rate * 2.0,
+        "{s:?}"
+    );
+    // Same seed, same keys.
+    assert_eq!(eb.sample.as_ref().unwrap().compared, s.compared);
+    assert_eq!(eb.changed, ea.changed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_entity_side_and_column_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (left, lurl) = Db::fresh_sqlite(dir.path(), "l");
+    let (right, rurl) = Db::fresh_sqlite(dir.path(), "r");
+    left.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, d REAL)")
+        .await;
+    right
+        .exec("CREATE TABLE t (id INTEGER PRIMARY KEY, w TEXT, d REAL)")
+        .await;
+    let control_path = dir.path().join("c.db");
+    let control =
+        strangler::control::ControlStore::open(&format!("sqlite://{}", control_path.display()))
+            .await
+            .unwrap();
+    let attempt = |entity: &str, right: &str| {
+        let text = simple_config(&lurl, right, &control_path, entity);
+        let cfg = parse(&text);
+        let control = &control;
+        async move {
+            run(&cfg.sync, Some(control), &Options::default())
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let entity = |cols: &str, key: &str| {
+        format!(
+            "[[entities]]\nname = \"t\"\nmonolith = {{ table = \"t\", key = [\"{key}\"] }}\nsvc = {{ table = \"t\", key = [\"{key}\"] }}\ncolumns = {{ {cols} }}"
+        )
+    };
+    let err = attempt(&entity("id = \"id\", v = \"v\"", "id"), &rurl).await;
+    assert!(
+        err.contains("entity \"t\"") && err.contains("side \"svc\"") && err.contains("\"v\""),
+        "{err}"
+    );
+    let err = attempt(
+        &entity("id = \"id\", v = \"w\"", "id")
+            .replace("table = \"t\", key", "table = \"gone\", key"),
+        &rurl,
+    )
+    .await;
+    assert!(err.contains("table \"gone\" does not exist"), "{err}");
+    let err = attempt(&entity("id = \"id\", d = \"d\"", "d"), &rurl).await;
+    assert!(err.contains("key column \"d\""), "{err}");
+    let err = attempt(
+        &entity("id = \"id\", v = \"w\"", "id"),
+        "postgres://postgres@127.0.0.1:1/none",
+    )
+    .await;
+    assert!(err.contains("side \"svc\""), "{err}");
+    let text = simple_config(
+        &lurl,
+        &rurl,
+        &control_path,
+        &entity("id = \"id\", v = \"w\"", "id"),
+    );
+    let cfg = parse(&text);
+    let opts = Options {
+        entity: Some("nope".into()),
+        ..Default::default()
+    };
+    let err = run(&cfg.sync, Some(&control), &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"nope\" is not in the config (entities: t)"),
+        "{err}"
+    );
+    // Nothing was recorded for the runs that failed.
+    assert!(control.audit(0, 10).await.unwrap().is_empty());
+    drop(right);
+}
+
+/// Runs two validations recording to `control`; returns the records.
+async fn recorded(
+    control: &strangler::control::ControlStore,
+    text: &str,
+) -> Vec<strangler::control::AuditRecord> {
+    let cfg = parse(text);
+    for _ in 0..2 {
+        run(&cfg.sync, Some(control), &Options::default())
+            .await
+            .unwrap();
+    }
+    strangler::validate::audit::records(control).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_chain_shows_a_changed_byte_a_removed_record_and_a_swap() {
+    use strangler::validate::audit::{Break, verify};
+    let Some((_left, right, text, dir)) = pair(Kinds::Sqlite, Kinds::Sqlite, 2_000, "").await
+    else {
+        return;
+    };
+    right
+        .exec("DELETE FROM members WHERE member_id % 100 = 1")
+        .await;
+    let path = dir.path().join("control.db");
+    let control = strangler::control::ControlStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let records = recorded(&control, &text).await;
+    // A validation record and a discrepancy record per run.
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0].kind, "validation");
+    assert_eq!(records[1].kind, "discrepancy");
+    assert!(records[1].body.contains("\"kind\":\"missing\""));
+    let v = verify(&records, None);
+    assert_eq!(v.broken, None);
+    let head = v.head.clone().unwrap();
+    assert_eq!(head.0, 4);
+
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let reread = || async { strangler::validate::audit::records(&control).await.unwrap() };
+    // One byte of one record.
+    db.execute(
+        "UPDATE strangler_audit SET body = replace(body, '\"consistent\":false', '\"consistent\":true ') WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        verify(&reread().await, None).broken,
+        Some(Break::Altered { seq: 3 })
+    );
+    db.execute(
+        "UPDATE strangler_audit SET body = ?1 WHERE seq = 3",
+        [&records[2].body],
+    )
+    .unwrap();
+    assert_eq!(verify(&reread().await, None).broken, None);
+    // Two records swapped.
+    for (to, from) in [(2, &records[2]), (3, &records[1])] {
+        db.execute(
+            "UPDATE strangler_audit SET at_ms = ?1, kind = ?2, entity = ?3, body = ?4, prev = ?5, hash = ?6 WHERE seq = ?7",
+            rusqlite::params![from.at_ms, from.kind, from.entity, from.body, from.prev, from.hash, to],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        verify(&reread().await, None).broken,
+        Some(Break::Reordered { seq: 2, belongs: 3 })
+    );
+    // One record removed (the swap undone first).
+    for (to, from) in [(2, &records[1]), (3, &records[2])] {
+        db.execute(
+            "UPDATE strangler_audit SET at_ms = ?1, kind = ?2, entity = ?3, body = ?4, prev = ?5, hash = ?6 WHERE seq = ?7",
+            rusqlite::params![from.at_ms, from.kind, from.entity, from.body, from.prev, from.hash, to],
+        )
+        .unwrap();
+    }
+    assert_eq!(verify(&reread().await, None).broken, None);
+    db.execute("DELETE FROM strangler_audit WHERE seq = 2", [])
+        .unwrap();
+    assert_eq!(
+        verify(&reread().await, None).broken,
+        Some(Break::Removed { from: 2, to: 2 })
+    );
+    // The last record cut: only the anchor kept elsewhere shows it.
+    let mut cut = records.clone();
+    cut.pop();
+    assert_eq!(verify(&cut, None).broken, None);
+    assert_eq!(
+        verify(&cut, Some((head.0, &head.1))).broken,
+        Some(Break::Anchor {
+            seq: 4,
+            found: None
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_chains_across_appenders_in_a_postgres_control_database() {
+    let Some(base) = service_url("STRANGLER_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (_db, url) = Db::fresh_pg(&base).await;
+    let a = strangler::control::ControlStore::open(&url).await.unwrap();
+    let b = strangler::control::ControlStore::open(&url).await.unwrap();
+    let entry = |n: usize| strangler::control::AuditEntry {
+        kind: "validation".into(),
+        entity: "e".into(),
+        body: format!("{{\"n\":{n}}}"),
+    };
+    let tasks: Vec<_> = [a, b]
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            tokio::spawn(async move {
+                for n in 0..20 {
+                    c.append_audit(vec![entry(i * 100 + n), entry(i * 100 + n + 50)])
+                        .await
+                        .unwrap();
+                }
+                c
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap());
+    }
+    let records = strangler::validate::audit::records(&stores[0])
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 80);
+    let v = strangler::validate::audit::verify(&records, None);
+    assert_eq!(v.broken, None);
+}

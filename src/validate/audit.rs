@@ -118,23 +118,22 @@ pub fn verify(records: &[AuditRecord], anchor: Option<(i64, &str)>) -> Verdict {
             }));
         }
         if !r.intact() {
-            // A record moved to another position still carries its old link: find where it
-            // was appended.
-            let origin = if r.prev == GENESIS {
-                Some(0)
-            } else {
-                by_hash.get(r.prev.as_str()).copied()
-            };
-            if let Some(p) = origin
-                && p + 1 != r.seq
-                && chain_hash(p + 1, r.at_ms, &r.kind, &r.entity, &r.body, &r.prev) == r.hash
-            {
-                return verdict(Some(Break::Reordered {
+            // A record moved to another position is intact at the one it was appended at
+            // (its sequence number is in its hash): look for that position.
+            let last = records
+                .last()
+                .map_or(0, |l| l.seq)
+                .max(records.len() as i64);
+            let belongs = (1..=last).find(|&s| {
+                s != r.seq && chain_hash(s, r.at_ms, &r.kind, &r.entity, &r.body, &r.prev) == r.hash
+            });
+            return verdict(Some(match belongs {
+                Some(b) => Break::Reordered {
                     seq: r.seq,
-                    belongs: p + 1,
-                }));
-            }
-            return verdict(Some(Break::Altered { seq: r.seq }));
+                    belongs: b,
+                },
+                None => Break::Altered { seq: r.seq },
+            }));
         }
         if r.prev != expect_prev {
             // Intact, but linked to another record: this one moved, or the one before it
