@@ -191,6 +191,22 @@ enum SyncAction {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Copy the authority's existing rows that the other side lacks, through the sync
+    /// engine (resumable; progress on a terminal, a JSON summary otherwise).
+    Backfill {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this entity (default: every one).
+        #[arg(long)]
+        entity: Option<String>,
+        /// Rows per chunk.
+        #[arg(long, default_value_t = strangler::validate::backfill::CHUNK)]
+        chunk: usize,
+        /// Return once the copies are captured, without waiting for the engine to apply them.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Run the sync engine until SIGTERM or SIGINT.
     Run {
         /// Configuration file.
@@ -444,6 +460,71 @@ async fn validate(
     }
 }
 
+async fn backfill(config: PathBuf, entity: Option<String>, chunk: usize, wait: bool) -> i32 {
+    use std::io::IsTerminal;
+    use strangler::validate::backfill;
+    let tty = std::io::stderr().is_terminal();
+    let run = async {
+        let cfg = strangler::config::Config::load(&config)?;
+        let control = strangler::control::ControlStore::open(&cfg.gateway.control)
+            .await
+            .with_context(|| format!("control database {}", cfg.gateway.control))?;
+        let mut reports = Vec::new();
+        for e in strangler::validate::command::entities(&cfg.sync, entity.as_deref())? {
+            let r = backfill::backfill(&cfg.sync, e, chunk, |r| {
+                if tty {
+                    let p = &r.progress;
+                    let secs = (r.duration_ms as f64 / 1000.0).max(0.001);
+                    let rate = p.read as f64 / secs;
+                    let left = r.total.saturating_sub(p.read) as f64 / rate.max(1.0);
+                    eprint!(
+                        "\r{}: {} of {} rows read ({:.0} %), {} copied, {:.0} rows/s, ETA {:.0}s   ",
+                        r.entity,
+                        p.read,
+                        r.total,
+                        100.0 * p.read as f64 / r.total.max(1) as f64,
+                        p.copied,
+                        rate,
+                        left
+                    );
+                }
+            })
+            .await?;
+            if tty {
+                eprintln!();
+            }
+            control
+                .append_audit(vec![backfill::audit_entry(&r)])
+                .await?;
+            if wait {
+                if tty {
+                    eprintln!(
+                        "{}: waiting for the sync engine to apply the copies",
+                        r.entity
+                    );
+                }
+                backfill::drained(&cfg.sync, e, std::time::Duration::from_secs(60)).await?;
+            }
+            reports.push(r);
+        }
+        anyhow::Ok(reports)
+    };
+    match run.await {
+        Ok(reports) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "entities": reports }))
+                    .unwrap_or_default()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    }
+}
+
 async fn audit(action: AuditAction) -> i32 {
     use strangler::validate::audit;
     let run = async {
@@ -536,6 +617,15 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
             let cfg = strangler::config::Config::load(&config)?;
             SyncEngine::uninstall(&cfg.sync).await?;
             println!("capture removed");
+        }
+        SyncAction::Backfill {
+            config,
+            entity,
+            chunk,
+            no_wait,
+        } => {
+            let code = backfill(config, entity, chunk.max(1), !no_wait).await;
+            return exit(code);
         }
         SyncAction::Run {
             config,

@@ -3,6 +3,7 @@
 //! and keeps a tamper-evident audit log of all of it.
 
 pub mod audit;
+pub mod backfill;
 pub mod canon;
 pub mod command;
 pub mod compare;

@@ -19,7 +19,8 @@ const KEYS_PER_BATCH: usize = 500;
 /// Actions a report lists.
 const LISTED: usize = 1000;
 
-fn key_value(p: &KeyPart) -> Value {
+/// A key value as JSON.
+pub fn key_value(p: &KeyPart) -> Value {
     match p {
         KeyPart::Int(i) => {
             i64::try_from(*i).map_or_else(|_| Value::String(i.to_string()), Value::from)

@@ -9,6 +9,75 @@ impl Capture for MyStore {
         "triggers"
     }
 
+    async fn snapshot(
+        &mut self,
+        spec: &CaptureSpec,
+        keys: &[Row],
+        entity: &str,
+        progress: &str,
+    ) -> Result<u64, StoreError> {
+        let info = self.table_info(&spec.table).await?.ok_or_else(|| {
+            StoreError::Value(format!("mysql: table {:?} does not exist", spec.table))
+        })?;
+        let cols: Vec<String> = spec.key.iter().map(|k| bq(k)).collect();
+        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
+        let sql = format!(
+            "INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) \
+             SELECT {name}, 'I', NULL, {obj}, NULL, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), {pk} \
+             FROM {t} AS r WHERE ({cols}) IN ({tuples})",
+            name = lit_backslash(&spec.table),
+            obj = image_object(&info, "r"),
+            pk = key_expr(&spec.key, "r"),
+            t = bq(&spec.table),
+            cols = cols.join(", "),
+            tuples = vec![tuple; keys.len().max(1)].join(", "),
+        );
+        let params: Vec<My> = if keys.is_empty() {
+            vec![My::NULL; spec.key.len()]
+        } else {
+            keys.iter()
+                .flat_map(|k| {
+                    spec.key
+                        .iter()
+                        .map(move |c| my(k.get(c).unwrap_or(&Value::Null)))
+                })
+                .collect()
+        };
+        self.conn.query_drop(BACKFILL).await?;
+        self.conn.query_drop("START TRANSACTION").await?;
+        let run = async {
+            self.conn.exec_drop(sql, Params::Positional(params)).await?;
+            let n = self.conn.affected_rows();
+            self.conn
+                .exec_drop(
+                    "INSERT INTO _strangler_backfill (entity, progress) VALUES (?, ?) \
+                     ON DUPLICATE KEY UPDATE progress = VALUES(progress)",
+                    (entity, progress),
+                )
+                .await?;
+            self.conn.query_drop("COMMIT").await?;
+            Ok::<u64, StoreError>(n)
+        };
+        match run.await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn backfill_progress(&mut self, entity: &str) -> Result<Option<String>, StoreError> {
+        self.conn.query_drop(BACKFILL).await?;
+        Ok(self
+            .conn
+            .exec_first(
+                "SELECT progress FROM _strangler_backfill WHERE entity = ?",
+                (entity,),
+            )
+            .await?)
+    }
+
     async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
         for s in SCHEMA {
             self.conn.query_drop(s).await?;
@@ -36,40 +105,8 @@ impl Capture for MyStore {
             let info = self.table_info(&s.table).await?.ok_or_else(|| {
                 StoreError::Value(format!("mysql: table {:?} does not exist", s.table))
             })?;
-            let obj = |row: &str| {
-                let parts: Vec<String> = info
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        // JSON_OBJECT would put a binary value's raw bytes in a JSON string:
-                        // binary columns travel as `\x` and hex, like PostgreSQL's bytea text.
-                        let value = if c.family == TypeFamily::Blob {
-                            format!("CONCAT('\\\\x', HEX({row}.{}))", bq(&c.name))
-                        } else if c.declared.starts_with("timestamp") {
-                            // A TIMESTAMP reads in the writing session's zone: captured as
-                            // its UTC time, from the zone-free Unix time.
-                            format!(
-                                "DATE_FORMAT(TIMESTAMP'1970-01-01 00:00:00' + INTERVAL \
-                                 CAST(UNIX_TIMESTAMP({row}.{c}) * 1000000 AS SIGNED) MICROSECOND, \
-                                 '%Y-%m-%d %H:%i:%s.%f+00:00')",
-                                c = bq(&c.name)
-                            )
-                        } else {
-                            format!("{row}.{}", bq(&c.name))
-                        };
-                        format!("{}, {value}", lit_backslash(&c.name))
-                    })
-                    .collect();
-                format!("JSON_OBJECT({})", parts.join(", "))
-            };
-            let pk = |row: &str| {
-                let parts: Vec<String> = s
-                    .key
-                    .iter()
-                    .map(|k| format!("COALESCE({row}.{}, '')", bq(k)))
-                    .collect();
-                format!("CONCAT_WS(CHAR(31), {})", parts.join(", "))
-            };
+            let obj = |row: &str| image_object(&info, row);
+            let pk = |row: &str| key_expr(&s.key, row);
             for (suffix, event, op, old, new, row) in [
                 ("ai", "INSERT", "I", "NULL".to_string(), obj("NEW"), "NEW"),
                 ("au", "UPDATE", "U", obj("OLD"), obj("NEW"), "NEW"),
@@ -115,7 +152,7 @@ impl Capture for MyStore {
         }
         self.conn
             .query_drop(
-                "DROP TABLE IF EXISTS _strangler_changes, _strangler_applied, _strangler_fence",
+                "DROP TABLE IF EXISTS _strangler_changes, _strangler_applied, _strangler_fence, _strangler_backfill",
             )
             .await?;
         Ok(())
@@ -229,4 +266,45 @@ impl Capture for MyStore {
             .await?;
         Ok(n.unwrap_or(0))
     }
+}
+
+/// The backfill progress table, made when first needed.
+const BACKFILL: &str = "CREATE TABLE IF NOT EXISTS _strangler_backfill (entity VARCHAR(200) PRIMARY KEY, \
+     progress LONGTEXT NOT NULL) ENGINE=InnoDB";
+
+/// The SQL of a row's image as the triggers write it (`row`: the row's alias).
+fn image_object(info: &TableInfo, row: &str) -> String {
+    let parts: Vec<String> = info
+        .columns
+        .iter()
+        .map(|c| {
+            // JSON_OBJECT would put a binary value's raw bytes in a JSON string: binary
+            // columns travel as `\x` and hex, like PostgreSQL's bytea text.
+            let value = if c.family == TypeFamily::Blob {
+                format!("CONCAT('\\\\x', HEX({row}.{}))", bq(&c.name))
+            } else if c.declared.starts_with("timestamp") {
+                // A TIMESTAMP reads in the writing session's zone: captured as its UTC
+                // time, from the zone-free Unix time.
+                format!(
+                    "DATE_FORMAT(TIMESTAMP'1970-01-01 00:00:00' + INTERVAL \
+                     CAST(UNIX_TIMESTAMP({row}.{c}) * 1000000 AS SIGNED) MICROSECOND, \
+                     '%Y-%m-%d %H:%i:%s.%f+00:00')",
+                    c = bq(&c.name)
+                )
+            } else {
+                format!("{row}.{}", bq(&c.name))
+            };
+            format!("{}, {value}", lit_backslash(&c.name))
+        })
+        .collect();
+    format!("JSON_OBJECT({})", parts.join(", "))
+}
+
+/// The SQL of a row's key text as the triggers write it.
+fn key_expr(key: &[String], row: &str) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|k| format!("COALESCE({row}.{}, '')", bq(k)))
+        .collect();
+    format!("CONCAT_WS(CHAR(31), {})", parts.join(", "))
 }

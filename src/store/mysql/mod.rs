@@ -24,7 +24,7 @@ pub struct MyStore {
     conn: Conn,
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS _strangler_changes (
         seq BIGINT AUTO_INCREMENT PRIMARY KEY,
         tbl VARCHAR(64) NOT NULL, op CHAR(1) NOT NULL, old LONGTEXT, new LONGTEXT, tx VARCHAR(40),
@@ -33,6 +33,8 @@ const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS _strangler_applied (src VARCHAR(64) NOT NULL, seq BIGINT NOT NULL,
         PRIMARY KEY (src, seq)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS _strangler_fence (unit VARCHAR(200) PRIMARY KEY, token BIGINT NOT NULL)
+        ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS _strangler_backfill (entity VARCHAR(200) PRIMARY KEY, progress LONGTEXT NOT NULL)
         ENGINE=InnoDB",
 ];
 

@@ -9,6 +9,20 @@ impl Capture for SqliteStore {
         "triggers"
     }
 
+    async fn snapshot(
+        &mut self,
+        spec: &CaptureSpec,
+        keys: &[Row],
+        entity: &str,
+        progress: &str,
+    ) -> Result<u64, StoreError> {
+        self.snapshot_rows(spec, keys, entity, progress).await
+    }
+
+    async fn backfill_progress(&mut self, entity: &str) -> Result<Option<String>, StoreError> {
+        self.stored_progress(entity).await
+    }
+
     async fn install(&mut self, specs: &[CaptureSpec], outbox: bool) -> Result<(), StoreError> {
         let specs = specs.to_vec();
         let mut infos = Vec::new();
@@ -35,21 +49,8 @@ impl Capture for SqliteStore {
                 }
             }
             for (s, info) in specs.iter().zip(&infos) {
-                let obj = |row: &str| {
-                    let parts: Vec<String> = info
-                        .columns
-                        .iter()
-                        .map(|col| image_member(row, &col.name, col.family == TypeFamily::Json))
-                        .collect();
-                    format!("'{{' || {} || '}}'", parts.join(" || ',' || "))
-                };
-                let pk = |row: &str| {
-                    s.key
-                        .iter()
-                        .map(|k| format!("COALESCE(CAST({row}.{} AS TEXT), '')", dq(k)))
-                        .collect::<Vec<_>>()
-                        .join(" || char(31) || ")
-                };
+                let obj = |row: &str| image_object(info, row);
+                let pk = |row: &str| key_expr(&s.key, row);
                 let name = s.table.replace('\'', "''");
                 for (suffix, event, op, old, new, row) in [
                     ("ai", "INSERT", "I", "NULL".to_string(), obj("NEW"), "NEW"),
@@ -100,7 +101,8 @@ impl Capture for SqliteStore {
                 "DROP TABLE IF EXISTS _strangler_changes;
                  DROP TABLE IF EXISTS _strangler_applied;
                  DROP TABLE IF EXISTS _strangler_guard;
-                 DROP TABLE IF EXISTS _strangler_fence;",
+                 DROP TABLE IF EXISTS _strangler_fence;
+                 DROP TABLE IF EXISTS _strangler_backfill;",
             )?;
             tx.commit()?;
             Ok(())
@@ -254,3 +256,94 @@ impl Capture for SqliteStore {
         Some(watch.notify.clone())
     }
 }
+
+/// The SQL of a row's image as the triggers write it (`row`: the row's alias).
+fn image_object(info: &TableInfo, row: &str) -> String {
+    let parts: Vec<String> = info
+        .columns
+        .iter()
+        .map(|col| image_member(row, &col.name, col.family == TypeFamily::Json))
+        .collect();
+    format!("'{{' || {} || '}}'", parts.join(" || ',' || "))
+}
+
+/// The SQL of a row's key text as the triggers write it.
+fn key_expr(key: &[String], row: &str) -> String {
+    key.iter()
+        .map(|k| format!("COALESCE(CAST({row}.{} AS TEXT), '')", dq(k)))
+        .collect::<Vec<_>>()
+        .join(" || char(31) || ")
+}
+
+impl SqliteStore {
+    pub(super) async fn snapshot_rows(
+        &mut self,
+        spec: &CaptureSpec,
+        keys: &[Row],
+        entity: &str,
+        progress: &str,
+    ) -> Result<u64, StoreError> {
+        let info = self.table_info(&spec.table).await?.ok_or_else(|| {
+            StoreError::Value(format!("sqlite: table {:?} does not exist", spec.table))
+        })?;
+        let cols: Vec<String> = spec.key.iter().map(|k| dq(k)).collect();
+        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
+        let text = format!(
+            "INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) \
+             SELECT {name}, 'I', NULL, {obj}, NULL, {NOW_US}, {pk} FROM {t} AS r \
+             WHERE ({cols}) IN (VALUES {tuples})",
+            name = crate::store::sql::lit(&spec.table),
+            obj = image_object(&info, "r"),
+            pk = key_expr(&spec.key, "r"),
+            t = dq(&spec.table),
+            cols = cols.join(", "),
+            tuples = vec![tuple; keys.len().max(1)].join(", "),
+        );
+        let params: Vec<Sql> = if keys.is_empty() {
+            vec![Sql::Null; spec.key.len()]
+        } else {
+            keys.iter()
+                .flat_map(|k| {
+                    spec.key
+                        .iter()
+                        .map(move |c| sql(k.get(c).unwrap_or(&Value::Null)))
+                })
+                .collect()
+        };
+        let (entity, progress) = (entity.to_string(), progress.to_string());
+        self.with(move |c| {
+            // IMMEDIATE: the write lock is taken (waiting for it) before the rows are read.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(BACKFILL)?;
+            let n = tx.execute(&text, rusqlite::params_from_iter(params))?;
+            tx.execute(
+                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?1, ?2) \
+                 ON CONFLICT (entity) DO UPDATE SET progress = excluded.progress",
+                rusqlite::params![entity, progress],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    pub(super) async fn stored_progress(
+        &mut self,
+        entity: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let entity = entity.to_string();
+        self.with(move |c| {
+            c.execute_batch(BACKFILL)?;
+            Ok(c.query_row(
+                "SELECT progress FROM _strangler_backfill WHERE entity = ?1",
+                [entity],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+}
+
+/// The backfill progress table, made when first needed.
+const BACKFILL: &str = "CREATE TABLE IF NOT EXISTS _strangler_backfill (entity TEXT PRIMARY KEY, progress TEXT NOT NULL);";

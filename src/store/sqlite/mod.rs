@@ -53,6 +53,7 @@ CREATE INDEX IF NOT EXISTS _strangler_changes_key ON _strangler_changes (tbl, pk
 CREATE TABLE IF NOT EXISTS _strangler_applied (src TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (src, seq));
 CREATE TABLE IF NOT EXISTS _strangler_guard (applying INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS _strangler_fence (unit TEXT PRIMARY KEY, token INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS _strangler_backfill (entity TEXT PRIMARY KEY, progress TEXT NOT NULL);
 INSERT INTO _strangler_guard SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _strangler_guard);";
 
 /// Waits for another connection's write lock in 250 µs steps, for up to 10 s. SQLite's own
