@@ -379,7 +379,19 @@ async fn engines(
         }
         out.push(Box::new(sync));
     }
+    if let Some(b) = crate::validate::backfill::BackfillEngine::new(cfg, Some(control.clone())) {
+        out.push(Box::new(b));
+    }
     Ok(out)
+}
+
+/// The backfill engine for `strangler sync run`, when entities ask for one.
+pub async fn backfill_engine(config: &Config) -> Result<Option<Box<dyn Engine>>, AppError> {
+    let control = Arc::new(ControlStore::open(&config.gateway.control).await?);
+    Ok(
+        crate::validate::backfill::BackfillEngine::new(&config.sync, Some(control))
+            .map(|b| Box::new(b) as Box<dyn Engine>),
+    )
 }
 
 impl Running {

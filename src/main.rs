@@ -661,7 +661,13 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
                     .unwrap_or("none"),
                 "strangler sync engine running"
             );
+            let backfill = strangler::app::backfill_engine(&cfg)
+                .await?
+                .map(|b| tokio::spawn(b.run(token.clone())));
             engine.run(token).await;
+            if let Some(task) = backfill {
+                let _ = task.await;
+            }
             if let Some(task) = admin {
                 let _ = task.await;
             }

@@ -31,7 +31,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "validate",
-        &["config", "control", "family", "metrics", "store", "sync"],
+        &[
+            "config", "control", "engine", "family", "metrics", "store", "sync",
+        ],
     ),
     (
         "admin",

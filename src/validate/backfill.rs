@@ -238,6 +238,76 @@ pub fn audit_entry(r: &BackfillReport) -> AuditEntry {
     }
 }
 
+/// The backfills of the entities marked `backfill = true`, as an engine of `serve` and `sync
+/// run`: each runs to its end (resuming an interrupted one), retrying after failures, and is
+/// recorded in the audit log; the copies travel through the sync engine running beside it.
+pub struct BackfillEngine {
+    sync: SyncConfig,
+    control: Option<std::sync::Arc<crate::control::ControlStore>>,
+}
+
+impl BackfillEngine {
+    /// The engine for `sync`'s entities marked `backfill = true`; `None` when there are none.
+    pub fn new(
+        sync: &SyncConfig,
+        control: Option<std::sync::Arc<crate::control::ControlStore>>,
+    ) -> Option<BackfillEngine> {
+        sync.entities
+            .iter()
+            .any(|e| e.backfill)
+            .then(|| BackfillEngine {
+                sync: sync.clone(),
+                control,
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::engine::Engine for BackfillEngine {
+    fn name(&self) -> &'static str {
+        "backfill"
+    }
+
+    async fn run(
+        self: Box<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), crate::engine::EngineError> {
+        for e in self.sync.entities.iter().filter(|e| e.backfill) {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let run = backfill(&self.sync, e, CHUNK, |r| {
+                    tracing::debug!(entity = %r.entity, read = r.progress.read, copied = r.progress.copied, "backfill chunk");
+                });
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    r = run => r,
+                };
+                match outcome {
+                    Ok(r) => {
+                        tracing::info!(entity = %r.entity, read = r.progress.read, copied = r.progress.copied, "backfill done");
+                        if let Some(c) = &self.control
+                            && let Err(err) = c.append_audit(vec![audit_entry(&r)]).await
+                        {
+                            tracing::warn!(error = %err, "backfill: audit record not written");
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(entity = %e.name, error = %err, retry_in = ?wait, "backfill failed; resuming later");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+        shutdown.cancelled().await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

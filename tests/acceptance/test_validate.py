@@ -144,3 +144,25 @@ def test_audit_log_verify_names_the_first_broken_record(tmp_path):
     assert r.returncode == 0
     r = cli("audit", "verify", "--config", str(config), "--anchor", head)
     assert r.returncode == 1 and "record 6 of the anchor is gone" in r.stdout, r.stdout
+
+
+def test_sync_run_backfills_entities_marked_for_it(tmp_path):
+    import time
+    config, _, b = setup(tmp_path, rows=1500)
+    b.execute("DELETE FROM accounts WHERE user_id > 500")
+    b.commit()
+    config.write_text(config.read_text().replace('authority = "monolith"', 'authority = "monolith"\nbackfill = true'))
+    assert cli("sync", "install", "--config", str(config)).returncode == 0
+    assert cli("validate", "--config", str(config)).returncode == 1
+    engine = subprocess.Popen([binary(), "sync", "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while cli("validate", "--config", str(config)).returncode != 0:
+            assert time.time() < deadline, "the backfill did not complete"
+            time.sleep(0.5)
+    finally:
+        engine.terminate()
+        engine.wait(timeout=20)
+    shown = [json.loads(line) for line in cli("audit", "show", "--config", str(config), "--kind", "backfill").stdout.splitlines()]
+    assert len(shown) == 1 and json.loads(shown[0]["body"])["progress"]["copied"] == 1000
