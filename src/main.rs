@@ -431,6 +431,27 @@ async fn validate(
     format: Option<String>,
 ) -> i32 {
     use std::io::IsTerminal;
+    let mut opts = opts;
+    // A progress line on a terminal: the entity, rows compared, rate and time left.
+    let ticker = std::io::stderr().is_terminal().then(|| {
+        let p = std::sync::Arc::new(strangler::validate::command::RunProgress::default());
+        opts.progress = Some(p.clone());
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let start = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let (rows, total) = (p.rows.load(Relaxed), p.total.load(Relaxed));
+                let rate = rows as f64 / start.elapsed().as_secs_f64().max(0.001);
+                let entity = p.entity.lock().map(|e| e.clone()).unwrap_or_default();
+                eprint!(
+                    "\r{entity}: {rows} of {total} rows ({:.0} %), {rate:.0} rows/s, ETA {:.0}s   ",
+                    100.0 * rows as f64 / total.max(1) as f64,
+                    total.saturating_sub(rows) as f64 / rate.max(1.0)
+                );
+            }
+        })
+    });
     let run = async {
         let cfg = strangler::config::Config::load(&config)?;
         let control = strangler::control::ControlStore::open(&cfg.gateway.control)
@@ -439,7 +460,12 @@ async fn validate(
         let report = strangler::validate::command::run(&cfg.sync, Some(&control), &opts).await?;
         anyhow::Ok(report)
     };
-    match run.await {
+    let outcome = run.await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    match outcome {
         Ok(report) => {
             let json = format.as_deref() == Some("json")
                 || (format.is_none() && !std::io::stdout().is_terminal());

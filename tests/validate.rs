@@ -230,12 +230,24 @@ async fn planted_discrepancies_are_reported_exactly(l: Kinds, r: Kinds) {
     let planted = plant(&right, ROWS, 1500, 7, later(r)).await;
     let control = dir.path().join("control.db");
     let cfg = parse(&config(&lurl, &rurl, &control, ""));
+    let progress = std::sync::Arc::new(strangler::validate::command::RunProgress::default());
     let opts = Options {
         examples: usize::MAX,
         page: 7_777,
+        progress: Some(progress.clone()),
         ..Default::default()
     };
     let report = run(&cfg.sync, None, &opts).await.expect("validate");
+    // The progress line's figures: every left row read, of the count taken at the start.
+    let read = progress.rows.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (
+            read,
+            progress.total.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        (ROWS as u64, ROWS as u64)
+    );
+    assert_eq!(*progress.entity.lock().unwrap(), "people");
     let e = &report.entities[0];
     assert!(!report.consistent);
     assert_eq!(e.drift, vec![], "{l:?} -> {r:?}");

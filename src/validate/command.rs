@@ -31,6 +31,19 @@ pub struct Options {
     pub page: usize,
     /// Seed of a sampled run (default: random).
     pub seed: Option<u64>,
+    /// Where a run reports how far it is, for a progress bar.
+    pub progress: Option<Arc<RunProgress>>,
+}
+
+/// How far a run is: the entity being compared, its left rows read and their count.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    /// The entity being compared.
+    pub entity: std::sync::Mutex<String>,
+    /// Left rows read so far in its pass.
+    pub rows: std::sync::atomic::AtomicU64,
+    /// Left rows at the start of its pass.
+    pub total: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Options {
@@ -133,7 +146,14 @@ pub async fn pass(
     let r = connect(sync, &e.name, &e.right.side).await?;
     let mut lc = Cursor::open(plan.clone(), 0, l, source.clone(), sample, opts.page);
     let mut rc = Cursor::open(plan.clone(), 1, r, source, sample, opts.page);
-    merge(plan, &mut lc, &mut rc, opts.examples).await
+    merge(
+        plan,
+        &mut lc,
+        &mut rc,
+        opts.examples,
+        opts.progress.as_deref().map(|p| &p.rows),
+    )
+    .await
 }
 
 fn level_name(l: Level) -> &'static str {
@@ -184,6 +204,28 @@ async fn entity(
         )),
         _ => None,
     };
+    if let Some(p) = &opts.progress {
+        let count = format!(
+            "SELECT count(*) FROM {}",
+            crate::store::quote_table(plan.sides[0].kind, &plan.sides[0].table)
+        );
+        let total = stores[0]
+            .statements()
+            .rows(&count, &[])
+            .await
+            .ok()
+            .and_then(|r| r.first().and_then(|r| r.first()).cloned())
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(0);
+        if let Ok(mut name) = p.entity.lock() {
+            *name = e.name.clone();
+        }
+        p.total.store(total, std::sync::atomic::Ordering::Relaxed);
+        p.rows.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut tally = pass(sync, &plan, Source::All, sample, opts).await?;
     let mut rechecked = None;
     if e.validation.level == Level::Eventual && !tally.keys.is_empty() {

@@ -148,6 +148,11 @@ impl Merger<'_> {
             return Ok(None);
         };
         self.tally.rows[side] += 1;
+        if side == 0
+            && let Some(p) = self.progress
+        {
+            p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         while let Some(dup) = c.peek().await? {
             if dup.key != item.key {
                 break;
