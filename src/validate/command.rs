@@ -55,6 +55,7 @@ impl Default for Options {
             examples: 10,
             page: 10_000,
             seed: None,
+            progress: None,
         }
     }
 }

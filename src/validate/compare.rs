@@ -94,11 +94,13 @@ pub async fn merge(
     left: &mut Cursor,
     right: &mut Cursor,
     examples: usize,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<Tally, ValidateError> {
     let mut m = Merger {
         plan,
         tally: Tally::default(),
         examples,
+        progress,
     };
     let mut a = m.next(left, 0).await?;
     let mut b = m.next(right, 1).await?;
@@ -139,6 +141,7 @@ struct Merger<'a> {
     plan: &'a Plan,
     tally: Tally,
     examples: usize,
+    progress: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 impl Merger<'_> {
