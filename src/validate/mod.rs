@@ -12,5 +12,6 @@ pub mod plan;
 pub mod repair;
 pub mod report;
 pub mod scan;
+mod sql;
 
 pub use error::ValidateError;
