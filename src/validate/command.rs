@@ -10,10 +10,11 @@ use crate::control::{AuditEntry, ControlStore};
 use crate::store::Store;
 
 use super::ValidateError;
+use super::checksum::{Fallback, narrow};
 use super::compare::{Kind, Tally, merge};
 use super::plan::{KeyPart, Plan};
 use super::repair::{key_row, repair};
-use super::report::{EntityReport, Report, SampleBound, examples, wilson_upper};
+use super::report::{EntityReport, Method, Report, SampleBound, examples, wilson_upper};
 use super::scan::{Cursor, Sample, Source};
 
 /// What a run does.
@@ -157,6 +158,59 @@ pub async fn pass(
     .await
 }
 
+fn merged(fallback: Option<&str>, rows: u64) -> Method {
+    Method {
+        by: "merge".into(),
+        fallback: fallback.map(str::to_string),
+        hashes_compared: 0,
+        rows_compared: rows,
+    }
+}
+
+/// The first pass by segment checksums: only the keys they cannot settle are read in full.
+async fn checked(
+    sync: &SyncConfig,
+    plan: &Arc<Plan>,
+    opts: &Options,
+) -> Result<(Tally, Method), ValidateError> {
+    let e = &plan.entity;
+    let stores = [
+        connect(sync, &e.name, &e.left.side).await?,
+        connect(sync, &e.name, &e.right.side).await?,
+    ];
+    let progress = opts.progress.as_deref().map(|p| &p.rows);
+    let why = match narrow(plan, stores, progress).await? {
+        Ok(n) => {
+            let read = n.keys.len() as u64;
+            let mut tally = if n.keys.is_empty() {
+                Tally::default()
+            } else {
+                let quiet = Options {
+                    progress: None,
+                    ..opts.clone()
+                };
+                pass(sync, plan, Source::Keys(n.keys), None, &quiet).await?
+            };
+            tally.rows = n.rows;
+            let method = Method {
+                by: "checksum".into(),
+                fallback: None,
+                hashes_compared: n.streamed,
+                rows_compared: read,
+            };
+            return Ok((tally, method));
+        }
+        Err(Fallback::Keys) => "a key that is not a 64-bit integer",
+        Err(Fallback::Dense) => "more than a quarter of the streamed rows differ",
+    };
+    if let Some(p) = progress {
+        p.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    let t = pass(sync, plan, Source::All, None, opts).await?;
+    let n = t.rows[0].max(t.rows[1]);
+    Ok((t, merged(Some(why), n)))
+}
+
 fn level_name(l: Level) -> &'static str {
     match l {
         Level::Strict => "strict",
@@ -227,7 +281,14 @@ async fn entity(
         p.total.store(total, std::sync::atomic::Ordering::Relaxed);
         p.rows.store(0, std::sync::atomic::Ordering::Relaxed);
     }
-    let mut tally = pass(sync, &plan, Source::All, sample, opts).await?;
+    let (mut tally, method) = match sample {
+        None if plan.checksummable() => checked(sync, &plan, opts).await?,
+        _ => {
+            let t = pass(sync, &plan, Source::All, sample, opts).await?;
+            let n = t.rows[0].max(t.rows[1]);
+            (t, merged(None, n))
+        }
+    };
     let mut rechecked = None;
     if e.validation.level == Level::Eventual && !tally.keys.is_empty() {
         // Differences younger than the lag tolerance may be changes still in flight.
@@ -300,6 +361,7 @@ async fn entity(
             }
         }),
         repair: repaired,
+        method,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     record(&plan, &report, &tally, control).await?;

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backfill;
 pub mod canon;
+pub mod checksum;
 pub mod command;
 pub mod compare;
 mod error;

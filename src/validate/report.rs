@@ -52,8 +52,25 @@ pub struct EntityReport {
     /// What a repair did or would do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
+    /// How the rows were compared.
+    pub method: Method,
     /// Wall time of the entity's run.
     pub duration_ms: u64,
+}
+
+/// How an entity's rows were compared.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Method {
+    /// `checksum` (segment checksums in SQL, then only what differs) or `merge` (every row
+    /// read and compared).
+    pub by: String,
+    /// Why a checksum run fell back to the merge, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Keys whose row hashes were compared one by one.
+    pub hashes_compared: u64,
+    /// Keys whose rows were read in full and compared value by value.
+    pub rows_compared: u64,
 }
 
 /// A sampled run's coverage and confidence bound.

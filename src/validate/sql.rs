@@ -125,3 +125,152 @@ impl Plan {
         (cols, vals.join(", "))
     }
 }
+
+impl Plan {
+    /// Whether segment checksums computed in SQL can decide that rows are equal: both keys
+    /// enforced unique, the first key column an integer, every compared column only renamed
+    /// (no transform reshapes a value) and read in the same text form on both databases.
+    pub fn checksummable(&self) -> bool {
+        use crate::config::sync::Transform;
+        use crate::family::TypeFamily::*;
+        if !self.sides.iter().all(|s| s.unique)
+            || self.key_kinds.first() != Some(&KeyKind::Int)
+            || self
+                .entity
+                .transforms
+                .iter()
+                .any(|t| !matches!(t, Transform::Default(..)))
+        {
+            return false;
+        }
+        let same_kind = self.sides[0].kind == self.sides[1].kind;
+        self.compared.iter().all(|c| {
+            let fam = |i: usize, col: &str| {
+                let s = &self.sides[i];
+                s.columns
+                    .iter()
+                    .position(|x| x == col)
+                    .map(|at| s.families[at])
+            };
+            match (fam(0, &c.name), fam(1, &c.right)) {
+                (Some(a), Some(b)) if same_kind => a == b,
+                // Across databases integers and text print alike, and decimals do between
+                // PostgreSQL and MariaDB (SQLite keeps them as floats).
+                (Some(a), Some(b)) => {
+                    a == b
+                        && (matches!(a, Integer | Text)
+                            || (a == Real && self.sides.iter().all(|s| s.kind != "sqlite")))
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// The columns the row hash of side `i` covers, in the same order on both sides.
+    fn hashed(&self, i: usize) -> Vec<String> {
+        self.compared
+            .iter()
+            .map(|c| {
+                if i == 0 {
+                    c.name.clone()
+                } else {
+                    c.right.clone()
+                }
+            })
+            .collect()
+    }
+
+    fn first_key(&self, i: usize) -> String {
+        quote(self.sides[i].kind, &self.sides[i].key[0])
+    }
+
+    fn as_text(&self, i: usize, expr: String) -> String {
+        if self.sides[i].kind == "postgres" {
+            format!("({expr})::text")
+        } else {
+            expr
+        }
+    }
+
+    /// The smallest and largest first-key value of side `i` (within `range`, if given), and
+    /// (SQLite, whose columns can hold any type) how many keys are not integers.
+    pub fn bounds_sql(&self, i: usize, range: Option<(i64, i64)>) -> String {
+        let s = &self.sides[i];
+        let k = self.first_key(i);
+        let odd = if s.kind == "sqlite" {
+            format!("sum(typeof({k}) <> 'integer')")
+        } else {
+            "0".into()
+        };
+        format!(
+            "SELECT {}, {}, {odd} FROM {} WHERE {}",
+            self.as_text(i, format!("min({k})")),
+            self.as_text(i, format!("max({k})")),
+            quote_table(s.kind, &s.table),
+            match range {
+                Some((lo, hi)) => self.in_range(i, lo, hi),
+                None => self.not_null(i),
+            }
+        )
+    }
+
+    fn in_range(&self, i: usize, lo: i64, hi: i64) -> String {
+        let k = self.first_key(i);
+        format!("{} AND {k} >= {lo} AND {k} <= {hi}", self.not_null(i))
+    }
+
+    /// Segment checksums of side `i` over first-key values `lo..=hi`, split into segments
+    /// of `width` keys: one row per non-empty segment (its number, rows, and the sums of the
+    /// row hashes' high and low 30 bits).
+    pub fn segments_sql(&self, i: usize, lo: i64, hi: i64, width: i64) -> String {
+        let s = &self.sides[i];
+        let k = self.first_key(i);
+        let group = match s.kind {
+            "postgres" => format!("({k}::bigint - ({lo})) / {width}"),
+            "mysql" => format!("(CAST({k} AS SIGNED) - ({lo})) DIV {width}"),
+            _ => format!("({k} - ({lo})) / {width}"),
+        };
+        format!(
+            "SELECT {}, {}, {}, {} FROM (SELECT {group} AS g, {} AS h FROM {} WHERE {}) x GROUP BY g",
+            self.as_text(i, "g".into()),
+            self.as_text(i, "count(*)".into()),
+            self.as_text(i, "sum(h >> 30)".into()),
+            self.as_text(i, "sum(h & 1073741823)".into()),
+            crate::store::row_hash_sql(s.kind, &self.hashed(i)),
+            quote_table(s.kind, &s.table),
+            self.in_range(i, lo, hi)
+        )
+    }
+
+    /// One key-ordered page of side `i`'s keys and row hashes over first-key values
+    /// `lo..=hi`, after `after`.
+    pub fn hash_page_sql(
+        &self,
+        i: usize,
+        (lo, hi): (i64, i64),
+        after: Option<&[KeyPart]>,
+        limit: usize,
+    ) -> (String, Vec<Param>) {
+        let s = &self.sides[i];
+        let mut params = Vec::new();
+        let keys: Vec<String> = s
+            .key
+            .iter()
+            .enumerate()
+            .map(|(n, c)| self.as_text(i, quote(s.kind, c)) + &format!(" AS s{n}"))
+            .collect();
+        let mut sql = format!(
+            "SELECT {}, {} FROM {} WHERE {}",
+            keys.join(", "),
+            self.as_text(i, crate::store::row_hash_sql(s.kind, &self.hashed(i))),
+            quote_table(s.kind, &s.table),
+            self.in_range(i, lo, hi)
+        );
+        if let Some(after) = after {
+            let (cols, vals) = self.key_tuple(i, after, &mut params);
+            sql.push_str(&format!(" AND ({cols}) > ({vals})"));
+        }
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", self.order(i)));
+        (sql, params)
+    }
+}

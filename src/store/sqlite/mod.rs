@@ -80,6 +80,7 @@ impl SqliteStore {
             conn.busy_handler(Some(busy))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            super::rowhash::register(&conn)?;
             Ok(conn)
         })
         .await??;
