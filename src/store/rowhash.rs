@@ -1,28 +1,41 @@
 //! The validator's row hash, computed inside each database: an SQL expression on PostgreSQL
-//! and MariaDB, the function `strangler_row_hash(v1, v2, ...)` registered on SQLite
-//! connections. All three give the same number for the same values' text, so a segment's
-//! checksum can be compared across databases without reading its rows.
+//! and MariaDB, the functions `strangler_row_hash` and `strangler_hash_sum` registered on
+//! SQLite connections. All three give the same number for the same values' text, so a
+//! segment's checksum can be compared across databases without reading its rows.
 //!
-//! The hashed text is each value's `length:text` (length in characters; `N` for NULL, so NULL
-//! never equals an empty string) one after another; the hash is the first 60 bits of its MD5.
+//! The hashed text is each value in turn: a column whose text cannot hold a comma (integers,
+//! booleans, date-times) as `text,`; any other as `length:text` (length in characters). NULL
+//! is `N` (`N,`), which no number, date-time or length starts with, so NULL never equals an
+//! empty string and no two rows share a text. The hash is the first 60 bits of its MD5.
 
 use md5::{Digest, Md5};
-use rusqlite::functions::FunctionFlags;
+use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Result};
 
 use super::quote;
 
-/// Name of the SQLite function.
-const ROW_HASH: &str = "strangler_row_hash";
+/// How one column's value is written into the hashed text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `text,`: for values whose text never holds a comma.
+    Plain,
+    /// `length:text`: for any text.
+    Counted,
+}
 
 /// The row hash of values already in their text form (`None`: NULL).
-pub fn row_hash<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> i64 {
+pub fn row_hash<'a>(values: impl IntoIterator<Item = (Field, Option<&'a [u8]>)>) -> i64 {
     let mut h = Md5::new();
-    for v in values {
-        match v {
-            None => h.update(b"N"),
-            Some(t) => {
+    for (field, v) in values {
+        match (field, v) {
+            (Field::Plain, None) => h.update(b"N,"),
+            (Field::Counted, None) => h.update(b"N"),
+            (Field::Plain, Some(t)) => {
+                h.update(t);
+                h.update(b",");
+            }
+            (Field::Counted, Some(t)) => {
                 let chars = std::str::from_utf8(t).map_or(t.len(), |s| s.chars().count());
                 h.update(chars.to_string().as_bytes());
                 h.update(b":");
@@ -36,64 +49,137 @@ pub fn row_hash<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> i64 {
     (u64::from_be_bytes(first) >> 4) as i64
 }
 
-/// A value's text as SQLite's `CAST(v AS TEXT)` would give it for integers and text; floats in
-/// their shortest exact form and bytes as lower-case hex.
-fn text(v: ValueRef<'_>) -> Option<Vec<u8>> {
-    match v {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(i.to_string().into_bytes()),
-        ValueRef::Real(f) => Some(f.to_string().into_bytes()),
-        ValueRef::Text(t) => Some(t.to_vec()),
-        ValueRef::Blob(b) => Some(
-            b.iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>()
-                .into_bytes(),
-        ),
+const ROW_HASH: &str = "strangler_row_hash";
+const HASH_SUM: &str = "strangler_hash_sum";
+
+fn fields_arg(fields: &[Field]) -> String {
+    fields
+        .iter()
+        .map(|f| if *f == Field::Plain { 'P' } else { 'C' })
+        .collect()
+}
+
+fn hashed_text(kind: &str, columns: &[(String, Field)]) -> String {
+    let parts: Vec<String> = columns
+        .iter()
+        .map(|(c, f)| {
+            let q = quote(kind, c);
+            match (kind, f) {
+                ("postgres", Field::Plain) => format!("COALESCE({q}::text, 'N') || ','"),
+                ("postgres", Field::Counted) => {
+                    format!("COALESCE(char_length({q}::text)::text || ':' || {q}::text, 'N')")
+                }
+                (_, Field::Plain) => format!("COALESCE({q}, 'N'), ','"),
+                (_, Field::Counted) => format!("COALESCE(CONCAT(CHAR_LENGTH({q}), ':', {q}), 'N')"),
+            }
+        })
+        .collect();
+    if kind == "postgres" {
+        parts.join(" || ")
+    } else {
+        format!("CONCAT({})", parts.join(", "))
     }
 }
 
 /// The SQL expression of the row hash (a non-negative 60-bit integer) of these columns of a
 /// table of database `kind`.
-pub fn row_hash_sql(kind: &str, columns: &[String]) -> String {
-    let q: Vec<String> = columns.iter().map(|c| quote(kind, c)).collect();
+pub fn row_hash_sql(kind: &str, columns: &[(String, Field)]) -> String {
     match kind {
-        "postgres" => {
-            let parts: Vec<String> = q
-                .iter()
-                .map(|c| format!("COALESCE(char_length({c}::text)::text || ':' || {c}::text, 'N')"))
-                .collect();
-            format!(
-                "('x' || substr(md5({}), 1, 15))::bit(60)::bigint",
-                parts.join(" || ")
-            )
-        }
-        "mysql" => {
-            let parts: Vec<String> = q
-                .iter()
-                .map(|c| format!("COALESCE(CONCAT(CHAR_LENGTH({c}), ':', {c}), 'N')"))
-                .collect();
-            format!(
-                "CAST(CONV(SUBSTR(MD5(CONCAT({})), 1, 15), 16, 10) AS UNSIGNED)",
-                parts.join(", ")
-            )
-        }
-        _ => format!("{ROW_HASH}({})", q.join(", ")),
+        "postgres" => format!(
+            "('x' || substr(md5({}), 1, 15))::bit(60)::bigint",
+            hashed_text(kind, columns)
+        ),
+        "mysql" => format!(
+            "CAST(CONV(SUBSTR(MD5({}), 1, 15), 16, 10) AS UNSIGNED)",
+            hashed_text(kind, columns)
+        ),
+        _ => sqlite_call(ROW_HASH, columns),
     }
 }
 
-/// Registers the SQLite function on a connection.
+/// The SQL aggregate of the sum of the row hashes of these columns, as exact decimal text.
+pub fn hash_sum_sql(kind: &str, columns: &[(String, Field)]) -> String {
+    match kind {
+        "postgres" => format!("sum({})::text", row_hash_sql(kind, columns)),
+        "mysql" => format!("CAST(SUM({}) AS CHAR)", row_hash_sql(kind, columns)),
+        _ => sqlite_call(HASH_SUM, columns),
+    }
+}
+
+fn sqlite_call(name: &str, columns: &[(String, Field)]) -> String {
+    let fields: Vec<Field> = columns.iter().map(|(_, f)| *f).collect();
+    let mut args = vec![format!("'{}'", fields_arg(&fields))];
+    args.extend(columns.iter().map(|(c, _)| quote("sqlite", c)));
+    format!("{name}({})", args.join(", "))
+}
+
+/// A value's text as the other databases print it for integers and text (floats in their
+/// shortest exact form, bytes as lower-case hex), and whether it is a number (SQLite can keep
+/// text in any column: such text is always counted, so it cannot run into the next value).
+fn text(v: ValueRef<'_>) -> (Option<Vec<u8>>, bool) {
+    match v {
+        ValueRef::Null => (None, true),
+        ValueRef::Integer(i) => (Some(i.to_string().into_bytes()), true),
+        ValueRef::Real(f) => (Some(f.to_string().into_bytes()), true),
+        ValueRef::Text(t) => (Some(t.to_vec()), false),
+        ValueRef::Blob(b) => (
+            Some(
+                b.iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
+            false,
+        ),
+    }
+}
+
+/// The row hash of a call's arguments: the fields string, then the values.
+fn hash_args(ctx: &Context<'_>) -> Result<i64> {
+    let fields = ctx.get_raw(0).as_str()?.as_bytes().to_vec();
+    let values: Vec<(Field, Option<Vec<u8>>)> = (1..ctx.len())
+        .map(|i| {
+            let (t, number) = text(ctx.get_raw(i));
+            let plain = fields.get(i - 1) == Some(&b'P');
+            match (plain, number, t) {
+                (true, true, t) => (Field::Plain, t),
+                // Text where only numbers or date-times belong: counted, after a '#' that no
+                // plain value starts with.
+                (true, false, Some(t)) => {
+                    let mut marked =
+                        format!("#{}:", String::from_utf8_lossy(&t).chars().count()).into_bytes();
+                    marked.extend(t);
+                    (Field::Plain, Some(marked))
+                }
+                (_, _, t) => (Field::Counted, t),
+            }
+        })
+        .collect();
+    Ok(row_hash(values.iter().map(|(f, v)| (*f, v.as_deref()))))
+}
+
+struct HashSum;
+
+impl Aggregate<u128, Option<String>> for HashSum {
+    fn init(&self, _: &mut Context<'_>) -> Result<u128> {
+        Ok(0)
+    }
+
+    fn step(&self, ctx: &mut Context<'_>, sum: &mut u128) -> Result<()> {
+        *sum += hash_args(ctx)? as u128;
+        Ok(())
+    }
+
+    fn finalize(&self, _: &mut Context<'_>, sum: Option<u128>) -> Result<Option<String>> {
+        Ok(sum.map(|s| s.to_string()))
+    }
+}
+
+/// Registers the SQLite functions on a connection.
 pub(super) fn register(conn: &Connection) -> Result<()> {
-    conn.create_scalar_function(
-        ROW_HASH,
-        -1,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
-            let values: Vec<Option<Vec<u8>>> =
-                (0..ctx.len()).map(|i| text(ctx.get_raw(i))).collect();
-            Ok(row_hash(values.iter().map(|v| v.as_deref())))
-        },
-    )
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function(ROW_HASH, -1, flags, |ctx| hash_args(ctx))?;
+    conn.create_aggregate_function(HASH_SUM, -1, flags, HashSum)
 }
 
 #[cfg(test)]
@@ -104,21 +190,51 @@ mod tests {
     fn same_number_as_postgres_and_mariadb() {
         // SELECT ('x' || substr(md5('3:abc'), 1, 15))::bit(60)::bigint on PostgreSQL, and
         // CAST(CONV(SUBSTR(MD5('3:abc'), 1, 15), 16, 10) AS UNSIGNED) on MariaDB.
-        assert_eq!(row_hash([Some(&b"abc"[..])]), 1045467851605560530);
+        assert_eq!(
+            row_hash([(Field::Counted, Some(&b"abc"[..]))]),
+            1045467851605560530
+        );
         let c = Connection::open_in_memory().unwrap();
         register(&c).unwrap();
         let h: i64 = c
-            .query_row("SELECT strangler_row_hash('abc')", [], |r| r.get(0))
+            .query_row("SELECT strangler_row_hash('C', 'abc')", [], |r| r.get(0))
             .unwrap();
         assert_eq!(h, 1045467851605560530);
         let n: i64 = c
-            .query_row("SELECT strangler_row_hash(NULL, 5, 'é')", [], |r| r.get(0))
+            .query_row("SELECT strangler_row_hash('CPC', NULL, 5, 'é')", [], |r| {
+                r.get(0)
+            })
             .unwrap();
-        assert_eq!(n, row_hash([None, Some(&b"5"[..]), Some("é".as_bytes())]));
+        assert_eq!(
+            n,
+            row_hash([
+                (Field::Counted, None),
+                (Field::Plain, Some(&b"5"[..])),
+                (Field::Counted, Some("é".as_bytes()))
+            ])
+        );
         assert_ne!(
-            row_hash([None]),
-            row_hash([Some(&b""[..])]),
+            row_hash([(Field::Counted, None)]),
+            row_hash([(Field::Counted, Some(&b""[..]))]),
             "NULL is not an empty string"
         );
+        // Text in a column of numbers cannot pass for two numbers.
+        let two: i64 = c
+            .query_row("SELECT strangler_row_hash('PP', 1, 2)", [], |r| r.get(0))
+            .unwrap();
+        let one: i64 = c
+            .query_row("SELECT strangler_row_hash('PP', '1,2', NULL)", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_ne!(one, two);
+        let sum: String = c
+            .query_row(
+                "SELECT strangler_hash_sum('C', v) FROM (SELECT 'abc' AS v UNION ALL SELECT 'abc')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sum, (2 * 1045467851605560530u128).to_string());
     }
 }

@@ -61,10 +61,7 @@ pub enum Fallback {
 
 fn int(v: &Value) -> Option<i128> {
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from)),
+        Value::Number(n) => n.to_string().parse().ok(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -86,6 +83,16 @@ pub async fn narrow(
             source,
         }
     };
+    for (i, s) in [&mut l, &mut r].into_iter().enumerate() {
+        if s.kind() == "postgres" {
+            // The planner cannot know how few segments there are and would sort a million
+            // rows to group them; hashing them into groups needs no sort.
+            s.statements()
+                .control("SET enable_sort = off")
+                .await
+                .map_err(fail(i))?;
+        }
+    }
     let Some(whole) = bounds(plan, [&mut l, &mut r], None).await? else {
         return Ok(Err(Fallback::Keys));
     };
@@ -281,15 +288,12 @@ fn sums(rows: &[Vec<Value>]) -> BTreeMap<i64, Sum> {
         .filter_map(|r| {
             let g = i64::try_from(int(r.first()?)?).ok()?;
             let n = u64::try_from(int(r.get(1)?)?).ok()?;
-            let high = u128::try_from(int(r.get(2)?).unwrap_or(0)).ok()?;
-            let low = u128::try_from(int(r.get(3)?).unwrap_or(0)).ok()?;
-            Some((
-                g,
-                Sum {
-                    rows: n,
-                    hash: (high << 30) + low,
-                },
-            ))
+            let hash = match r.get(2)? {
+                Value::String(s) => s.trim().parse().ok()?,
+                Value::Number(n) => n.to_string().parse().ok()?,
+                _ => 0,
+            };
+            Some((g, Sum { rows: n, hash }))
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! The SQL the validator reads with: a key-ordered page of one side (keyset paging, text keys
 //! in byte order on every database) and the rows of given keys.
 
-use crate::store::{Param, quote, quote_table};
+use crate::store::{Field, Param, quote, quote_table};
 
 use super::plan::{KeyKind, KeyPart, Plan};
 
@@ -166,16 +166,25 @@ impl Plan {
         })
     }
 
-    /// The columns the row hash of side `i` covers, in the same order on both sides.
-    fn hashed(&self, i: usize) -> Vec<String> {
+    /// The columns the row hash of side `i` covers, in the same order on both sides, each
+    /// with how its text is written (the same on both sides: their families agree).
+    fn hashed(&self, i: usize) -> Vec<(String, Field)> {
+        use crate::family::TypeFamily::*;
+        let s = &self.sides[i];
         self.compared
             .iter()
             .map(|c| {
-                if i == 0 {
-                    c.name.clone()
-                } else {
-                    c.right.clone()
-                }
+                let col = if i == 0 { &c.name } else { &c.right };
+                let family = s
+                    .columns
+                    .iter()
+                    .position(|x| x == col)
+                    .map(|at| s.families[at]);
+                let field = match family {
+                    Some(Integer | Boolean | Time) => Field::Plain,
+                    _ => Field::Counted,
+                };
+                (col.clone(), field)
             })
             .collect()
     }
@@ -220,8 +229,8 @@ impl Plan {
     }
 
     /// Segment checksums of side `i` over first-key values `lo..=hi`, split into segments
-    /// of `width` keys: one row per non-empty segment (its number, rows, and the sums of the
-    /// row hashes' high and low 30 bits).
+    /// of `width` keys: one row per non-empty segment (its number, rows, and the sum of the
+    /// row hashes as decimal text).
     pub fn segments_sql(&self, i: usize, lo: i64, hi: i64, width: i64) -> String {
         let s = &self.sides[i];
         let k = self.first_key(i);
@@ -231,12 +240,10 @@ impl Plan {
             _ => format!("({k} - ({lo})) / {width}"),
         };
         format!(
-            "SELECT {}, {}, {}, {} FROM (SELECT {group} AS g, {} AS h FROM {} WHERE {}) x GROUP BY g",
-            self.as_text(i, "g".into()),
+            "SELECT {}, {}, {} FROM {} WHERE {} GROUP BY {group}",
+            self.as_text(i, group.clone()),
             self.as_text(i, "count(*)".into()),
-            self.as_text(i, "sum(h >> 30)".into()),
-            self.as_text(i, "sum(h & 1073741823)".into()),
-            crate::store::row_hash_sql(s.kind, &self.hashed(i)),
+            crate::store::hash_sum_sql(s.kind, &self.hashed(i)),
             quote_table(s.kind, &s.table),
             self.in_range(i, lo, hi)
         )
