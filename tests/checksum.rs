@@ -289,3 +289,90 @@ async fn keys_that_are_not_integers_go_to_the_full_merge() {
     assert_eq!(e.only_in["monolith"], 1);
     assert_eq!(e.rows["monolith"], 1_001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booleans_and_date_times_compare_by_checksum_between_postgres_and_mariadb() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((left, lurl)) = fresh(Kinds::Pg, dir.path(), "l").await else {
+        return;
+    };
+    let Some((right, rurl)) = fresh(Kinds::My, dir.path(), "r").await else {
+        return;
+    };
+    left.exec(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, ok BOOLEAN, at TIMESTAMP(6), seen TIMESTAMPTZ)",
+    )
+    .await;
+    right
+        .exec("CREATE TABLE t (id BIGINT PRIMARY KEY, ok TINYINT(1), at DATETIME(6), seen DATETIME(6))")
+        .await;
+    left.exec(
+        "INSERT INTO t SELECT g, g % 2 = 0, timestamp '2026-01-01' + g * interval '1.5 second', \
+         timestamptz '2026-01-01 00:00:00+02' + g * interval '1 second' FROM generate_series(1, 20000) g",
+    )
+    .await;
+    right
+        .exec(
+            "INSERT INTO t SELECT seq, seq % 2 = 0, TIMESTAMP'2026-01-01 00:00:00' + INTERVAL seq * 1500000 MICROSECOND, \
+             TIMESTAMP'2025-12-31 22:00:00' + INTERVAL seq SECOND FROM seq_1_to_20000",
+        )
+        .await;
+    let text = format!(
+        r#"
+[gateway]
+control = "sqlite://{}"
+[sides.monolith]
+database = "{lurl}"
+[sides.svc]
+database = "{rurl}"
+[[entities]]
+name = "t"
+monolith = {{ table = "t", key = ["id"] }}
+svc = {{ table = "t", key = ["id"] }}
+columns = {{ id = "id", ok = "ok", at = "at", seen = "seen" }}
+authority = "monolith"
+"#,
+        dir.path().join("control.db").display()
+    );
+    let cfg = parse(&text);
+    let clean = run(&cfg.sync, None, &Options::default()).await.unwrap();
+    let e = &clean.entities[0];
+    assert!(clean.consistent, "{}", clean.text());
+    assert_eq!(e.method.by, "checksum");
+    assert_eq!(e.method.rows_compared, 0);
+
+    right.exec("UPDATE t SET ok = 1 - ok WHERE id = 10").await;
+    right
+        .exec("UPDATE t SET at = at + INTERVAL 1 MICROSECOND WHERE id = 20")
+        .await;
+    right.exec("UPDATE t SET seen = NULL WHERE id = 30").await;
+    // PostgreSQL's infinity is no NULL.
+    left.exec("UPDATE t SET at = 'infinity' WHERE id = 40")
+        .await;
+    right.exec("UPDATE t SET at = NULL WHERE id = 40").await;
+    let opts = Options {
+        examples: 100,
+        ..Default::default()
+    };
+    let report = run(&cfg.sync, None, &opts).await.unwrap();
+    let e = &report.entities[0];
+    assert_eq!(e.method.by, "checksum");
+    let changed: BTreeMap<i64, Vec<String>> = e.examples["changed"]
+        .iter()
+        .map(|ex| {
+            (
+                ex.key["id"].as_i64().unwrap(),
+                ex.columns.keys().cloned().collect(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<i64, Vec<String>> = [
+        (10, vec!["ok".to_string()]),
+        (20, vec!["at".into()]),
+        (30, vec!["seen".into()]),
+        (40, vec!["at".into()]),
+    ]
+    .into();
+    assert_eq!(changed, want);
+    assert_eq!(e.changed, 4);
+}

@@ -13,8 +13,6 @@ use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Result};
 
-use super::quote;
-
 /// How one column's value is written into the hashed text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -63,7 +61,7 @@ fn hashed_text(kind: &str, columns: &[(String, Field)]) -> String {
     let parts: Vec<String> = columns
         .iter()
         .map(|(c, f)| {
-            let q = quote(kind, c);
+            let q = format!("({c})");
             match (kind, f) {
                 ("postgres", Field::Plain) => format!("COALESCE({q}::text, 'N') || ','"),
                 ("postgres", Field::Counted) => {
@@ -81,8 +79,8 @@ fn hashed_text(kind: &str, columns: &[(String, Field)]) -> String {
     }
 }
 
-/// The SQL expression of the row hash (a non-negative 60-bit integer) of these columns of a
-/// table of database `kind`.
+/// The SQL expression of the row hash (a non-negative 60-bit integer) of these values (SQL
+/// expressions, quoted columns or functions of them) on database `kind`.
 pub fn row_hash_sql(kind: &str, columns: &[(String, Field)]) -> String {
     match kind {
         "postgres" => format!(
@@ -97,7 +95,7 @@ pub fn row_hash_sql(kind: &str, columns: &[(String, Field)]) -> String {
     }
 }
 
-/// The SQL aggregate of the sum of the row hashes of these columns, as exact decimal text.
+/// The SQL aggregate of the sum of the row hashes of these values, as exact decimal text.
 pub fn hash_sum_sql(kind: &str, columns: &[(String, Field)]) -> String {
     match kind {
         "postgres" => format!("sum({})::text", row_hash_sql(kind, columns)),
@@ -109,7 +107,7 @@ pub fn hash_sum_sql(kind: &str, columns: &[(String, Field)]) -> String {
 fn sqlite_call(name: &str, columns: &[(String, Field)]) -> String {
     let fields: Vec<Field> = columns.iter().map(|(_, f)| *f).collect();
     let mut args = vec![format!("'{}'", fields_arg(&fields))];
-    args.extend(columns.iter().map(|(c, _)| quote("sqlite", c)));
+    args.extend(columns.iter().map(|(c, _)| c.clone()));
     format!("{name}({})", args.join(", "))
 }
 

@@ -33,6 +33,8 @@ pub struct SidePlan {
     pub unique: bool,
     /// Each read column's family, in `columns` order.
     pub families: Vec<TypeFamily>,
+    /// Each read column's declared type, lower-case, in `columns` order.
+    pub declared: Vec<String>,
 }
 
 /// A column compared, in the right side's form.
@@ -237,6 +239,14 @@ impl Plan {
                 .map(|c| info.column(c).map_or(TypeFamily::Text, |c| c.family))
                 .collect()
         };
+        let declared = |info: &TableInfo, cols: &[String]| -> Vec<String> {
+            cols.iter()
+                .map(|c| {
+                    info.column(c)
+                        .map_or(String::new(), |c| c.declared.to_ascii_lowercase())
+                })
+                .collect()
+        };
         let left_cols = with_key_first(&entity.left.key, used_columns(entity, true));
         let right_read = with_key_first(&right_key, right_cols.clone());
         let sides = [
@@ -245,6 +255,7 @@ impl Plan {
                 kind: kinds[0],
                 table: entity.left.table.clone(),
                 families: families(l, &left_cols),
+                declared: declared(l, &left_cols),
                 columns: left_cols,
                 key: entity.left.key.clone(),
                 unique: unique[0],
@@ -254,6 +265,7 @@ impl Plan {
                 kind: kinds[1],
                 table: entity.right.table.clone(),
                 families: families(r, &right_read),
+                declared: declared(r, &right_read),
                 columns: right_read,
                 key: right_key,
                 unique: unique[1],

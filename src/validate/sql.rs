@@ -1,9 +1,21 @@
 //! The SQL the validator reads with: a key-ordered page of one side (keyset paging, text keys
 //! in byte order on every database) and the rows of given keys.
 
+use crate::family::TypeFamily;
 use crate::store::{Field, Param, quote, quote_table};
 
 use super::plan::{KeyKind, KeyPart, Plan};
+
+/// How a compared column is printed for the row hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Printed {
+    /// As the database prints it.
+    AsIs,
+    /// A boolean as 0 or 1, as MariaDB keeps it.
+    Bool,
+    /// A date-time as `YYYY-MM-DD HH:MM:SS.ffffff` (an instant in UTC).
+    Stamp,
+}
 
 impl Plan {
     /// The SELECT of one key-ordered page of side `i` (0 left, 1 right) after `after` (none:
@@ -129,62 +141,84 @@ impl Plan {
 impl Plan {
     /// Whether segment checksums computed in SQL can decide that rows are equal: both keys
     /// enforced unique, the first key column an integer, every compared column only renamed
-    /// (no transform reshapes a value) and read in the same text form on both databases.
+    /// (no transform reshapes a value) and printed alike by both databases.
     pub fn checksummable(&self) -> bool {
         use crate::config::sync::Transform;
-        use crate::family::TypeFamily::*;
-        if !self.sides.iter().all(|s| s.unique)
-            || self.key_kinds.first() != Some(&KeyKind::Int)
-            || self
+        self.sides.iter().all(|s| s.unique)
+            && self.key_kinds.first() == Some(&KeyKind::Int)
+            && self
                 .entity
                 .transforms
                 .iter()
-                .any(|t| !matches!(t, Transform::Default(..)))
-        {
-            return false;
-        }
-        let same_kind = self.sides[0].kind == self.sides[1].kind;
-        self.compared.iter().all(|c| {
-            let fam = |i: usize, col: &str| {
-                let s = &self.sides[i];
-                s.columns
-                    .iter()
-                    .position(|x| x == col)
-                    .map(|at| s.families[at])
-            };
-            match (fam(0, &c.name), fam(1, &c.right)) {
-                (Some(a), Some(b)) if same_kind => a == b,
-                // Across databases integers and text print alike, and decimals do between
-                // PostgreSQL and MariaDB (SQLite keeps them as floats).
-                (Some(a), Some(b)) => {
-                    a == b
-                        && (matches!(a, Integer | Text)
-                            || (a == Real && self.sides.iter().all(|s| s.kind != "sqlite")))
-                }
-                _ => false,
-            }
-        })
+                .all(|t| matches!(t, Transform::Default(..)))
+            && (0..self.compared.len()).all(|at| self.printed(at).is_some())
     }
 
-    /// The columns the row hash of side `i` covers, in the same order on both sides, each
-    /// with how its text is written (the same on both sides: their families agree).
-    fn hashed(&self, i: usize) -> Vec<(String, Field)> {
-        use crate::family::TypeFamily::*;
+    /// A compared column's family and declared type on side `i`.
+    fn column_type(&self, i: usize, at: usize) -> Option<(TypeFamily, &str)> {
         let s = &self.sides[i];
-        self.compared
-            .iter()
-            .map(|c| {
-                let col = if i == 0 { &c.name } else { &c.right };
-                let family = s
-                    .columns
-                    .iter()
-                    .position(|x| x == col)
-                    .map(|at| s.families[at]);
-                let field = match family {
-                    Some(Integer | Boolean | Time) => Field::Plain,
+        let c = &self.compared[at];
+        let col = if i == 0 { &c.name } else { &c.right };
+        let n = s.columns.iter().position(|x| x == col)?;
+        Some((s.families[n], s.declared[n].as_str()))
+    }
+
+    /// How compared column `at` is printed for the row hash so that both databases print
+    /// the same value alike; `None` when they cannot be made to.
+    fn printed(&self, at: usize) -> Option<Printed> {
+        use TypeFamily::*;
+        let (a, b) = (self.column_type(0, at)?, self.column_type(1, at)?);
+        let kinds = [self.sides[0].kind, self.sides[1].kind];
+        if kinds[0] == kinds[1] {
+            return (a.0 == b.0).then_some(Printed::AsIs);
+        }
+        let sqlite = kinds.contains(&"sqlite");
+        let stamp = |d: &str| d.starts_with("timestamp") || d.starts_with("datetime");
+        match (a.0, b.0) {
+            (Integer, Integer) | (Text, Text) => Some(Printed::AsIs),
+            // SQLite keeps decimals as floats, which print differently.
+            (Real, Real) if !sqlite => Some(Printed::AsIs),
+            (Boolean, Integer) | (Integer, Boolean) | (Boolean, Boolean) if !sqlite => {
+                Some(Printed::Bool)
+            }
+            (Time, Time) if !sqlite && stamp(a.1) && stamp(b.1) => Some(Printed::Stamp),
+            _ => None,
+        }
+    }
+
+    /// The columns the row hash of side `i` covers, as SQL expressions in the same order
+    /// on both sides, each with how its text is written.
+    fn hashed(&self, i: usize) -> Vec<(String, Field)> {
+        use TypeFamily::*;
+        let s = &self.sides[i];
+        (0..self.compared.len())
+            .map(|at| {
+                let c = &self.compared[at];
+                let q = quote(s.kind, if i == 0 { &c.name } else { &c.right });
+                let ty = self.column_type(i, at);
+                let expr = match (self.printed(at), s.kind, ty) {
+                    (Some(Printed::Bool), "postgres", Some((Boolean, _))) => format!("{q}::int"),
+                    (Some(Printed::Stamp), "postgres", Some((_, d))) => {
+                        // An instant is printed in UTC; infinity as itself, never as NULL.
+                        let utc = if d.contains("with time zone") {
+                            format!("{q} AT TIME ZONE 'UTC'")
+                        } else {
+                            q.clone()
+                        };
+                        format!(
+                            "CASE WHEN isfinite({q}) THEN to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US') ELSE {q}::text END"
+                        )
+                    }
+                    (Some(Printed::Stamp), "mysql", _) => {
+                        format!("DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')")
+                    }
+                    _ => q,
+                };
+                let field = match ty {
+                    Some((Integer | Boolean | Time, _)) => Field::Plain,
                     _ => Field::Counted,
                 };
-                (col.clone(), field)
+                (expr, field)
             })
             .collect()
     }
