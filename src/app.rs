@@ -23,6 +23,7 @@ use crate::sync::conflict::Rules;
 use crate::sync::status::SyncStatus;
 use crate::sync::{SyncEngine, SyncError};
 use crate::tap::{self, WriteEvent};
+use crate::validate::continuous::{Validations, ValidatorEngine};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
 
     let sync_status = Arc::new(SyncStatus::default());
     let evidence = Arc::new(crate::analyze::live::LiveEvidence::default());
+    let validation = Validations::new(&router.config().sync);
     // The engines hear the write tap through listeners that a reload replaces.
     let taps: Arc<ArcSwap<Vec<TapListener>>> = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let mut engine_token = shutdown.child_token();
@@ -131,6 +133,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
         &control,
         &sync_status,
         &evidence,
+        &validation,
     )
     .await?;
     taps.store(Arc::new(engine::start(&tasks, first, &engine_token)));
@@ -204,12 +207,13 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
     {
-        let (control, sync_status, taps, rules, evidence) = (
+        let (control, sync_status, taps, rules, evidence, validation) = (
             control.clone(),
             sync_status.clone(),
             taps.clone(),
             rules.clone(),
             evidence.clone(),
+            validation.clone(),
         );
         let router = router.clone();
         let token = shutdown.clone();
@@ -228,7 +232,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
                             // Restart the engines on the new config: a paused entity resumes once it fits.
                             engine_token.cancel();
                             engine_token = token.child_token();
-                            match engines(&sync, &rules, &control, &sync_status, &evidence).await {
+                            match engines(&sync, &rules, &control, &sync_status, &evidence, &validation).await {
                                 Ok(list) => taps.store(Arc::new(engine::start(&tasks2, list, &engine_token))),
                                 Err(e) => tracing::error!(error = %e, "sync engine not restarted after reload"),
                             }
@@ -279,6 +283,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
         recent_writes,
         sync: sync_status,
         evidence,
+        validation,
     });
     // The admin API outlives the data plane's drain so operators can watch it.
     let admin_token = CancellationToken::new();
@@ -321,6 +326,7 @@ pub async fn sync_admin(
     config: &Config,
     addr: SocketAddr,
     engine: &SyncEngine,
+    validation: Arc<Validations>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
     let token = config.gateway.admin_token.clone();
@@ -342,6 +348,7 @@ pub async fn sync_admin(
         token,
         sync: engine.status(),
         control: Arc::new(ControlStore::open(&config.gateway.control).await?),
+        validation,
     });
     Ok((bound, tokio::spawn(admin::serve(listener, state, shutdown))))
 }
@@ -354,6 +361,7 @@ async fn engines(
     control: &Arc<ControlStore>,
     status: &Arc<SyncStatus>,
     evidence: &Arc<crate::analyze::live::LiveEvidence>,
+    validation: &Arc<Validations>,
 ) -> Result<Vec<Box<dyn Engine>>, SyncError> {
     let side = crate::admin::analysis_side(cfg);
     let tables = cfg
@@ -379,19 +387,46 @@ async fn engines(
         }
         out.push(Box::new(sync));
     }
-    if let Some(b) = crate::validate::backfill::BackfillEngine::new(cfg, Some(control.clone())) {
-        out.push(Box::new(b));
-    }
+    out.extend(validation_engines(cfg, control, status, validation));
     Ok(out)
 }
 
-/// The backfill engine for `strangler sync run`, when entities ask for one.
-pub async fn backfill_engine(config: &Config) -> Result<Option<Box<dyn Engine>>, AppError> {
+/// The initial copy (for entities that ask for one) and the continuous validator.
+fn validation_engines(
+    cfg: &crate::config::sync::SyncConfig,
+    control: &Arc<ControlStore>,
+    status: &Arc<SyncStatus>,
+    validation: &Arc<Validations>,
+) -> Vec<Box<dyn Engine>> {
+    let mut out: Vec<Box<dyn Engine>> = Vec::new();
+    if let Some(b) = crate::validate::backfill::BackfillEngine::new(cfg, Some(control.clone())) {
+        out.push(Box::new(b));
+    }
+    if !cfg.entities.is_empty() {
+        out.push(Box::new(ValidatorEngine::new(
+            cfg,
+            Some(control.clone()),
+            validation.clone(),
+            status.clone(),
+        )));
+    }
+    out
+}
+
+/// The engines `strangler sync run` hosts beside `engine`: the initial copy for entities that
+/// ask for one, and the continuous validator reporting into `validation`.
+pub async fn side_engines(
+    config: &Config,
+    engine: &SyncEngine,
+    validation: &Arc<Validations>,
+) -> Result<Vec<Box<dyn Engine>>, AppError> {
     let control = Arc::new(ControlStore::open(&config.gateway.control).await?);
-    Ok(
-        crate::validate::backfill::BackfillEngine::new(&config.sync, Some(control))
-            .map(|b| Box::new(b) as Box<dyn Engine>),
-    )
+    Ok(validation_engines(
+        &config.sync,
+        &control,
+        &engine.status(),
+        validation,
+    ))
 }
 
 impl Running {

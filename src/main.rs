@@ -598,24 +598,14 @@ async fn audit(action: AuditAction) -> i32 {
                 limit,
                 ..
             } => {
-                let mut shown = 0;
-                let mut from = after;
-                while shown < limit {
-                    let page = control.audit(from, 1000).await?;
-                    let Some(last) = page.last() else { break };
-                    from = last.seq;
-                    for r in page {
-                        if entity.as_ref().is_some_and(|e| *e != r.entity)
-                            || kind.as_ref().is_some_and(|k| *k != r.kind)
-                        {
-                            continue;
-                        }
-                        if shown == limit {
-                            break;
-                        }
-                        println!("{}", serde_json::to_string(&r)?);
-                        shown += 1;
-                    }
+                let filter = audit::Filter {
+                    entity,
+                    kind,
+                    after,
+                    limit,
+                };
+                for r in audit::show(&control, &filter).await? {
+                    println!("{}", serde_json::to_string(&r)?);
                 }
                 Ok(0)
             }
@@ -661,10 +651,17 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
             let cfg = strangler::config::Config::load(&config)?;
             let token = tokio_util::sync::CancellationToken::new();
             let engine = strangler::app::sync_engine(&cfg).await?;
+            let validation = strangler::validate::continuous::Validations::new(&cfg.sync);
             let admin = match admin_listen {
                 Some(addr) => {
-                    let (bound, task) =
-                        strangler::app::sync_admin(&cfg, addr, &engine, token.clone()).await?;
+                    let (bound, task) = strangler::app::sync_admin(
+                        &cfg,
+                        addr,
+                        &engine,
+                        validation.clone(),
+                        token.clone(),
+                    )
+                    .await?;
                     tracing::info!(admin = %bound, "sync admin API listening");
                     Some(task)
                 }
@@ -687,11 +684,13 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
                     .unwrap_or("none"),
                 "strangler sync engine running"
             );
-            let backfill = strangler::app::backfill_engine(&cfg)
+            let side: Vec<_> = strangler::app::side_engines(&cfg, &engine, &validation)
                 .await?
-                .map(|b| tokio::spawn(b.run(token.clone())));
+                .into_iter()
+                .map(|e| tokio::spawn(e.run(token.clone())))
+                .collect();
             engine.run(token).await;
-            if let Some(task) = backfill {
+            for task in side {
                 let _ = task.await;
             }
             if let Some(task) = admin {

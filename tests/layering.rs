@@ -39,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "admin",
         &[
             "analyze", "config", "conn", "control", "metrics", "routing", "store", "sync", "tap",
+            "validate",
         ],
     ),
 ];
@@ -173,7 +174,8 @@ fn the_scan_sees_paths_and_skips_comments() {
 /// broker; the broker drives links; a link never reaches back into either.
 const SYNC_ALLOWED: &[(&str, &[&str])] = &[
     ("mapping", &[]),
-    ("status", &[]),
+    ("touched", &[]),
+    ("status", &["touched"]),
     ("error", &["mapping"]),
     ("conflict", &["error", "mapping"]),
     ("shared", &["conflict", "error", "status"]),

@@ -14,10 +14,11 @@ use crate::routing::table::RouteTable;
 pub(super) async fn route(
     state: &AdminState,
     method: &Method,
-    path: &str,
+    uri: &http::Uri,
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Response<AdminBody> {
+    let path = uri.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
@@ -70,6 +71,13 @@ pub(super) async fn route(
         (&Method::GET, ["admin", "conflicts"]) => {
             conflicts(state.router.control(), &state.sync).await
         }
+        (&Method::GET, ["admin", "validation"]) => super::validation::latest(&state.validation),
+        (&Method::POST, ["admin", "validation", entity]) => {
+            super::validation::start(&state.validation, entity)
+        }
+        (&Method::GET, ["admin", "audit"]) => {
+            super::validation::audit(state.router.control(), uri.query()).await
+        }
         (&Method::GET, ["admin", "tap"]) => {
             let events: Vec<Value> = state
                 .recent_writes
@@ -112,13 +120,15 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         ["healthz" | "metrics"]
         | [
             "admin",
-            "routes" | "versions" | "health" | "sync" | "conflicts" | "tap" | "analysis",
+            "routes" | "versions" | "health" | "sync" | "conflicts" | "tap" | "analysis"
+            | "validation" | "audit",
         ]
         | ["admin", "routes", _, "rollout"] => "GET",
         ["admin", "routes", _, "split"] => "PUT",
         ["admin", "rollback" | "reload"]
         | ["admin", "sync", "quarantine", _, "retry"]
         | ["admin", "routes", _, "rollback"]
+        | ["admin", "validation", _]
         | ["admin", "routes", _, "rollout", _] => "POST",
         _ => return None,
     })
@@ -139,8 +149,9 @@ fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<Adm
 pub(super) async fn sync_route(
     state: &SyncAdmin,
     method: &Method,
-    path: &str,
+    uri: &http::Uri,
 ) -> Response<AdminBody> {
+    let path = uri.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => json(StatusCode::OK, &json!({"status": "ok"})),
@@ -148,14 +159,23 @@ pub(super) async fn sync_route(
         (&Method::GET, ["admin", "sync"]) => json(StatusCode::OK, &state.sync.snapshot()),
         (&Method::POST, ["admin", "sync", "quarantine", id, "retry"]) => retry(&state.sync, id),
         (&Method::GET, ["admin", "conflicts"]) => conflicts(&state.control, &state.sync).await,
-        (_, ["admin", "sync", "quarantine", _, "retry"]) => not_allowed(method, path, "POST"),
-        (_, ["healthz" | "metrics"] | ["admin", "sync" | "conflicts"]) => {
+        (&Method::GET, ["admin", "validation"]) => super::validation::latest(&state.validation),
+        (&Method::POST, ["admin", "validation", entity]) => {
+            super::validation::start(&state.validation, entity)
+        }
+        (&Method::GET, ["admin", "audit"]) => {
+            super::validation::audit(&state.control, uri.query()).await
+        }
+        (_, ["admin", "sync", "quarantine", _, "retry"] | ["admin", "validation", _]) => {
+            not_allowed(method, path, "POST")
+        }
+        (_, ["healthz" | "metrics"] | ["admin", "sync" | "conflicts" | "validation" | "audit"]) => {
             not_allowed(method, path, "GET")
         }
         _ => problem(
             StatusCode::NOT_FOUND,
             format!(
-                "{method} {path}: a sync worker answers GET /healthz, /metrics, /admin/sync, /admin/conflicts and POST /admin/sync/quarantine/{{id}}/retry"
+                "{method} {path}: a sync worker answers GET /healthz, /metrics, /admin/sync, /admin/conflicts, /admin/validation, /admin/audit and POST /admin/sync/quarantine/{{id}}/retry, /admin/validation/{{entity}}"
             ),
         ),
     }

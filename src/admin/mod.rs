@@ -3,6 +3,7 @@
 
 mod analysis;
 mod handlers;
+mod validation;
 
 pub use analysis::analysis_side;
 
@@ -50,6 +51,8 @@ pub struct AdminState {
     pub sync: Arc<crate::sync::status::SyncStatus>,
     /// What the analyzer has heard of the write tap.
     pub evidence: Arc<crate::analyze::live::LiveEvidence>,
+    /// The validator's latest reports and run requests.
+    pub validation: Arc<crate::validate::continuous::Validations>,
 }
 
 /// An admin response body.
@@ -88,7 +91,7 @@ pub trait Api: Send + Sync + 'static {
     fn route<'a>(
         &'a self,
         method: &'a http::Method,
-        path: &'a str,
+        uri: &'a http::Uri,
         headers: &'a http::HeaderMap,
         body: &'a [u8],
     ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a;
@@ -102,11 +105,11 @@ impl Api for AdminState {
     fn route<'a>(
         &'a self,
         method: &'a http::Method,
-        path: &'a str,
+        uri: &'a http::Uri,
         headers: &'a http::HeaderMap,
         body: &'a [u8],
     ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a {
-        handlers::route(self, method, path, headers, body)
+        handlers::route(self, method, uri, headers, body)
     }
 }
 
@@ -118,8 +121,10 @@ pub struct SyncAdmin {
     pub token: Option<String>,
     /// The engine's status.
     pub sync: Arc<crate::sync::status::SyncStatus>,
-    /// Where conflicts are stored.
+    /// Where conflicts and the audit log are stored.
     pub control: Arc<crate::control::ControlStore>,
+    /// The validator's latest reports and run requests.
+    pub validation: Arc<crate::validate::continuous::Validations>,
 }
 
 impl Api for SyncAdmin {
@@ -130,11 +135,11 @@ impl Api for SyncAdmin {
     fn route<'a>(
         &'a self,
         method: &'a http::Method,
-        path: &'a str,
+        uri: &'a http::Uri,
         _headers: &'a http::HeaderMap,
         _body: &'a [u8],
     ) -> impl std::future::Future<Output = Response<AdminBody>> + Send + 'a {
-        handlers::sync_route(self, method, path)
+        handlers::sync_route(self, method, uri)
     }
 }
 
@@ -191,7 +196,7 @@ async fn handle<A: Api>(
         }
     };
     Ok(state
-        .route(&parts.method, parts.uri.path(), &parts.headers, &body)
+        .route(&parts.method, &parts.uri, &parts.headers, &body)
         .await)
 }
 

@@ -9,6 +9,7 @@ mod link;
 pub mod mapping;
 mod shared;
 pub mod status;
+pub mod touched;
 
 pub use conflict::rules_known;
 pub use engine::{SyncEngine, SyncWaker};

@@ -67,6 +67,8 @@ const MAX_COWRITE_SHAPES: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct SyncStatus {
     inner: Mutex<Inner>,
+    /// Keys written to watched entities, for the validator's re-checks.
+    pub touched: super::touched::Touched,
 }
 
 impl SyncStatus {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::control::audit::{GENESIS, chain_hash};
-use crate::control::{AuditRecord, ControlStore};
+use crate::control::{AuditRecord, ControlError, ControlStore};
 
 use super::ValidateError;
 
@@ -236,4 +236,37 @@ mod tests {
         let text = Break::Removed { from: 4, to: 5 }.to_string();
         assert_eq!(text, "records 4 to 5 were removed");
     }
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this entity's.
+    pub entity: Option<String>,
+    /// Only this kind (`backfill`, `validation`, `discrepancy`, `repair`).
+    pub kind: Option<String>,
+    /// Only records after this sequence number.
+    pub after: i64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The records the filter selects, oldest first.
+pub async fn show(control: &ControlStore, f: &Filter) -> Result<Vec<AuditRecord>, ControlError> {
+    let mut out = Vec::new();
+    let mut from = f.after;
+    while out.len() < f.limit {
+        let page = control.audit(from, 1000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq;
+        out.extend(
+            page.into_iter()
+                .filter(|r| {
+                    f.entity.as_ref().is_none_or(|e| *e == r.entity)
+                        && f.kind.as_ref().is_none_or(|k| *k == r.kind)
+                })
+                .take(f.limit - out.len()),
+        );
+    }
+    Ok(out)
 }

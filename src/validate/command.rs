@@ -228,7 +228,7 @@ pub async fn run(
     let list = entities(sync, opts.entity.as_deref())?;
     let mut reports = Vec::with_capacity(list.len());
     for e in list {
-        let r = entity(sync, control, e, opts).await;
+        let r = entity(sync, control, e, opts, None).await;
         let result = match &r {
             Ok(rep) if rep.consistent => "consistent",
             Ok(_) => "different",
@@ -243,15 +243,47 @@ pub async fn run(
     })
 }
 
+/// Compares only these keys (left-side column names) of one entity: the validator's targeted
+/// re-check of keys written lately. Sets no gauge (a full pass does); audits what it finds.
+pub async fn recheck(
+    sync: &SyncConfig,
+    control: Option<&ControlStore>,
+    name: &str,
+    keys: &[crate::store::Row],
+    opts: &Options,
+) -> Result<EntityReport, ValidateError> {
+    let e = entities(sync, Some(name))?[0];
+    entity(sync, control, e, opts, Some(keys)).await
+}
+
 async fn entity(
     sync: &SyncConfig,
     control: Option<&ControlStore>,
     e: &EntityConfig,
     opts: &Options,
+    only: Option<&[crate::store::Row]>,
 ) -> Result<EntityReport, ValidateError> {
     let started = Instant::now();
     let (plan, mut stores) = plan(sync, e).await?;
     let plan = Arc::new(plan);
+    let only: Option<Vec<Vec<KeyPart>>> = only.map(|rows| {
+        let mut keys: Vec<Vec<KeyPart>> = rows
+            .iter()
+            .map(|r| {
+                e.left
+                    .key
+                    .iter()
+                    .zip(&plan.key_kinds)
+                    .map(|(c, k)| {
+                        super::plan::key_part(r.get(c).unwrap_or(&serde_json::Value::Null), *k)
+                    })
+                    .collect()
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    });
     let sample = match e.validation.level {
         Level::Sampled(share) => Some(Sample::new(
             share,
@@ -281,8 +313,15 @@ async fn entity(
         p.total.store(total, std::sync::atomic::Ordering::Relaxed);
         p.rows.store(0, std::sync::atomic::Ordering::Relaxed);
     }
-    let (mut tally, method) = match sample {
-        None if plan.checksummable() => checked(sync, &plan, opts).await?,
+    let (mut tally, method) = match (only, sample) {
+        (Some(keys), _) => {
+            let n = keys.len() as u64;
+            let t = pass(sync, &plan, Source::Keys(keys), None, opts).await?;
+            let mut m = merged(None, n);
+            m.by = "keys".into();
+            (t, m)
+        }
+        (None, None) if plan.checksummable() => checked(sync, &plan, opts).await?,
         _ => {
             let t = pass(sync, &plan, Source::All, sample, opts).await?;
             let n = t.rows[0].max(t.rows[1]);
@@ -376,6 +415,9 @@ async fn record(
     control: Option<&ControlStore>,
 ) -> Result<(), ValidateError> {
     let name = &report.entity;
+    if report.method.by == "keys" {
+        return audit(plan, report, tally, control).await;
+    }
     for (i, side) in plan.sides.iter().enumerate() {
         metrics::counter!(crate::metrics::VALIDATE_ROWS, "entity" => name.clone(), "side" => side.side.clone()).increment(tally.rows[i]);
     }
@@ -397,6 +439,17 @@ async fn record(
         metrics::gauge!(crate::metrics::VALIDATE_DISCREPANCIES, "entity" => name.clone(), "kind" => kind.name()).set(n as f64);
     }
     metrics::gauge!(crate::metrics::VALIDATE_DISCREPANCIES, "entity" => name.clone(), "kind" => "drift").set(plan.drift.len() as f64);
+    audit(plan, report, tally, control).await
+}
+
+/// The audit records of one entity's run.
+async fn audit(
+    plan: &Plan,
+    report: &EntityReport,
+    tally: &Tally,
+    control: Option<&ControlStore>,
+) -> Result<(), ValidateError> {
+    let name = &report.entity;
     let Some(control) = control else {
         return Ok(());
     };

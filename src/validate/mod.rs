@@ -8,6 +8,7 @@ pub mod canon;
 pub mod checksum;
 pub mod command;
 pub mod compare;
+pub mod continuous;
 mod error;
 pub mod plan;
 pub mod repair;

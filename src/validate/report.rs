@@ -61,8 +61,8 @@ pub struct EntityReport {
 /// How an entity's rows were compared.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Method {
-    /// `checksum` (segment checksums in SQL, then only what differs) or `merge` (every row
-    /// read and compared).
+    /// `checksum` (segment checksums in SQL, then only what differs), `merge` (every row
+    /// read and compared) or `keys` (a re-check of given keys only).
     pub by: String,
     /// Why a checksum run fell back to the merge, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -166,3 +166,76 @@ def test_sync_run_backfills_entities_marked_for_it(tmp_path):
         engine.wait(timeout=20)
     shown = [json.loads(line) for line in cli("audit", "show", "--config", str(config), "--kind", "backfill").stdout.splitlines()]
     assert len(shown) == 1 and json.loads(shown[0]["body"])["progress"]["copied"] == 1000
+
+
+def test_continuous_validation_in_sync_run_with_its_admin_endpoints(tmp_path):
+    import time
+    import requests
+    config, a, b = setup(tmp_path, rows=500)
+    config.write_text(config.read_text().replace(
+        'authority = "monolith"',
+        'authority = "monolith"\nlag_tolerance = "200ms"\nvalidate = { interval = "1s" }'))
+    assert cli("sync", "install", "--config", str(config)).returncode == 0
+    worker = subprocess.Popen([binary(), "sync", "run", "--config", str(config), "--admin-listen", "127.0.0.1:0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        admin = None
+        deadline = time.time() + 20
+        while admin is None and time.time() < deadline:
+            line = worker.stderr.readline()
+            if "sync admin API listening" in line:
+                admin = "http://" + json.loads(line)["fields"]["admin"]
+        assert admin, "the worker logged its admin address"
+
+        def latest():
+            return requests.get(admin + "/admin/validation", timeout=5).json()["entities"]["users"]
+
+        # The interval pass runs on its own.
+        deadline = time.time() + 30
+        while (latest().get("report") or {}).get("consistent") is not True:
+            assert time.time() < deadline, latest()
+            time.sleep(0.2)
+        assert latest()["trigger"] == "interval" and "next_at_ms" in latest()
+
+        # A write nobody captured (the engine's guard set around it): drift the engine cannot see.
+        b.execute("UPDATE _strangler_guard SET applying = 1")
+        b.execute("UPDATE accounts SET mail = 'drift@x.io' WHERE user_id = 7")
+        b.execute("UPDATE _strangler_guard SET applying = 0")
+        b.commit()
+        r = requests.post(admin + "/admin/validation/users", timeout=5)
+        assert r.status_code == 202 and r.json()["queued"] is True
+        deadline = time.time() + 30
+        while not ((latest().get("report") or {}).get("changed") == 1):
+            assert time.time() < deadline, latest()
+            time.sleep(0.2)
+        report = latest()["report"]
+        assert report["examples"]["changed"][0]["key"] == {"id": 7}
+        assert report["changed_columns"] == {"email": 1}
+        metrics = requests.get(admin + "/metrics", timeout=5).text
+        assert 'strangler_validate_discrepancies{entity="users",kind="changed"} 1' in metrics
+
+        # A key the engine applies is compared again once the lag tolerance has passed.
+        a.execute("INSERT INTO users VALUES (9001, 'New@X.io', 'Bo Z', 1.5)")
+        a.commit()
+        deadline = time.time() + 30
+        while not (latest().get("recheck") or {}).get("keys"):
+            assert time.time() < deadline, latest()
+            time.sleep(0.2)
+        assert latest()["recheck"]["differing"] == 0, latest()
+
+        r = requests.post(admin + "/admin/validation/nope", timeout=5)
+        assert r.status_code == 404 and "users" in r.json()["detail"]
+        assert r.headers["content-type"] == "application/problem+json"
+        r = requests.get(admin + "/admin/validation/users", timeout=5)
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+        audit = requests.get(admin + "/admin/audit?kind=discrepancy&entity=users&limit=1000", timeout=5).json()
+        assert audit["records"] and all(x["kind"] == "discrepancy" for x in audit["records"])
+        assert any({"key": {"id": 7}, "kind": "changed"} in json.loads(x["body"])["keys"] for x in audit["records"])
+        assert audit["next_after"] == audit["records"][-1]["seq"]
+        r = requests.get(admin + "/admin/audit?limit=0", timeout=5)
+        assert r.status_code == 400 and "limit" in r.json()["detail"]
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=20) == 0
+    assert cli("audit", "verify", "--config", str(config)).returncode == 0

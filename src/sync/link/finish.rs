@@ -31,6 +31,11 @@ impl<O: Origin> Link<O> {
         if !s.trail.is_empty() {
             tracing::trace!(link = %self.name, keys = %s.trail.join("; "), "round committed");
         }
+        for grp in &g.groups {
+            self.status
+                .touched
+                .note(&self.entities[grp.ent].cfg.name, grp.key.clone());
+        }
         let done = now_us();
         for (ei, ent) in self.entities.iter().enumerate() {
             for (si, from, to) in [(0usize, a, b), (1, b, a)] {
