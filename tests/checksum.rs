@@ -284,7 +284,7 @@ async fn keys_that_are_not_integers_go_to_the_full_merge() {
     assert_eq!(e.method.by, "merge");
     assert_eq!(
         e.method.fallback.as_deref(),
-        Some("a key that is not a 64-bit integer")
+        Some("keys that are not 64-bit integers, or too far apart for 64-bit arithmetic")
     );
     assert_eq!(e.only_in["monolith"], 1);
     assert_eq!(e.rows["monolith"], 1_001);
@@ -375,4 +375,26 @@ authority = "monolith"
     .into();
     assert_eq!(changed, want);
     assert_eq!(e.changed, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_too_far_apart_for_64_bit_arithmetic_go_to_the_full_merge() {
+    let Some((left, right, text, _dir)) = pair(Kinds::Sqlite, Kinds::Sqlite, 100, "BIGINT").await
+    else {
+        return;
+    };
+    // In SQLite the segment arithmetic would overflow into floating point.
+    left.exec("INSERT INTO accounts VALUES (-9223372036854775807, 'low', 1, NULL)")
+        .await;
+    right
+        .exec("INSERT INTO book VALUES (-9223372036854775807, 'low', 2, NULL)")
+        .await;
+    let report = run(&parse(&text).sync, None, &Options::default())
+        .await
+        .unwrap();
+    let e = &report.entities[0];
+    assert_eq!(e.method.by, "merge");
+    assert_eq!(e.changed, 1);
+    assert_eq!(e.changed_columns["qty"], 1);
+    assert_eq!(e.rows["ledger"], 101);
 }

@@ -52,7 +52,8 @@ pub struct Narrowed {
 /// Why the checksum stage could not decide, so a full key-ordered pass must.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fallback {
-    /// A side holds keys that are not integers in the 64-bit range.
+    /// A side holds keys that are not integers in the 64-bit range, or keys too far apart
+    /// for 64-bit arithmetic.
     Keys,
     /// Too many rows differ for reading them by key to pay (the report comes from the full
     /// streaming merge instead).
@@ -99,6 +100,10 @@ pub async fn narrow(
     let Some((lo, hi)) = whole else {
         return Ok(Ok(Narrowed::default()));
     };
+    // A key minus the smallest must fit in 64 bits in every database's arithmetic.
+    if i128::from(hi) - i128::from(lo) > i128::from(i64::MAX) {
+        return Ok(Err(Fallback::Keys));
+    }
     // Bisection: a stack of ranges still to checksum, and the ranges to stream.
     let mut rows = [0u64; 2];
     let mut queue = vec![(lo, hi, FIRST_CUT)];
@@ -128,7 +133,11 @@ pub async fn narrow(
             l.statements().rows(&q[0], &[]),
             r.statements().rows(&q[1], &[])
         );
-        let sums = [sums(&ls.map_err(fail(0))?), sums(&rs.map_err(fail(1))?)];
+        let (Some(ls), Some(rs)) = (sums(&ls.map_err(fail(0))?), sums(&rs.map_err(fail(1))?))
+        else {
+            return Ok(Err(Fallback::Keys));
+        };
+        let sums = [ls, rs];
         let mut groups: Vec<i64> = sums[0].keys().chain(sums[1].keys()).copied().collect();
         groups.sort_unstable();
         groups.dedup();
@@ -283,15 +292,17 @@ async fn bounds(
 }
 
 /// A segment query's rows by segment.
-fn sums(rows: &[Vec<Value>]) -> BTreeMap<i64, Sum> {
+fn sums(rows: &[Vec<Value>]) -> Option<BTreeMap<i64, Sum>> {
+    // A row that does not read as integers (a segment number a database computed in floating
+    // point) must not vanish: the caller falls back to the full merge.
     rows.iter()
-        .filter_map(|r| {
+        .map(|r| {
             let g = i64::try_from(int(r.first()?)?).ok()?;
             let n = u64::try_from(int(r.get(1)?)?).ok()?;
             let hash = match r.get(2)? {
                 Value::String(s) => s.trim().parse().ok()?,
                 Value::Number(n) => n.to_string().parse().ok()?,
-                _ => 0,
+                _ => return None,
             };
             Some((g, Sum { rows: n, hash }))
         })

@@ -200,7 +200,9 @@ async fn checked(
             };
             return Ok((tally, method));
         }
-        Err(Fallback::Keys) => "a key that is not a 64-bit integer",
+        Err(Fallback::Keys) => {
+            "keys that are not 64-bit integers, or too far apart for 64-bit arithmetic"
+        }
         Err(Fallback::Dense) => "more than a quarter of the streamed rows differ",
     };
     if let Some(p) = progress {
