@@ -69,32 +69,30 @@ fn int(v: &Value) -> Option<i128> {
 }
 
 /// Narrows an entity's comparison to the keys that may differ; `Err(Fallback)` when it
-/// cannot, with the stores untouched for the full pass.
+/// cannot. `lanes` are connection pairs (left, right): the key range is split among them and
+/// checksummed on all at once, so both databases use every core they have.
 pub async fn narrow(
     plan: &Arc<Plan>,
-    stores: [Store; 2],
+    mut lanes: Vec<[Store; 2]>,
     progress: Option<&AtomicU64>,
 ) -> Result<Result<Narrowed, Fallback>, ValidateError> {
-    let [mut l, mut r] = stores;
-    let fail = |i: usize| {
-        let (entity, side) = (plan.entity.name.clone(), plan.sides[i].side.clone());
-        move |source| ValidateError::Database {
-            entity,
-            side,
-            source,
-        }
-    };
-    for (i, s) in [&mut l, &mut r].into_iter().enumerate() {
-        if s.kind() == "postgres" {
-            // The planner cannot know how few segments there are and would sort a million
-            // rows to group them; hashing them into groups needs no sort.
-            s.statements()
-                .control("SET enable_sort = off")
-                .await
-                .map_err(fail(i))?;
+    for lane in &mut lanes {
+        for (i, s) in lane.iter_mut().enumerate() {
+            if s.kind() == "postgres" {
+                // The planner cannot know how few segments there are and would sort a
+                // million rows to group them; hashing them into groups needs no sort.
+                s.statements()
+                    .control("SET enable_sort = off")
+                    .await
+                    .map_err(fail(plan, i))?;
+            }
         }
     }
-    let Some(whole) = bounds(plan, [&mut l, &mut r], None).await? else {
+    let Some(first) = lanes.first_mut() else {
+        return Ok(Err(Fallback::Keys));
+    };
+    let [l, r] = first;
+    let Some(whole) = bounds(plan, [l, r], None).await? else {
         return Ok(Err(Fallback::Keys));
     };
     let Some((lo, hi)) = whole else {
@@ -104,80 +102,38 @@ pub async fn narrow(
     if i128::from(hi) - i128::from(lo) > i128::from(i64::MAX) {
         return Ok(Err(Fallback::Keys));
     }
-    // Bisection: a stack of ranges still to checksum, and the ranges to stream.
+    // The range in equal spans, one per lane.
+    let n = lanes.len() as i128;
+    let span = i128::from(hi) - i128::from(lo) + 1;
+    let parts: Vec<(i64, i64)> = (0..n)
+        .map(|k| {
+            let a = i128::from(lo) + span * k / n;
+            let b = i128::from(lo) + span * (k + 1) / n - 1;
+            (a as i64, b as i64)
+        })
+        .filter(|(a, b)| a <= b)
+        .collect();
+    let cut = (FIRST_CUT / n as i64).max(1);
+    let results = futures_util::future::join_all(
+        lanes
+            .iter_mut()
+            .zip(parts)
+            .map(|([l, r], range)| bisect(plan, [l, r], range, cut, progress)),
+    )
+    .await;
     let mut rows = [0u64; 2];
-    let mut queue = vec![(lo, hi, FIRST_CUT)];
     let mut stream: Vec<(i64, i64)> = Vec::new();
-    while let Some((a, b, parts)) = queue.pop() {
-        // A range cut again is first narrowed to the keys it holds, so that a few far-off
-        // keys do not leave every row in one segment.
-        let (a, b) = if parts == FIRST_CUT {
-            (a, b)
-        } else {
-            match bounds(plan, [&mut l, &mut r], Some((a, b))).await? {
-                Some(Some(tight)) => tight,
-                Some(None) => continue,
-                None => return Ok(Err(Fallback::Keys)),
+    for r in results {
+        match r? {
+            Ok((n, s)) => {
+                rows[0] += n[0];
+                rows[1] += n[1];
+                stream.extend(s);
             }
-        };
-        let span = i128::from(b) - i128::from(a) + 1;
-        let width = ((span + i128::from(parts) - 1) / i128::from(parts)).max(1);
-        let Ok(width) = i64::try_from(width) else {
-            return Ok(Err(Fallback::Keys));
-        };
-        let q = [
-            plan.segments_sql(0, a, b, width),
-            plan.segments_sql(1, a, b, width),
-        ];
-        let (ls, rs) = tokio::join!(
-            l.statements().rows(&q[0], &[]),
-            r.statements().rows(&q[1], &[])
-        );
-        let (Some(ls), Some(rs)) = (sums(&ls.map_err(fail(0))?), sums(&rs.map_err(fail(1))?))
-        else {
-            return Ok(Err(Fallback::Keys));
-        };
-        let sums = [ls, rs];
-        let mut groups: Vec<i64> = sums[0].keys().chain(sums[1].keys()).copied().collect();
-        groups.sort_unstable();
-        groups.dedup();
-        let mut differing = Vec::new();
-        let (mut all, mut differ) = (0u64, 0u64);
-        for g in groups {
-            let (x, y) = (
-                sums[0].get(&g).copied().unwrap_or_default(),
-                sums[1].get(&g).copied().unwrap_or_default(),
-            );
-            all += x.rows.max(y.rows);
-            let seg_lo = i128::from(a) + i128::from(g) * i128::from(width);
-            let seg = (
-                seg_lo as i64,
-                (seg_lo + i128::from(width) - 1).min(i128::from(b)) as i64,
-            );
-            if x == y {
-                rows[0] += x.rows;
-                rows[1] += y.rows;
-                if let Some(p) = progress {
-                    p.fetch_add(x.rows, Ordering::Relaxed);
-                }
-            } else {
-                differ += x.rows.max(y.rows);
-                differing.push((seg, x, y));
-            }
-        }
-        // Where most rows of many segments differ, cutting again reads them again for
-        // nothing: stream them.
-        let dense = differing.len() >= 16 && differ * 2 > all;
-        for (seg, x, y) in differing {
-            if !dense && x.rows.max(y.rows) > RECUT_ABOVE && seg.1 > seg.0 {
-                queue.push((seg.0, seg.1, RECUT));
-            } else {
-                rows[0] += x.rows;
-                rows[1] += y.rows;
-                stream.push(seg);
-            }
+            Err(f) => return Ok(Err(f)),
         }
     }
+    let [l, r] = lanes.swap_remove(0);
     if stream.is_empty() {
         return Ok(Ok(Narrowed {
             rows,
@@ -244,6 +200,102 @@ pub async fn narrow(
         keys,
         streamed,
     }))
+}
+
+fn fail(plan: &Plan, i: usize) -> impl FnOnce(crate::store::StoreError) -> ValidateError {
+    let (entity, side) = (plan.entity.name.clone(), plan.sides[i].side.clone());
+    move |source| ValidateError::Database {
+        entity,
+        side,
+        source,
+    }
+}
+
+/// Checksums `range` in `parts` segments and cuts differing ones again: the rows settled or
+/// to stream on each side, and the ranges to stream.
+async fn bisect(
+    plan: &Plan,
+    [l, r]: [&mut Store; 2],
+    range: (i64, i64),
+    parts: i64,
+    progress: Option<&AtomicU64>,
+) -> Result<Result<([u64; 2], Vec<(i64, i64)>), Fallback>, ValidateError> {
+    let mut rows = [0u64; 2];
+    let mut queue = vec![(range.0, range.1, parts, false)];
+    let mut stream: Vec<(i64, i64)> = Vec::new();
+    while let Some((a, b, parts, narrow)) = queue.pop() {
+        // A range cut again is first narrowed to the keys it holds, so that a few far-off
+        // keys do not leave every row in one segment.
+        let (a, b) = if narrow {
+            match bounds(plan, [&mut *l, &mut *r], Some((a, b))).await? {
+                Some(Some(tight)) => tight,
+                Some(None) => continue,
+                None => return Ok(Err(Fallback::Keys)),
+            }
+        } else {
+            (a, b)
+        };
+        let span = i128::from(b) - i128::from(a) + 1;
+        let width = ((span + i128::from(parts) - 1) / i128::from(parts)).max(1);
+        let Ok(width) = i64::try_from(width) else {
+            return Ok(Err(Fallback::Keys));
+        };
+        let q = [
+            plan.segments_sql(0, a, b, width),
+            plan.segments_sql(1, a, b, width),
+        ];
+        let (ls, rs) = tokio::join!(
+            l.statements().rows(&q[0], &[]),
+            r.statements().rows(&q[1], &[])
+        );
+        let (Some(ls), Some(rs)) = (
+            sums(&ls.map_err(fail(plan, 0))?),
+            sums(&rs.map_err(fail(plan, 1))?),
+        ) else {
+            return Ok(Err(Fallback::Keys));
+        };
+        let sums = [ls, rs];
+        let mut groups: Vec<i64> = sums[0].keys().chain(sums[1].keys()).copied().collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut differing = Vec::new();
+        let (mut all, mut differ) = (0u64, 0u64);
+        for g in groups {
+            let (x, y) = (
+                sums[0].get(&g).copied().unwrap_or_default(),
+                sums[1].get(&g).copied().unwrap_or_default(),
+            );
+            all += x.rows.max(y.rows);
+            let seg_lo = i128::from(a) + i128::from(g) * i128::from(width);
+            let seg = (
+                seg_lo as i64,
+                (seg_lo + i128::from(width) - 1).min(i128::from(b)) as i64,
+            );
+            if x == y {
+                rows[0] += x.rows;
+                rows[1] += y.rows;
+                if let Some(p) = progress {
+                    p.fetch_add(x.rows, Ordering::Relaxed);
+                }
+            } else {
+                differ += x.rows.max(y.rows);
+                differing.push((seg, x, y));
+            }
+        }
+        // Where most rows of many segments differ, cutting again reads them again for
+        // nothing: stream them.
+        let dense = differing.len() >= 16 && differ * 2 > all;
+        for (seg, x, y) in differing {
+            if !dense && x.rows.max(y.rows) > RECUT_ABOVE && seg.1 > seg.0 {
+                queue.push((seg.0, seg.1, RECUT, true));
+            } else {
+                rows[0] += x.rows;
+                rows[1] += y.rows;
+                stream.push(seg);
+            }
+        }
+    }
+    Ok(Ok((rows, stream)))
 }
 
 /// Both sides' smallest and largest first key (within `range`): `None` when a key is not a

@@ -167,6 +167,10 @@ fn merged(fallback: Option<&str>, rows: u64) -> Method {
     }
 }
 
+/// Connection pairs a checksum pass splits the key range among (each database then works
+/// on two ranges at once).
+const LANES: usize = 2;
+
 /// The first pass by segment checksums: only the keys they cannot settle are read in full.
 async fn checked(
     sync: &SyncConfig,
@@ -174,12 +178,15 @@ async fn checked(
     opts: &Options,
 ) -> Result<(Tally, Method), ValidateError> {
     let e = &plan.entity;
-    let stores = [
-        connect(sync, &e.name, &e.left.side).await?,
-        connect(sync, &e.name, &e.right.side).await?,
-    ];
+    let mut lanes = Vec::with_capacity(LANES);
+    for _ in 0..LANES {
+        lanes.push([
+            connect(sync, &e.name, &e.left.side).await?,
+            connect(sync, &e.name, &e.right.side).await?,
+        ]);
+    }
     let progress = opts.progress.as_deref().map(|p| &p.rows);
-    let why = match narrow(plan, stores, progress).await? {
+    let why = match narrow(plan, lanes, progress).await? {
         Ok(n) => {
             let read = n.keys.len() as u64;
             let mut tally = if n.keys.is_empty() {

@@ -13,7 +13,7 @@ enum Printed {
     AsIs,
     /// A boolean as 0 or 1, as MariaDB keeps it.
     Bool,
-    /// A date-time as `YYYY-MM-DD HH:MM:SS.ffffff` (an instant in UTC).
+    /// A date-time as PostgreSQL prints it, `YYYY-MM-DD HH:MM:SS[.f]` (an instant in UTC).
     Stamp,
 }
 
@@ -199,18 +199,19 @@ impl Plan {
                 let expr = match (self.printed(at), s.kind, ty) {
                     (Some(Printed::Bool), "postgres", Some((Boolean, _))) => format!("{q}::int"),
                     (Some(Printed::Stamp), "postgres", Some((_, d))) => {
-                        // An instant is printed in UTC; infinity as itself, never as NULL.
-                        let utc = if d.contains("with time zone") {
-                            format!("{q} AT TIME ZONE 'UTC'")
+                        // An instant in UTC; infinity prints as itself, never as NULL.
+                        if d.contains("with time zone") {
+                            format!("({q} AT TIME ZONE 'UTC')::text")
                         } else {
-                            q.clone()
-                        };
-                        format!(
-                            "CASE WHEN isfinite({q}) THEN to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US') ELSE {q}::text END"
-                        )
+                            format!("{q}::text")
+                        }
                     }
                     (Some(Printed::Stamp), "mysql", _) => {
-                        format!("DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')")
+                        // PostgreSQL's form: no fraction when it is zero, else no trailing
+                        // zeros.
+                        format!(
+                            "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')))"
+                        )
                     }
                     _ => q,
                 };
