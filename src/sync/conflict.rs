@@ -221,9 +221,14 @@ pub fn resolve(
             let v = match p {
                 Policy::Counter => {
                     let b = number(bv);
-                    let dl = left.deltas.get(c).copied().unwrap_or(number(Some(lv)) - b);
-                    let dr = right.deltas.get(c).copied().unwrap_or(number(Some(rv)) - b);
-                    num_value(b + dl + dr, lv)
+                    // A side whose change began with an insert (an initial copy, or a row
+                    // created on both sides) states a value, not an increment: it adds what
+                    // it holds beyond the common base, never its whole value on top of it.
+                    let delta = |ch: &SideChange, v: &Value| match ch.base {
+                        None => number(Some(v)) - b,
+                        Some(_) => ch.deltas.get(c).copied().unwrap_or(number(Some(v)) - b),
+                    };
+                    num_value(b + delta(left, lv) + delta(right, rv), lv)
                 }
                 Policy::Max => std::cmp::max_by(lv, rv, |a, b| compare(a, b)).clone(),
                 Policy::Min => std::cmp::min_by(lv, rv, |a, b| compare(a, b)).clone(),
@@ -369,6 +374,39 @@ mod tests {
                 row["stock"].clone()
             ),
             (json!("L"), json!("R"), json!(9))
+        );
+        // An initial copy (an insert, no base) meeting an increment of the row it copies:
+        // the increment counts once, the copied value is not added on top of the base.
+        let mut copy = ch(
+            "a",
+            Value::Null,
+            json!({"id": 1, "name": "x", "stock": 6}),
+            100,
+        );
+        copy.deltas.insert("stock".into(), 6.0);
+        let mut inc = ch(
+            "b",
+            json!({"id": 1, "name": "x", "stock": 6}),
+            json!({"id": 1, "name": "x", "stock": 7}),
+            200,
+        );
+        inc.deltas.insert("stock".into(), 1.0);
+        let counter = entity(Policy::FieldMerge, &[("stock", Policy::Counter)]);
+        for (a, b) in [(&copy, &inc), (&inc, &copy)] {
+            let row = resolve(&counter, &rules, a, b).row.unwrap();
+            assert_eq!(row["stock"], json!(7));
+        }
+        // Both sides inserted the key: their values add up, as before.
+        let mut other = ch(
+            "b",
+            Value::Null,
+            json!({"id": 1, "name": "x", "stock": 4}),
+            200,
+        );
+        other.deltas.insert("stock".into(), 4.0);
+        assert_eq!(
+            resolve(&counter, &rules, &copy, &other).row.unwrap()["stock"],
+            json!(10)
         );
         // Tie: the delete wins.
         let d = ch("b", base.clone(), Value::Null, 100);
