@@ -38,8 +38,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "admin",
         &[
-            "analyze", "config", "conn", "control", "metrics", "routing", "store", "sync", "tap",
-            "validate",
+            "analyze", "apigen", "config", "conn", "control", "metrics", "routing", "store",
+            "sync", "tap", "validate",
         ],
     ),
 ];

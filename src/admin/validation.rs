@@ -5,6 +5,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::{AdminBody, json, problem};
+use crate::apigen::query::decode;
 use crate::control::ControlStore;
 use crate::validate::audit::{Filter, show};
 use crate::validate::continuous::{UnknownEntity, Validations};
@@ -34,30 +35,6 @@ pub(super) fn start(v: &Validations, entity: &str) -> Response<AdminBody> {
     }
 }
 
-fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// The filter a query string asks for; `Err` names the parameter at fault.
 fn filter(query: Option<&str>) -> Result<Filter, String> {
     let mut f = Filter {
@@ -66,7 +43,7 @@ fn filter(query: Option<&str>) -> Result<Filter, String> {
     };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = decode(v).ok_or_else(|| format!("{k}: not valid percent-encoded UTF-8"))?;
+        let v = decode(v, true).map_err(|e| format!("{k}: {}", e.0))?;
         match k {
             "entity" => f.entity = Some(v),
             "kind" => f.kind = Some(v),

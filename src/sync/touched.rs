@@ -48,12 +48,12 @@ impl Touched {
     }
 
     /// Notes a write of `key` (left-side column names) to `entity`, if it is watched.
-    pub fn note(&self, entity: &str, key: Row) {
+    pub fn note(&self, entity: &str, key: &Row) {
         self.with(|m| {
             let Some(k) = m.get_mut(entity) else { return };
-            let id = serde_json::to_string(&key).unwrap_or_default();
+            let id = serde_json::to_string(key).unwrap_or_default();
             let now = Instant::now();
-            if k.rows.insert(id.clone(), (now, key)).is_none() && k.rows.len() > LIMIT {
+            if k.rows.insert(id.clone(), (now, key.clone())).is_none() && k.rows.len() > LIMIT {
                 k.rows.remove(&id);
                 k.overflowed = true;
                 return;
@@ -102,18 +102,18 @@ mod tests {
     #[test]
     fn keys_come_due_once_after_their_last_write() {
         let t = Touched::default();
-        t.note("users", key(1));
+        t.note("users", &key(1));
         assert_eq!(t.take("users", Duration::ZERO), Due::default(), "unwatched");
         t.watch("users");
-        t.note("users", key(1));
-        t.note("users", key(2));
-        t.note("users", key(1));
+        t.note("users", &key(1));
+        t.note("users", &key(2));
+        t.note("users", &key(1));
         assert!(t.take("users", Duration::from_secs(60)).keys.is_empty());
         let due = t.take("users", Duration::ZERO);
         assert_eq!(due.keys, vec![key(2), key(1)]);
         assert!(t.take("users", Duration::ZERO).keys.is_empty());
         for i in 0..=LIMIT as i64 {
-            t.note("users", key(i));
+            t.note("users", &key(i));
         }
         let due = t.take("users", Duration::ZERO);
         assert!(due.overflowed);

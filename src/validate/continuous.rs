@@ -254,12 +254,21 @@ impl Engine for ValidatorEngine {
     }
 
     fn tap(&self) -> Option<TapListener> {
+        // Only continuous mode re-checks written keys: without it the tap owes us nothing.
+        if self
+            .sync
+            .entities
+            .iter()
+            .all(|e| e.validation.interval.is_none())
+        {
+            return None;
+        }
         let (sync, status) = (self.sync.clone(), self.status.clone());
         Some(Arc::new(move |w| {
             if let Some(key) = w.key.as_deref()
                 && let Some(row) = tap_key(&sync, &w.entity, key)
             {
-                status.touched.note(&w.entity, row);
+                status.touched.note(&w.entity, &row);
             }
         }))
     }

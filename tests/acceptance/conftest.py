@@ -152,3 +152,13 @@ sticky = {{ header = "x-user-id" }}
 entity = "users"
 {route_extra}
 """
+
+
+def sync_admin_address(worker, seconds=20):
+    """The admin URL a `sync run --admin-listen` worker logs (its stderr piped as text)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        line = worker.stderr.readline()
+        if "sync admin API listening" in line:
+            return "http://" + json.loads(line)["fields"]["admin"]
+    raise AssertionError("the worker did not log its admin address")

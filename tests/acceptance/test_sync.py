@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import binary, base_config
+from conftest import base_config, binary, sync_admin_address
 
 
 def make_dbs(tmp):
@@ -248,13 +248,7 @@ def test_sync_run_serves_health_metrics_and_status(tmp_path):
     worker = subprocess.Popen([binary(), "sync", "run", "--config", str(path), "--admin-listen", "127.0.0.1:0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        admin = None
-        deadline = time.time() + 20
-        while admin is None and time.time() < deadline:
-            line = worker.stderr.readline()
-            if "sync admin API listening" in line:
-                admin = "http://" + json.loads(line)["fields"]["admin"]
-        assert admin, "the worker logged its admin address"
+        admin = sync_admin_address(worker)
         with sqlite3.connect(mono) as c:
             c.execute("INSERT INTO users (id, email, name) VALUES (1, 'a@x.io', 'Ann')")
         deadline = time.time() + 10

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import subprocess
 
-from conftest import binary
+from conftest import binary, sync_admin_address
 
 
 def cli(*args):
@@ -179,13 +179,7 @@ def test_continuous_validation_in_sync_run_with_its_admin_endpoints(tmp_path):
     worker = subprocess.Popen([binary(), "sync", "run", "--config", str(config), "--admin-listen", "127.0.0.1:0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        admin = None
-        deadline = time.time() + 20
-        while admin is None and time.time() < deadline:
-            line = worker.stderr.readline()
-            if "sync admin API listening" in line:
-                admin = "http://" + json.loads(line)["fields"]["admin"]
-        assert admin, "the worker logged its admin address"
+        admin = sync_admin_address(worker)
 
         def latest():
             return requests.get(admin + "/admin/validation", timeout=5).json()["entities"]["users"]

@@ -34,7 +34,7 @@ impl<O: Origin> Link<O> {
         for grp in &g.groups {
             self.status
                 .touched
-                .note(&self.entities[grp.ent].cfg.name, grp.key.clone());
+                .note(&self.entities[grp.ent].cfg.name, &grp.key);
         }
         let done = now_us();
         for (ei, ent) in self.entities.iter().enumerate() {
