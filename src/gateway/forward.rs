@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Body as _;
 
-use super::headers::{self, Peer};
+use super::headers::{self, Added, Peer};
 use super::park::{BodyFate, ClientBody};
 use super::path;
 use super::pool::{Pool, PooledBody, SendError};
@@ -151,7 +152,7 @@ impl Gateway {
         let upstream = &route.targets[target as usize].upstream;
         let first = self.to_upstream(parts, Either::Left(body), upstream, &client);
         let t_up = Instant::now();
-        let mut outcome = self.send(upstream, first).await;
+        let mut outcome = self.send(upstream, first, t_up).await;
         if let Some(fault) = client_fault(&outcome, fate.as_ref()) {
             // The client broke or stalled its own body: never the upstream's failure.
             metrics::counter!(m::CLIENT_ERRORS, "route" => route.name.clone(), "reason" => fault.reason())
@@ -175,9 +176,8 @@ impl Gateway {
                 *again.version_mut() = r.version;
                 *again.headers_mut() = r.headers;
                 let (parts, body) = again.into_parts();
-                outcome = self
-                    .send(fallback, self.to_upstream(parts, body, fallback, &client))
-                    .await;
+                let again = self.to_upstream(parts, body, fallback, &client);
+                outcome = self.send(fallback, again, Instant::now()).await;
             }
         }
         let upstream_time = t_up.elapsed();
@@ -206,9 +206,8 @@ impl Gateway {
                         at_ms: now_ms(),
                     });
                 }
-                let (mut parts, body) = resp.into_parts();
-                headers::to_client(&mut parts.headers);
-                Response::from_parts(parts, Either::Left(body))
+                // The pool gives the head as the client gets it (see `upstream`).
+                resp.map(Either::Left)
             }
             Err(failure) => {
                 if !failure_noted {
@@ -337,22 +336,25 @@ impl Gateway {
         body: ProxyBody,
         up: &Upstream,
         client: &Peer,
-    ) -> Request<ProxyBody> {
+    ) -> (Request<ProxyBody>, Added) {
         let original_host = parts.headers.get(HOST).cloned().or_else(|| {
             parts
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        headers::to_upstream(&mut parts.headers, client, self.tls, original_host.as_ref());
-        // Requests go out in origin form, so Host is always set here.
-        let host = match original_host {
-            Some(h) if !up.rewrite_host => Some(h),
-            _ => HeaderValue::from_str(up.authority.as_str()).ok(),
+        // Requests go out in origin form, so Host is always set.
+        let host = match &original_host {
+            Some(h) if !up.rewrite_host => h.clone(),
+            _ => up.host_header.clone(),
         };
-        if let Some(h) = host {
-            parts.headers.insert(HOST, h);
-        }
+        let added = headers::to_upstream(
+            &mut parts.headers,
+            client,
+            self.tls,
+            host,
+            original_host.as_ref(),
+        );
         parts.uri = if up.base_path.is_empty() {
             match parts.uri.path_and_query() {
                 Some(pq) => Uri::from(pq.clone()),
@@ -366,21 +368,24 @@ impl Gateway {
         };
         // Upstreams are spoken to over HTTP/1.1 whatever the client used.
         parts.version = http::Version::HTTP_11;
-        Request::from_parts(parts, body)
+        (Request::from_parts(parts, body), added)
     }
 
-    async fn send(
-        &self,
-        up: &Upstream,
-        req: Request<ProxyBody>,
-    ) -> Result<Response<PooledBody>, Failure> {
-        match tokio::time::timeout(self.upstream_timeout, self.pool.send(&up.authority, req)).await
-        {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(SendError::Connect(e))) => Err(Failure::Connect(e)),
-            Ok(Err(SendError::Upstream(e))) => Err(Failure::Upstream(e)),
-            Err(_) => Err(Failure::Timeout),
-        }
+    fn send<'a>(
+        &'a self,
+        up: &'a Upstream,
+        (req, added): (Request<ProxyBody>, Added),
+        now: Instant,
+    ) -> impl Future<Output = Result<Response<PooledBody>, Failure>> + 'a {
+        self.pool
+            .send(&up.authority, req, &added, now, self.upstream_timeout)
+            .map(|r| {
+                r.map_err(|e| match e {
+                    SendError::Connect(e) => Failure::Connect(e),
+                    SendError::Upstream(e) => Failure::Upstream(e),
+                    SendError::Timeout => Failure::Timeout,
+                })
+            })
     }
 }
 

@@ -48,7 +48,9 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("proxy-authenticate"),
 ];
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// Whether `name` is in the fixed hop-by-hop set.
+#[inline]
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
     // Lengths of the names in the set first: most names are ruled out without comparing.
     matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) && HOP_BY_HOP.contains(name)
 }
@@ -91,33 +93,84 @@ fn append_via(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a client request's headers for the upstream.
+/// The fields the gateway sets on a request for its upstream. `Host`, `X-Forwarded-For` and
+/// `Via` replace the client's fields of those names; `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are only added when the client sent none. They are written after the
+/// client's own fields, without touching the request's header map.
+#[derive(Default)]
+pub struct Added {
+    host: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    proto: Option<HeaderValue>,
+    forwarded_host: Option<HeaderValue>,
+    via: Option<HeaderValue>,
+}
+
+impl Added {
+    /// Whether the client's field `name` is replaced (and so not forwarded as sent).
+    pub fn replaces(name: &HeaderName) -> bool {
+        name == HOST || name == VIA || name == X_FORWARDED_FOR
+    }
+
+    /// The fields, in the order they are written.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        [
+            (&HOST, &self.host),
+            (&X_FORWARDED_FOR, &self.forwarded_for),
+            (&X_FORWARDED_PROTO, &self.proto),
+            (&X_FORWARDED_HOST, &self.forwarded_host),
+            (&VIA, &self.via),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| Some((n, v.as_ref()?)))
+    }
+}
+
+/// Appends `, entry` to the values of `name` joined with commas; `None` if there are none.
+fn joined(headers: &HeaderMap, name: &HeaderName, entry: &str) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut all = String::new();
+    for v in values {
+        all.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        all.push_str(", ");
+    }
+    all.push_str(entry);
+    HeaderValue::from_str(&all).ok()
+}
+
+/// Rewrites a client request's headers for the upstream: hop-by-hop fields go, and the
+/// fields to add are returned. `host` is the upstream's `Host`; `original_host` the one the
+/// client addressed.
 pub fn to_upstream(
     headers: &mut HeaderMap,
     client: &Peer,
     tls: bool,
+    host: HeaderValue,
     original_host: Option<&HeaderValue>,
-) {
+) -> Added {
     strip_hop_by_hop(headers);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", client.addr.ip())).ok(),
-        None => Some(client.ip_header.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    // One pass over the client's fields finds the four the gateway adds to.
+    let (mut xff, mut via, mut proto, mut fhost) = (false, false, false, false);
+    for name in headers.keys() {
+        xff |= name == X_FORWARDED_FOR;
+        via |= name == VIA;
+        proto |= name == X_FORWARDED_PROTO;
+        fhost |= name == X_FORWARDED_HOST;
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        );
+    Added {
+        host: Some(host),
+        forwarded_for: match xff {
+            true => joined(headers, &X_FORWARDED_FOR, &client.addr.ip().to_string()),
+            false => Some(client.ip_header.clone()),
+        },
+        proto: (!proto).then(|| HeaderValue::from_static(if tls { "https" } else { "http" })),
+        forwarded_host: original_host.filter(|_| !fhost).cloned(),
+        via: match via {
+            true => joined(headers, &VIA, VIA_VALUE),
+            false => Some(HeaderValue::from_static(VIA_VALUE)),
+        },
     }
-    if let Some(host) = original_host
-        && !headers.contains_key(&X_FORWARDED_HOST)
-    {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-    append_via(headers);
 }
 
 /// Rewrites an upstream response's headers for the client.
@@ -135,8 +188,9 @@ pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next();
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => Some(h),
+    // A byte search: `rsplit_once(':')` goes through the generic pattern machinery.
+    match host.bytes().rposition(|b| b == b':') {
+        Some(at) if host.as_bytes()[at + 1..].iter().all(u8::is_ascii_digit) => Some(&host[..at]),
         _ => Some(host),
     }
 }
@@ -165,13 +219,36 @@ mod tests {
     fn forwarded_headers() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        h.insert(VIA, HeaderValue::from_static("1.0 edge"));
         let host = HeaderValue::from_static("shop.example");
         let peer = Peer::new("10.0.0.9:5000".parse().unwrap());
-        to_upstream(&mut h, &peer, true, Some(&host));
-        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.0.0.9");
-        assert_eq!(h[&X_FORWARDED_PROTO], "https");
-        assert_eq!(h[&X_FORWARDED_HOST], "shop.example");
-        assert_eq!(h[VIA], VIA_VALUE);
+        let added = to_upstream(&mut h, &peer, true, host.clone(), Some(&host));
+        let got: Vec<(&str, &str)> = added
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("host", "shop.example"),
+                ("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.9"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "shop.example"),
+                ("via", "1.0 edge, 1.1 strangler"),
+            ]
+        );
+        assert!(Added::replaces(&HOST) && Added::replaces(&VIA));
+        assert!(Added::replaces(&X_FORWARDED_FOR) && !Added::replaces(&X_FORWARDED_PROTO));
+        // A client's own X-Forwarded-Proto and -Host are kept, not added to.
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("edge.example"));
+        let added = to_upstream(&mut h, &peer, true, host.clone(), Some(&host));
+        assert!(
+            added
+                .iter()
+                .all(|(n, _)| n != X_FORWARDED_PROTO && n != X_FORWARDED_HOST)
+        );
     }
 
     #[test]

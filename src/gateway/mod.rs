@@ -9,6 +9,7 @@ pub mod refusal;
 pub mod server;
 pub mod shards;
 pub mod tls;
+pub mod upstream;
 
 pub use forward::Gateway;
 pub use server::{ServerSettings, serve};

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::{Gateway, ResponseBody};
 use super::headers::Peer;
-use super::pool::{End, Polled, poll_incoming};
 use super::server::{ServerSettings, http1};
 use crate::metrics as m;
 
@@ -68,6 +67,29 @@ impl BodyFate {
     pub fn unfinished(&self) -> bool {
         self.0.load(Relaxed) == STREAMING
     }
+}
+
+/// How an `Incoming` body ended, as seen by the frame that ended it.
+enum End {
+    /// Read to its end.
+    Complete,
+    /// Broken off by an error.
+    Failed,
+}
+
+/// One polled frame of a body.
+type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+/// Polls one frame of `body`, saying whether this frame ended it.
+fn poll_incoming(body: &mut Incoming, cx: &mut Context<'_>) -> (Polled, Option<End>) {
+    let polled = Pin::new(&mut *body).poll_frame(cx);
+    let end = match &polled {
+        Poll::Ready(None) => Some(End::Complete),
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(End::Complete),
+        Poll::Ready(Some(Err(_))) => Some(End::Failed),
+        _ => None,
+    };
+    (polled, end)
 }
 
 /// A client's request body; on a parkable connection it reports when it has been read whole.
@@ -292,6 +314,16 @@ impl<S: Parkable> AsyncWrite for Prefixed<S> {
     }
 }
 
+/// What woke a served connection's loop.
+enum Event {
+    /// The hyper connection ended.
+    Ended(hyper::Result<()>),
+    /// The gateway is draining.
+    Drain,
+    /// The park delay passed.
+    Quiet,
+}
+
 /// How a hyper connection over a parkable socket ended.
 enum Ended<S> {
     /// Parked by us: the socket and the unused bytes, to wait for the next request.
@@ -381,15 +413,48 @@ async fn one_hyper_connection<S: Parkable>(
     let mut seen = 0;
     let timer = tokio::time::sleep(s.park);
     tokio::pin!(timer);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    // The drain signal and the park timer keep the waker they were polled with, so after a
+    // first poll each later wake-up only needs a flag read, not another poll of each.
+    let (mut cancel_armed, mut timer_armed) = (false, false);
     let result = loop {
-        tokio::select! {
-            biased;
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-            _ = shutdown.cancelled(), if !draining => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(Event::Ended(r));
+            }
+            if !draining {
+                let fired = if cancel_armed {
+                    shutdown.is_cancelled()
+                } else {
+                    cancel_armed = true;
+                    cancelled.as_mut().poll(cx).is_ready()
+                };
+                if fired {
+                    return Poll::Ready(Event::Drain);
+                }
+            }
+            if !parking && !draining {
+                let fired = if timer_armed {
+                    timer.is_elapsed()
+                } else {
+                    timer_armed = true;
+                    timer.as_mut().poll(cx).is_ready()
+                };
+                if fired {
+                    return Poll::Ready(Event::Quiet);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Ended(r) => break r,
+            Event::Drain => {
                 draining = true;
                 Pin::new(&mut conn).graceful_shutdown();
             }
-            _ = &mut timer, if !parking && !draining => {
+            Event::Quiet => {
                 let started = activity.started.load(Relaxed);
                 // hyper is idle between requests only after it has finished one: before
                 // that, a graceful shutdown would answer the first request with
@@ -400,6 +465,7 @@ async fn one_hyper_connection<S: Parkable>(
                 } else {
                     seen = started;
                     timer.as_mut().reset(Instant::now() + s.park);
+                    timer_armed = false;
                 }
             }
         }

@@ -1,41 +1,45 @@
-//! The upstream connection pool of one I/O thread: HTTP/1.1 connections over
-//! `hyper::client::conn`, handed back when the response body ends (no task per request), and
-//! a request that a stale pooled connection never sent is sent again on a fresh one.
+//! The upstream connection pool of one I/O thread: HTTP/1.1 connections (`upstream`), each
+//! exchange driven by the request's own task and the connection handed back when the response
+//! body ends; a request that a stale pooled connection never carried goes out on another.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::forward::ProxyBody;
+use super::headers::Added;
+use super::upstream::{self, Conn, ExchangeError, Outgoing, Reader};
 
 /// Why a request could not be exchanged.
 #[derive(Debug)]
 pub enum SendError {
     /// No connection could be made.
     Connect(String),
-    /// The exchange broke after the request was (possibly) sent.
+    /// The exchange broke after the request was (possibly) sent, or the request body failed.
     Upstream(String),
+    /// No response head within the response timeout.
+    Timeout,
 }
 
 struct Idle {
-    sender: SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
 }
 
 /// Pooled HTTP/1.1 connections to upstreams, by authority.
 pub struct Pool {
-    /// Keyed by the authority's text: `Authority` hashes byte by byte, case-folded.
-    idle: Mutex<HashMap<Box<str>, Vec<Idle>, ahash::RandomState>>,
+    /// Keyed by the authority's text: `Authority` hashes byte by byte, case-folded. Newest
+    /// last: taken from the back, expired ones dropped from the front.
+    idle: Mutex<HashMap<Box<str>, VecDeque<Idle>, ahash::RandomState>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_host: usize,
@@ -56,36 +60,37 @@ impl Pool {
         })
     }
 
-    fn checkout(&self, key: &Authority) -> Option<SendRequest<ProxyBody>> {
+    fn checkout(&self, key: &Authority, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key.as_str())?;
-        while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
+        while let Some(entry) = list.pop_back() {
+            if now.saturating_duration_since(entry.since) < self.idle_timeout {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    fn checkin(&self, key: &Authority, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn checkin(&self, key: &Authority, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
             let list = match idle.get_mut(key.as_str()) {
                 Some(list) => list,
                 None => idle.entry(key.as_str().into()).or_default(),
             };
+            let now = Instant::now();
+            while list
+                .front()
+                .is_some_and(|e| now.duration_since(e.since) >= self.idle_timeout)
+            {
+                list.pop_front();
+            }
             if list.len() < self.max_idle_per_host {
-                list.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
+                list.push_back(Idle { conn, since: now });
             }
         }
     }
 
-    async fn connect(&self, key: &Authority) -> Result<SendRequest<ProxyBody>, SendError> {
+    async fn connect(&self, key: &Authority) -> Result<Conn, SendError> {
         let addr = key.as_str();
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -99,110 +104,125 @@ impl Pool {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Connect(format!("handshake with {addr}: {e}")))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
 
-    /// Sends a request to `key` on a pooled or new connection.
-    pub async fn send(
+    /// A new connection to `key`. Boxed: the connect path is rare, and inline it would make
+    /// every connection's in-flight request future larger.
+    async fn connect_boxed(&self, key: &Authority) -> Result<Conn, SendError> {
+        Box::pin(self.connect(key)).await
+    }
+
+    /// Sends a request to `key` on a pooled or new connection; the response head must come
+    /// within `timeout` of `now`.
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
+        key: &'a Authority,
+        req: Request<ProxyBody>,
+        added: &Added,
+        now: Instant,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + Send + use<'a> {
+        let deadline = tokio::time::Instant::from_std(now) + timeout;
+        // The head is encoded before the exchange's future is made, so the request's parts
+        // are not kept in its state: a smaller future is cheaper to move.
+        let mut pooled = self.checkout(key, now);
+        let mut wbuf = pooled.as_mut().map(Conn::take_request).unwrap_or_default();
+        let (parts, body) = req.into_parts();
+        let out = upstream::encode(&mut wbuf, &parts, added, &body);
+        drop(parts);
+        self.exchange(key, pooled, wbuf, body, out, deadline)
+    }
+
+    async fn exchange(
         self: &Arc<Self>,
         key: &Authority,
-        mut req: Request<ProxyBody>,
+        pooled: Option<Conn>,
+        wbuf: BytesMut,
+        mut body: ProxyBody,
+        out: Outgoing,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<PooledBody>, SendError> {
-        // A pooled connection the upstream already closed gives the request back unsent:
-        // one more try on a fresh connection is then always safe.
-        for _ in 0..2 {
-            let mut sender = match self.checkout(key) {
-                Some(s) => s,
-                // Boxed: the connect path is rare, and inline it would make every
-                // connection's in-flight request future several times larger.
-                None => Box::pin(self.connect(key)).await?,
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect_boxed(key).await?,
+        };
+        conn.set_request(wbuf);
+        // Only a reused connection asks for a retry, and each retry takes another pooled
+        // connection or a new one: this ends.
+        loop {
+            match conn.exchange(&mut body, &out, deadline).await {
+                Ok((parts, framed)) => {
                     let mut pooled = PooledBody {
-                        inner: body,
-                        release: Some((self.clone(), key.clone(), sender)),
+                        inner: Reader::new(conn, framed),
+                        release: Some((self.clone(), key.clone())),
                     };
-                    if pooled.inner.is_end_stream() {
+                    if pooled.inner.is_end() {
                         pooled.release();
                     }
                     return Ok(Response::from_parts(parts, pooled));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::Upstream(e.into_error().to_string())),
-                },
+                Err(ExchangeError::Retry) => {
+                    let wbuf = conn.take_request();
+                    conn = match self.checkout(key, Instant::now()) {
+                        Some(c) => c,
+                        None => self.connect_boxed(key).await?,
+                    };
+                    conn.set_request(wbuf);
+                }
+                Err(ExchangeError::Broken(m)) => return Err(SendError::Upstream(m)),
+                Err(ExchangeError::Body(m)) => {
+                    return Err(SendError::Upstream(format!("the request body failed: {m}")));
+                }
+                Err(ExchangeError::Timeout) => return Err(SendError::Timeout),
             }
         }
-        Err(SendError::Upstream(
-            "upstream closed the connection before the request was sent".into(),
-        ))
     }
-}
-
-/// How an `Incoming` body ended, as seen by the frame that ended it.
-pub(super) enum End {
-    /// Read to its end.
-    Complete,
-    /// Broken off by an error.
-    Failed,
-}
-
-/// One polled frame of a body.
-pub(super) type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
-
-/// Polls one frame of `body`, saying whether this frame ended it.
-pub(super) fn poll_incoming(body: &mut Incoming, cx: &mut Context<'_>) -> (Polled, Option<End>) {
-    let polled = Pin::new(&mut *body).poll_frame(cx);
-    let end = match &polled {
-        Poll::Ready(None) => Some(End::Complete),
-        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(End::Complete),
-        Poll::Ready(Some(Err(_))) => Some(End::Failed),
-        _ => None,
-    };
-    (polled, end)
 }
 
 /// A response body that returns its connection to the pool once it has been read to the end.
 pub struct PooledBody {
-    inner: Incoming,
-    release: Option<(Arc<Pool>, Authority, SendRequest<ProxyBody>)>,
+    inner: Reader,
+    release: Option<(Arc<Pool>, Authority)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((pool, key, sender)) = self.release.take() {
-            pool.checkin(&key, sender);
+        if let Some((pool, key)) = self.release.take()
+            && let Some(mut conn) = self.inner.reusable()
+        {
+            conn.served();
+            pool.checkin(&key, conn);
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
-        let (polled, end) = poll_incoming(&mut self.inner, cx);
-        match end {
-            Some(End::Complete) => self.release(),
-            Some(End::Failed) => self.release = None,
-            None => {}
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = self.inner.poll_data(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
         }
-        polled
+        polled.map(|o| o.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.inner.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }

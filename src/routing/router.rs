@@ -82,6 +82,9 @@ fn upstreams_for(
                     authority: u.authority.clone(),
                     base_path: u.base_path.clone(),
                     rewrite_host: u.rewrite_host,
+                    // An authority is always a valid header value.
+                    host_header: http::HeaderValue::from_str(u.authority.as_str())
+                        .unwrap_or_else(|_| http::HeaderValue::from_static("")),
                     health: Health::new(&u.name, u.passive.clone()),
                 }),
             };

@@ -28,6 +28,8 @@ pub struct Upstream {
     pub base_path: String,
     /// Whether `Host` is rewritten to the authority.
     pub rewrite_host: bool,
+    /// The authority as a `Host` value, for rewriting.
+    pub host_header: http::HeaderValue,
     /// Shared health state.
     pub health: Arc<Health>,
 }
