@@ -533,6 +533,11 @@ fn parse_head(
             if is_hop_by_hop(name) && !(fields.names_others && name == CONNECTION) {
                 continue;
             }
+            // With a transfer coding, Content-Length does not frame the message and must not
+            // be forwarded (RFC 9112 §6.3).
+            if fields.coded && name == CONTENT_LENGTH {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(at as usize..(at + n) as usize))
                 .map_err(|_| "the upstream sent an invalid header value".to_string())?;
             headers.append(name.clone(), value);
@@ -770,5 +775,204 @@ fn step(body: &mut Rest, buf: &mut BytesMut) -> Step {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &[u8], head_request: bool) -> Result<Option<(Parts, Framed)>, String> {
+        parse_head(
+            &mut BytesMut::from(text),
+            &mut Seen::default(),
+            head_request,
+        )
+    }
+
+    fn framing(text: &[u8]) -> (Rest, bool) {
+        let (_, f) = head(text, false).unwrap().unwrap();
+        (f.body, f.keep_alive)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            (Rest::Length(5), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n"),
+            (Rest::Length(5), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            (Rest::Chunked(Chunk::Size), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"),
+            (Rest::Chunked(Chunk::Size), false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            (Rest::ToClose, false)
+        );
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n"), (Rest::ToClose, false));
+        assert_eq!(
+            framing(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"),
+            (Rest::Length(0), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n"),
+            (Rest::Length(1), false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            (Rest::Length(1), false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"),
+            (Rest::Length(1), true)
+        );
+        let (_, f) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.body, Rest::Length(0), "a HEAD response has no body");
+    }
+
+    #[test]
+    fn bad_heads_are_errors_and_partial_ones_wait() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert!(
+                head(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(
+            head(b"HTTP/1.1 200 OK\r\nContent-", false)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn informational_responses_are_skipped() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"[..]);
+        let (parts, f) = parse_head(&mut buf, &mut Seen::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(parts.status, StatusCode::CREATED);
+        assert!(parts.headers.get("link").is_none());
+        assert_eq!(f.body, Rest::Length(0));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn names_are_taken_from_the_last_head_only_when_bytes_match() {
+        let mut seen = Seen::default();
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"[..]);
+        parse_head(&mut buf, &mut seen, false).unwrap().unwrap();
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nX-B: 2\r\ncontent-length: 0\r\nX-C: 3\r\n\r\n"[..],
+        );
+        let (parts, _) = parse_head(&mut buf, &mut seen, false).unwrap().unwrap();
+        let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-b", "content-length", "x-c", "via"]);
+        assert_eq!(parts.headers["x-b"], "2");
+        assert_eq!(seen.names.len(), 3);
+    }
+
+    fn decode(mut body: Rest, wire: &[u8]) -> Result<(Vec<u8>, Rest, usize), &'static str> {
+        let mut buf = BytesMut::from(wire);
+        let mut out = Vec::new();
+        loop {
+            match step(&mut body, &mut buf) {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::End | Step::More => return Ok((out, body, buf.len())),
+                Step::Bad(m) => return Err(m),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let wire = b"5;a=b\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n";
+        let (out, rest, left) = decode(Rest::Chunked(Chunk::Size), wire).unwrap();
+        assert_eq!((&out[..], rest, left), (&b"hello!"[..], Rest::Done, 0));
+        // Byte by byte, the same.
+        let mut body = Rest::Chunked(Chunk::Size);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in wire {
+            buf.put_u8(*b);
+            while let Step::Data(d) = step(&mut body, &mut buf) {
+                out.extend_from_slice(&d);
+            }
+        }
+        assert_eq!((&out[..], body), (&b"hello!"[..], Rest::Done));
+        for bad in [
+            &b"5\r\nhelloXX"[..],
+            b"zz\r\n",
+            b"0\r\nBad Trailer\r\n\r\n",
+            b"12345678901234567\r\n",
+        ] {
+            assert!(decode(Rest::Chunked(Chunk::Size), bad).is_err());
+        }
+        assert!(decode(Rest::Chunked(Chunk::Size), &[b'1'; MAX_LINE + 1]).is_err());
+    }
+
+    #[test]
+    fn length_and_close_bodies_take_only_what_is_theirs() {
+        let (out, rest, left) = decode(Rest::Length(3), b"abcdef").unwrap();
+        assert_eq!((&out[..], rest, left), (&b"abc"[..], Rest::Length(0), 3));
+        let (out, rest, _) = decode(Rest::ToClose, b"all").unwrap();
+        assert_eq!((&out[..], rest), (&b"all"[..], Rest::ToClose));
+    }
+
+    fn encoded(req: http::Request<ProxyBody>) -> (String, Outgoing) {
+        let (parts, body) = req.into_parts();
+        let mut w = BytesMut::new();
+        let out = encode(&mut w, &parts, &Added::default(), &body);
+        (String::from_utf8(w.to_vec()).unwrap(), out)
+    }
+
+    #[test]
+    fn request_heads_state_their_framing() {
+        use http_body_util::{Either, Full};
+        let full = |s: &'static str| Either::Right(Full::new(Bytes::from(s)));
+        let (text, out) = encoded(
+            http::Request::post("/a?b=1")
+                .header("content-length", "99")
+                .header("x-y", "z")
+                .body(full("four"))
+                .unwrap(),
+        );
+        assert_eq!(
+            text,
+            "POST /a?b=1 HTTP/1.1\r\nx-y: z\r\ncontent-length: 4\r\n\r\n"
+        );
+        assert_eq!(out.framing, Framing::Fixed);
+        assert!(!out.replayable);
+        let (text, out) = encoded(
+            http::Request::get("/")
+                .header("host", "client.example")
+                .body(full(""))
+                .unwrap(),
+        );
+        assert_eq!(text, "GET / HTTP/1.1\r\n\r\n", "Host comes from `Added`");
+        assert!(out.replayable);
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+        assert_eq!(hex(0, &mut [0; 16]), b"0");
+        assert_eq!(hex(0xABC, &mut [0; 16]), b"ABC");
     }
 }
