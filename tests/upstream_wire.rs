@@ -122,6 +122,9 @@ fn answer(path: &str) -> (Vec<u8>, bool) {
         "/switch" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 backend\r\n\r\nok",
     };
+    if path == "/vanish" {
+        return (Vec::new(), true);
+    }
     let close = matches!(path, "/until-close" | "/truncated");
     if path == "/until-close" {
         return (
@@ -287,4 +290,44 @@ async fn request_bodies_go_out_framed_as_they_came() {
         "{chunked}"
     );
     assert!(chunked.contains("host: x\r\n"), "{chunked}");
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_without_an_answer_is_retried_only_when_safe() {
+    let up = raw_upstream(answer).await;
+    let gw = gateway_to(&up).await;
+    let c = client();
+    assert_eq!(&get(&c, &gw.url("/plain"), &[]).await.body[..], b"ok");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    // A bodiless GET on the reused connection: the upstream reads it and closes without a
+    // word; it goes out once more on a fresh connection (which does the same: 502).
+    let r = get(&c, &gw.url("/vanish"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("without a response"),
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        2,
+        "retried once on a new connection"
+    );
+    assert_eq!(&get(&c, &gw.url("/plain"), &[]).await.body[..], b"ok");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+    // A POST with a body is never sent twice.
+    let r = send(&c, "POST", &gw.url("/vanish"), &[], "once").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3, "not retried");
+    let posts = up
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with(b"POST /vanish"))
+        .count();
+    assert_eq!(posts, 1);
 }
