@@ -189,9 +189,8 @@ pub struct PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some((pool, key)) = self.release.take()
-            && let Some(mut conn) = self.inner.reusable()
+            && let Some(conn) = self.inner.reusable()
         {
-            conn.served();
             pool.checkin(&key, conn);
         }
     }
