@@ -331,3 +331,39 @@ async fn a_reused_connection_closed_without_an_answer_is_retried_only_when_safe(
         .count();
     assert_eq!(posts, 1);
 }
+
+#[tokio::test]
+async fn a_body_of_unknown_length_goes_to_the_client_chunked() {
+    let up = raw_upstream(answer).await;
+    let gw = gateway_to(&up).await;
+    let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
+    s.write_all(b"GET /until-close HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("content-length"), "{head}");
+    // However the upstream's bytes arrived, the chunks carry them whole and end with 0.
+    let mut rest = body;
+    let mut got = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        got.push_str(&after[..size]);
+        rest = &after[size + 2..];
+        if size == 0 {
+            break;
+        }
+    }
+    assert_eq!(got, "all of this until the end");
+    assert_eq!(rest, "");
+}

@@ -400,7 +400,11 @@ fn route_key(route: &Route, path: &str) -> Option<String> {
 }
 
 /// A request refused before routing: counted as the client's error.
-fn refuse(status: StatusCode, kind: &'static str, detail: &str) -> Response<ResponseBody> {
+pub(super) fn refuse(
+    status: StatusCode,
+    kind: &'static str,
+    detail: &str,
+) -> Response<ResponseBody> {
     metrics::counter!(m::CLIENT_ERRORS, "route" => "", "reason" => kind).increment(1);
     problem(status, kind, detail)
 }

@@ -1,6 +1,8 @@
 //! The data plane: the HTTP server and forwarding to upstreams.
 
+pub mod fields;
 pub mod forward;
+mod h1;
 pub mod headers;
 pub mod park;
 pub mod path;

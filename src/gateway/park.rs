@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{Gateway, ResponseBody};
+use super::h1;
 use super::headers::Peer;
 use super::server::{ServerSettings, http1};
 use crate::metrics as m;
@@ -92,9 +93,17 @@ fn poll_incoming(body: &mut Incoming, cx: &mut Context<'_>) -> (Polled, Option<E
     (polled, end)
 }
 
+/// Where a client's request body comes from.
+enum Source {
+    /// Streamed by hyper as the client sends it.
+    Hyper(Incoming),
+    /// Received whole with its head (`h1`); `None` once taken, or when there is none.
+    Whole(Option<Bytes>),
+}
+
 /// A client's request body; on a parkable connection it reports when it has been read whole.
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Source,
     open: Option<Arc<Activity>>,
     /// Only for bodies that have content: a bodiless request allocates nothing.
     fate: Option<BodyFate>,
@@ -105,9 +114,18 @@ impl ClientBody {
     pub fn new(inner: Incoming) -> ClientBody {
         let fate = (!inner.is_end_stream()).then(|| BodyFate(Arc::new(AtomicU8::new(STREAMING))));
         ClientBody {
-            inner,
+            inner: Source::Hyper(inner),
             open: None,
             fate,
+        }
+    }
+
+    /// A body that arrived whole with its head: it cannot fail or stall.
+    pub fn whole(bytes: Bytes) -> ClientBody {
+        ClientBody {
+            inner: Source::Whole((!bytes.is_empty()).then_some(bytes)),
+            open: None,
+            fate: None,
         }
     }
 
@@ -137,7 +155,11 @@ impl Body for ClientBody {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
-        let (polled, end) = poll_incoming(&mut self.inner, cx);
+        let incoming = match &mut self.inner {
+            Source::Hyper(incoming) => incoming,
+            Source::Whole(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        let (polled, end) = poll_incoming(incoming, cx);
         match end {
             Some(End::Complete) => {
                 if let Some(f) = &self.fate {
@@ -157,11 +179,19 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Hyper(incoming) => incoming.is_end_stream(),
+            Source::Whole(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Hyper(incoming) => incoming.size_hint(),
+            Source::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 
@@ -218,9 +248,11 @@ impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
 
 /// The client stream, with bytes a previous hyper connection read but did not use in front,
 /// and hyper's own bodiless refusals turned into problem+json on the way out (`refusal`).
-struct Prefixed<S> {
-    head: Bytes,
-    io: S,
+pub(super) struct Prefixed<S> {
+    /// Bytes read from the client and not yet used.
+    pub(super) head: Bytes,
+    /// The client stream.
+    pub(super) io: S,
     /// A rewritten refusal not yet written whole.
     pending: Bytes,
 }
@@ -372,18 +404,24 @@ pub async fn serve<S: Parkable>(
         // Parked only after at least the park delay of quiet, which counts towards the
         // keep-alive limit.
         wait = s.header_read.saturating_sub(s.park);
-        // Boxed: while parked, none of hyper's state is held.
-        io = match Box::pin(one_hyper_connection(
-            io,
-            peer.clone(),
-            gw.clone(),
-            s,
-            &shutdown,
-        ))
-        .await
-        {
-            Ended::Parked(io) => io,
-            Ended::Closed => return,
+        // Boxed: while parked, none of the serving state is held.
+        io = match Box::pin(h1::serve(io, &peer, &gw, s, &shutdown)).await {
+            h1::End::Quiet(io) => io,
+            h1::End::Closed => return,
+            h1::End::Hyper(io) => {
+                match Box::pin(one_hyper_connection(
+                    io,
+                    peer.clone(),
+                    gw.clone(),
+                    s,
+                    &shutdown,
+                ))
+                .await
+                {
+                    Ended::Parked(io) => io,
+                    Ended::Closed => return,
+                }
+            }
         };
     }
 }

@@ -9,17 +9,8 @@ use http::response::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use super::MAX_HEADERS;
+use crate::gateway::fields::Fields;
 use crate::gateway::headers::{self, is_hop_by_hop};
-
-/// The header fields of a connection's last response head.
-#[derive(Default)]
-pub(super) struct Seen {
-    /// Their names, in order, with the bytes each was sent as. An upstream sends the same
-    /// names in the same order, and comparing bytes costs far less than parsing a name again.
-    names: Vec<(Box<[u8]>, HeaderName)>,
-    /// Where their values sit in the head.
-    values: Vec<(u32, u32)>,
-}
 
 /// What the framing fields of a response say.
 #[derive(Default)]
@@ -78,7 +69,7 @@ impl FramingFields {
 /// dropped from `buf`. `names` holds the names of the connection's previous response.
 pub(super) fn parse_head(
     buf: &mut BytesMut,
-    seen: &mut Seen,
+    seen: &mut Fields,
     head_request: bool,
 ) -> Result<Option<(Parts, Framed)>, String> {
     loop {
@@ -106,28 +97,18 @@ pub(super) fn parse_head(
             buf.advance(len);
             continue;
         }
-        seen.values.clear();
+        seen.clear();
         for (i, h) in res.headers.iter().enumerate() {
-            let raw = h.name.as_bytes();
-            // A name equal (ignoring case) to a valid one is that name.
-            let name = match seen.names.get(i) {
-                Some((sent, n)) if **sent == *raw => n,
-                _ => {
-                    let n = HeaderName::from_bytes(raw)
-                        .map_err(|_| "the upstream sent an invalid header name".to_string())?;
-                    seen.names.truncate(i);
-                    seen.names.push((raw.into(), n));
-                    &seen.names[i].1
-                }
-            };
-            fields.note(name, h.value);
             let at = h.value.as_ptr() as usize - base;
-            seen.values.push((at as u32, h.value.len() as u32));
+            let name = seen
+                .push(i, h.name.as_bytes(), at, h.value.len())
+                .ok_or("the upstream sent an invalid header name")?;
+            fields.note(name, h.value);
         }
-        let count = seen.values.len();
+        let count = seen.len();
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count + 1);
-        for ((_, name), &(at, n)) in seen.names.iter().zip(&seen.values) {
+        for (name, at) in seen.iter() {
             // Hop-by-hop fields end here; when `Connection` names other fields it stays, for
             // `headers::to_client` to remove them with it.
             if is_hop_by_hop(name) && !(fields.names_others && name == CONNECTION) {
@@ -138,7 +119,7 @@ pub(super) fn parse_head(
             if fields.coded && name == CONTENT_LENGTH {
                 continue;
             }
-            let value = HeaderValue::from_maybe_shared(head.slice(at as usize..(at + n) as usize))
+            let value = HeaderValue::from_maybe_shared(head.slice(at))
                 .map_err(|_| "the upstream sent an invalid header value".to_string())?;
             headers.append(name.clone(), value);
         }
@@ -223,7 +204,7 @@ mod tests {
     fn head(text: &[u8], head_request: bool) -> Result<Option<(Parts, Framed)>, String> {
         parse_head(
             &mut BytesMut::from(text),
-            &mut Seen::default(),
+            &mut Fields::default(),
             head_request,
         )
     }
@@ -304,7 +285,7 @@ mod tests {
     #[test]
     fn informational_responses_are_skipped() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"[..]);
-        let (parts, f) = parse_head(&mut buf, &mut Seen::default(), false)
+        let (parts, f) = parse_head(&mut buf, &mut Fields::default(), false)
             .unwrap()
             .unwrap();
         assert_eq!(parts.status, StatusCode::CREATED);
@@ -315,7 +296,7 @@ mod tests {
 
     #[test]
     fn names_are_taken_from_the_last_head_only_when_bytes_match() {
-        let mut seen = Seen::default();
+        let mut seen = Fields::default();
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"[..]);
         parse_head(&mut buf, &mut seen, false).unwrap().unwrap();
@@ -326,6 +307,6 @@ mod tests {
         let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["x-b", "content-length", "x-c", "via"]);
         assert_eq!(parts.headers["x-b"], "2");
-        assert_eq!(seen.names.len(), 3);
+        assert_eq!(seen.names_kept(), 3);
     }
 }

@@ -22,9 +22,10 @@ use super::headers::Added;
 mod body;
 mod head;
 
+use crate::gateway::fields::Fields;
 pub use body::Reader;
 pub use head::Framed;
-use head::{Seen, parse_head};
+use head::parse_head;
 
 /// Most header fields accepted in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -52,7 +53,7 @@ pub struct Conn {
     /// Whether it has served an exchange before (only such a connection can be stale).
     reused: bool,
     /// What the last response head held, kept to parse the next one.
-    seen: Seen,
+    seen: Fields,
 }
 
 /// Why an exchange failed.
@@ -109,7 +110,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             reused: false,
-            seen: Seen::default(),
+            seen: Fields::default(),
         }
     }
 
@@ -386,7 +387,7 @@ fn put_field(w: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
 }
 
 /// Decimal digits of `n`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -399,7 +400,7 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Upper-case hex digits of `n`.
-fn hex(mut n: u64, buf: &mut [u8; 16]) -> &[u8] {
+pub(crate) fn hex(mut n: u64, buf: &mut [u8; 16]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;

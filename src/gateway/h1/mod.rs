@@ -1,0 +1,150 @@
+//! The lean path of an HTTP/1.1 client connection. Plain requests — HTTP/1.1, a target in
+//! origin form, no body or a small one that came whole with its head — are read, handed to
+//! the gateway and answered right here, in the connection's own task, with one reused read
+//! buffer, one reused head buffer and one timer for the whole connection. Anything else (a
+//! streamed or chunked body, `Expect`, `Upgrade`, another version, a head too large or one
+//! that does not parse) goes, with every unread byte, to a hyper connection, which serves
+//! until the client is quiet again (`park`).
+
+mod request;
+mod response;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::CancellationToken;
+
+use super::fields::Fields;
+use super::forward::{Gateway, refuse};
+use super::headers::Peer;
+use super::park::{Parkable, Prefixed};
+use super::server::ServerSettings;
+use request::Parsed;
+
+/// Read capacity kept free before each read.
+const READ_SPARE: usize = 2 * 1024;
+/// Read capacity added when too little is free.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How the lean path let go of a connection.
+pub(super) enum End<S> {
+    /// Quiet for the park delay, with nothing unread: the connection can be parked.
+    Quiet(Prefixed<S>),
+    /// A request only hyper serves: the connection, with every byte not yet used in front.
+    Hyper(Prefixed<S>),
+    /// Closed: by the client, by an error, by `Connection: close`, by the drain, or because
+    /// a head did not arrive whole within the head deadline.
+    Closed,
+}
+
+/// What ended a wait for the client's next bytes.
+enum Woke {
+    Read(io::Result<usize>),
+    Drain,
+    Timer,
+}
+
+/// Serves requests on `io` until it is quiet, closed, or needs hyper. The wait for each head
+/// starts when the previous response has been written: while nothing of the next head has
+/// come, the park delay ends it; once some has, the head deadline (`header_read`) does.
+pub(super) async fn serve<S: Parkable>(
+    mut io: Prefixed<S>,
+    peer: &Peer,
+    gw: &Arc<Gateway>,
+    s: &ServerSettings,
+    shutdown: &CancellationToken,
+) -> End<S> {
+    let mut rbuf = BytesMut::from(&std::mem::take(&mut io.head)[..]);
+    let mut wbuf = Vec::new();
+    let mut fields = Fields::default();
+    let mut since = Instant::now();
+    let timer = tokio::time::sleep_until(since + s.park);
+    tokio::pin!(timer);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    // The drain signal keeps the waker it was first polled with, the task's own: after that
+    // a flag read tells whether it fired.
+    let mut cancel_armed = false;
+    loop {
+        match request::parse(&mut rbuf, &mut fields) {
+            Parsed::Request(req, asked_close) => {
+                let method = req.method().clone();
+                let Ok(resp) = gw.clone().handle(req, peer.clone()).await;
+                let (parts, body) = resp.into_parts();
+                let close = asked_close || shutdown.is_cancelled();
+                let done = response::encode(&mut wbuf, &parts, &body, &method, close);
+                drop(parts);
+                let wrote = response::write(&mut io.io, &wbuf, body, done.framing).await;
+                if wrote.is_err() || done.close {
+                    return close_after(io).await;
+                }
+                since = Instant::now();
+                continue;
+            }
+            Parsed::Bad => {
+                let (parts, body) = refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "the request head could not be parsed",
+                )
+                .into_parts();
+                let done = response::encode(&mut wbuf, &parts, &body, &http::Method::GET, true);
+                let _ = response::write(&mut io.io, &wbuf, body, done.framing).await;
+                return close_after(io).await;
+            }
+            Parsed::Hyper => {
+                io.head = rbuf.freeze();
+                return End::Hyper(io);
+            }
+            Parsed::Partial => {}
+        }
+        let idle = rbuf.is_empty();
+        timer
+            .as_mut()
+            .reset(since + if idle { s.park } else { s.header_read });
+        if rbuf.capacity() - rbuf.len() < READ_SPARE {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let woke = poll_fn(|cx| {
+            if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut io.io), cx, &mut rbuf) {
+                return Poll::Ready(Woke::Read(r));
+            }
+            let drained = if cancel_armed {
+                shutdown.is_cancelled()
+            } else {
+                cancel_armed = true;
+                cancelled.as_mut().poll(cx).is_ready()
+            };
+            if drained {
+                return Poll::Ready(Woke::Drain);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Read(Ok(n)) if n > 0 => {}
+            Woke::Timer if idle => {
+                io.head = Bytes::new();
+                return End::Quiet(io);
+            }
+            Woke::Read(_) | Woke::Drain | Woke::Timer => return close_after(io).await,
+        }
+    }
+}
+
+/// Closes the client's connection.
+async fn close_after<S: Parkable>(mut io: Prefixed<S>) -> End<S> {
+    let _ = io.io.shutdown().await;
+    End::Closed
+}
