@@ -1,10 +1,11 @@
-//! Parked keep-alive connections. A hyper HTTP/1 connection keeps a read and a write buffer
-//! (8 KiB each) and its request state for as long as the client stays connected, so 10,000
-//! idle keep-alive clients would hold about 200 MB. Here a plain client connection is served
-//! by one hyper connection while requests come; once it has been quiet for the park delay,
-//! with no exchange open, the hyper connection is ended without closing the socket and the
-//! socket waits on its own (a few hundred bytes) until the client sends again, when a fresh
-//! hyper connection takes over with whatever bytes the old one had read but not used.
+//! Parked keep-alive connections. A served HTTP/1 connection keeps read and write buffers
+//! and its request state for as long as the client stays connected, so 10,000 idle
+//! keep-alive clients would hold hundreds of megabytes. Here a client connection (plain or
+//! TLS) is served by the lean path (`h1`) while requests come, or by one hyper connection
+//! while hyper serves what the lean path leaves to it; once it has been quiet for the park
+//! delay, with no exchange open, that state is dropped without closing the socket, and the
+//! socket waits on its own (a few hundred bytes) until the client sends again, when serving
+//! resumes with whatever bytes had been read but not used.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
