@@ -31,7 +31,7 @@ pub enum SendError {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -60,7 +60,7 @@ impl Pool {
         })
     }
 
-    fn checkout(&self, key: &Authority, now: Instant) -> Option<Conn> {
+    fn checkout(&self, key: &Authority, now: Instant) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key.as_str())?;
         while let Some(entry) = list.pop_back() {
@@ -71,7 +71,7 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, key: &Authority, conn: Conn) {
+    fn checkin(&self, key: &Authority, conn: Box<Conn>) {
         if let Ok(mut idle) = self.idle.lock() {
             let list = match idle.get_mut(key.as_str()) {
                 Some(list) => list,
@@ -90,7 +90,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, key: &Authority) -> Result<Conn, SendError> {
+    async fn connect(&self, key: &Authority) -> Result<Box<Conn>, SendError> {
         let addr = key.as_str();
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -109,7 +109,7 @@ impl Pool {
 
     /// A new connection to `key`. Boxed: the connect path is rare, and inline it would make
     /// every connection's in-flight request future larger.
-    async fn connect_boxed(&self, key: &Authority) -> Result<Conn, SendError> {
+    async fn connect_boxed(&self, key: &Authority) -> Result<Box<Conn>, SendError> {
         Box::pin(self.connect(key)).await
     }
 
@@ -127,7 +127,10 @@ impl Pool {
         // The head is encoded before the exchange's future is made, so the request's parts
         // are not kept in its state: a smaller future is cheaper to move.
         let mut pooled = self.checkout(key, now);
-        let mut wbuf = pooled.as_mut().map(Conn::take_request).unwrap_or_default();
+        let mut wbuf = pooled
+            .as_mut()
+            .map(|c| c.take_request())
+            .unwrap_or_default();
         let (parts, body) = req.into_parts();
         let out = upstream::encode(&mut wbuf, &parts, added, &body);
         drop(parts);
@@ -137,7 +140,7 @@ impl Pool {
     async fn exchange(
         self: &Arc<Self>,
         key: &Authority,
-        pooled: Option<Conn>,
+        pooled: Option<Box<Conn>>,
         wbuf: BytesMut,
         mut body: ProxyBody,
         out: Outgoing,

@@ -11,14 +11,14 @@ use super::{Conn, MAX_LINE};
 
 /// A response body being read from its connection.
 pub struct Reader {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     body: Rest,
     keep_alive: bool,
 }
 
 impl Reader {
     /// Reads the body framed by `framed` from `conn`.
-    pub fn new(conn: Conn, framed: Framed) -> Reader {
+    pub fn new(conn: Box<Conn>, framed: Framed) -> Reader {
         Reader {
             conn: Some(conn),
             body: framed.body,
@@ -42,7 +42,7 @@ impl Reader {
 
     /// The connection, once the body has been read to its end and the connection can carry
     /// another exchange.
-    pub fn reusable(&mut self) -> Option<Conn> {
+    pub fn reusable(&mut self) -> Option<Box<Conn>> {
         if !self.is_end() || !self.keep_alive {
             return None;
         }

@@ -102,16 +102,16 @@ struct Written {
 }
 
 impl Conn {
-    /// A fresh connection.
-    pub fn new(io: TcpStream) -> Conn {
-        Conn {
+    /// A fresh connection; boxed, so that a response body holding it is cheap to move.
+    pub fn new(io: TcpStream) -> Box<Conn> {
+        Box::new(Conn {
             io,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             reused: false,
             seen: Fields::default(),
-        }
+        })
     }
 
     /// Takes the connection's write buffer (to encode a request into, or to move the request
