@@ -304,3 +304,42 @@ async fn a_drain_finishes_the_request_in_flight_and_says_close() {
     assert_eq!(a.field("connection"), Some("close"));
     assert!(closed_within(&mut s, Duration::from_secs(2)).await);
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_has_its_request_dropped_at_once() {
+    // An upstream that reads a request, never answers, and reports when the gateway hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hung_up, mut on_hang_up) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let hung_up = hung_up.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = hung_up.send(Instant::now());
+            });
+        }
+    });
+    let gw = start(&format!(
+        "{}[upstreams.up]\nurl = \"http://{addr}\"\n[[routes]]\nname = \"all\"\nsplit = {{ up = 100 }}\n",
+        gateway_section()
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
+    s.write_all(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = Instant::now();
+    drop(s);
+    let at = tokio::time::timeout(Duration::from_secs(5), on_hang_up.recv())
+        .await
+        .expect("the upstream exchange ends with the client, not at the response timeout")
+        .unwrap();
+    assert!(at.duration_since(left) < Duration::from_secs(2));
+}

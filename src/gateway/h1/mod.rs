@@ -27,12 +27,15 @@ use super::forward::{Gateway, refuse};
 use super::headers::Peer;
 use super::park::{Parkable, Prefixed};
 use super::server::ServerSettings;
-use request::Parsed;
+use request::{MAX_HEAD, Parsed};
 
 /// Read capacity kept free before each read.
 const READ_SPARE: usize = 2 * 1024;
 /// Read capacity added when too little is free.
 const READ_CHUNK: usize = 8 * 1024;
+/// Free read capacity needed to read ahead while a request is served; none is added then,
+/// since the request being served may still hold the buffer's memory.
+const READ_AHEAD: usize = 512;
 
 /// How the lean path let go of a connection.
 pub(super) enum End<S> {
@@ -77,7 +80,28 @@ pub(super) async fn serve<S: Parkable>(
         match request::parse(&mut rbuf, &mut fields) {
             Parsed::Request(req, asked_close) => {
                 let method = req.method().clone();
-                let Ok(resp) = gw.clone().handle(req, peer.clone()).await;
+                let handling = gw.clone().handle(req, peer.clone());
+                tokio::pin!(handling);
+                // While the request is served, the client's next bytes are read as they come
+                // (a pipelined request), so that a client that goes away is seen at once and
+                // its request dropped, as hyper does.
+                let served = poll_fn(|cx| {
+                    if let Poll::Ready(Ok(resp)) = handling.as_mut().poll(cx) {
+                        return Poll::Ready(Some(resp));
+                    }
+                    while rbuf.capacity() - rbuf.len() >= READ_AHEAD && rbuf.len() < MAX_HEAD {
+                        match poll_read_buf(Pin::new(&mut io.io), cx, &mut rbuf) {
+                            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Pending => break,
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await;
+                let Some(resp) = served else {
+                    return close_after(io).await;
+                };
                 let (parts, body) = resp.into_parts();
                 let close = asked_close || shutdown.is_cancelled();
                 let done = response::encode(&mut wbuf, &parts, &body, &method, close);
