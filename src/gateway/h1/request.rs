@@ -40,6 +40,9 @@ pub enum Parsed {
 /// Reads the request at the front of `buf`, taking its head and body out of `buf` only when
 /// it is served here. `fields` holds the names of the connection's previous head.
 pub fn parse(buf: &mut BytesMut, fields: &mut Fields) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let base = buf.as_ptr() as usize;
