@@ -73,9 +73,9 @@ pub(super) async fn serve<S: Parkable>(
     tokio::pin!(timer);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    // The drain signal keeps the waker it was first polled with, the task's own: after that
-    // a flag read tells whether it fired.
-    let mut cancel_armed = false;
+    // The drain signal and the timer keep the waker they were last polled with, the task's
+    // own: after that a flag read tells whether they fired.
+    let (mut cancel_armed, mut timer_armed) = (false, false);
     loop {
         match request::parse(&mut rbuf, &mut fields) {
             Parsed::Request(req, asked_close) => {
@@ -131,9 +131,13 @@ pub(super) async fn serve<S: Parkable>(
             Parsed::Partial => {}
         }
         let idle = rbuf.is_empty();
-        timer
-            .as_mut()
-            .reset(since + if idle { s.park } else { s.header_read });
+        let deadline = since + if idle { s.park } else { s.header_read };
+        // The timer is moved only when it must fire sooner; one that fires before the
+        // deadline is moved then. So a busy connection does not touch it per request.
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+            timer_armed = false;
+        }
         if rbuf.capacity() - rbuf.len() < READ_SPARE {
             rbuf.reserve(READ_CHUNK);
         }
@@ -150,10 +154,22 @@ pub(super) async fn serve<S: Parkable>(
             if drained {
                 return Poll::Ready(Woke::Drain);
             }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Woke::Timer);
+            loop {
+                let fired = if timer_armed {
+                    timer.is_elapsed()
+                } else {
+                    timer_armed = true;
+                    timer.as_mut().poll(cx).is_ready()
+                };
+                if !fired {
+                    return Poll::Pending;
+                }
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Woke::Timer);
+                }
+                timer.as_mut().reset(deadline);
+                timer_armed = false;
             }
-            Poll::Pending
         })
         .await;
         match woke {
