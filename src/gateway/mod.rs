@@ -10,6 +10,7 @@ pub mod pool;
 pub mod refusal;
 pub mod server;
 pub mod shards;
+pub mod stream;
 pub mod tls;
 pub mod upstream;
 

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::fields::Fields;
 use super::forward::{Gateway, refuse};
 use super::headers::Peer;
-use super::park::{Parkable, Prefixed};
 use super::server::ServerSettings;
+use super::stream::{Parkable, Prefixed};
 use request::{MAX_HEAD, Parsed};
 
 /// Read capacity kept free before each read.
