@@ -1,5 +1,5 @@
 //! Driving one HTTP connection to its end, or to a graceful close once shutdown fires: shared
-//! by the gateway's listener and the admin API's, so neither imports the other.
+//! by the admin API's listener and the generated API's, so neither imports the other.
 
 use hyper_util::server::graceful::GracefulConnection;
 use tokio_util::sync::CancellationToken;

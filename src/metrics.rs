@@ -18,6 +18,8 @@ pub const RETRIES: &str = "strangler_gateway_retries_total";
 pub const CONNECTIONS: &str = "strangler_gateway_connections";
 /// Idle client connections parked without HTTP state.
 pub const PARKED: &str = "strangler_gateway_connections_parked";
+/// Idle client connections closed at the keep-alive limit, by protocol.
+pub const IDLE_CLOSED: &str = "strangler_gateway_connections_idle_closed_total";
 /// Whether an upstream may receive traffic (1) or not (0).
 pub const UPSTREAM_HEALTHY: &str = "strangler_router_upstream_healthy";
 /// Passive ejections by upstream.
@@ -156,6 +158,10 @@ fn describe() {
     describe_gauge!(
         PARKED,
         "Idle client connections holding no HTTP state until the client sends again."
+    );
+    describe_counter!(
+        IDLE_CLOSED,
+        "Client connections closed after `timeouts.header_read` without a request."
     );
     describe_gauge!(
         UPSTREAM_HEALTHY,

@@ -228,3 +228,29 @@ async fn a_drain_closes_parked_connections_at_once() {
         assert!(matches!(n, Ok(0) | Err(_)), "closed by the drain");
     }
 }
+
+/// A parked connection is closed once idle for `timeouts.header_read` in all (the park delay
+/// counts towards it), and the close is counted.
+#[tokio::test]
+async fn a_parked_connection_is_closed_at_the_keep_alive_limit() {
+    let up = echo_upstream().await;
+    let cfg = config(&up.uri()).replace("park = ", "header_read = \"600ms\"\npark = ");
+    let gw = start(&cfg).await;
+    let (mut s, _) = after_one_request(&gw).await;
+    let idle = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed at the keep-alive limit");
+    assert!(matches!(n, Ok(0) | Err(_)), "closed, nothing sent");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2000),
+        "closed {took:?} after the response"
+    );
+    let text = String::from_utf8(get_metrics(&gw).await).unwrap();
+    assert!(
+        text.contains("strangler_gateway_connections_idle_closed_total{protocol=\"http1\"} 1"),
+        "{text}"
+    );
+}

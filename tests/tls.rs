@@ -121,28 +121,11 @@ async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
         .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
         .mount(&mono)
         .await;
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_der = key.cert.der().clone();
-    let cfg = format!(
-        "{}[gateway.timeouts]\npark = \"50ms\"\n[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n",
-        gateway_section(),
-        mono.uri()
-    );
-    let (dir, path) = config_file(&cfg);
-    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
-    let running = strangler::app::start(strangler::config::Config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let (running, cert_der, _dir) =
+        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
     let parked = || async {
-        let text = get(
-            &client(),
-            &format!("http://{}/metrics", running.admin_addr),
-            &[],
-        )
-        .await
-        .body;
-        String::from_utf8_lossy(&text)
+        get_metrics(&running)
+            .await
             .lines()
             .find_map(|l| l.strip_prefix("strangler_gateway_connections_parked "))
             .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
@@ -175,4 +158,128 @@ async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
     }
     assert_eq!(mono.received_requests().await.unwrap().len(), 3);
     running.shutdown().await;
+}
+
+/// A TLS gateway in front of `upstream` with `extra` configuration, and its certificate.
+async fn tls_gateway(
+    extra: &str,
+    upstream: &str,
+) -> (
+    strangler::app::Running,
+    CertificateDer<'static>,
+    tempfile::TempDir,
+) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_der = key.cert.der().clone();
+    let cfg = format!(
+        "{}{extra}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{upstream}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n",
+        gateway_section(),
+    );
+    let (dir, path) = config_file(&cfg);
+    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let running = strangler::app::start(strangler::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    (running, cert_der, dir)
+}
+
+/// An HTTP/2 connection with no exchange open for `timeouts.header_read` is closed with
+/// GOAWAY; one whose exchange outlasts the limit, or whose requests keep coming, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
+    use std::time::{Duration, Instant};
+    let mono = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/slow"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_string("slow")
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&mono)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
+        .mount(&mono)
+        .await;
+    let (running, cert_der, _dir) =
+        tls_gateway("[gateway.timeouts]\nheader_read = \"1s\"\n", &mono.uri()).await;
+    let h2 = || async {
+        let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let tls = connector(&cert_der, &[b"h2"])
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        (send, tokio::spawn(conn))
+    };
+    let get = |send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>, path: &str| {
+        let req = http::Request::get(format!("https://localhost{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let sent = send.send_request(req);
+        async move {
+            let resp = sent.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+
+    // Requests every 400 ms for 2.4 s keep the connection open past the 1 s limit, and it
+    // closes about 1 s after the last one.
+    let (mut send, conn) = h2().await;
+    let began = Instant::now();
+    for _ in 0..6 {
+        assert_eq!(&get(&mut send, "/x").await[..], b"monolith");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!conn.is_finished(), "closed while requests keep coming");
+    }
+    let last = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .expect("closed with GOAWAY, not an error");
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_millis(2500),
+        "closed {idle:?} after the last response ({:?} in all)",
+        began.elapsed()
+    );
+    assert!(send.is_closed() || send.ready().await.is_err());
+
+    // An exchange that outlasts the limit is answered whole, and the connection closes a
+    // limit after it ends.
+    let (mut send, conn) = h2().await;
+    let began = Instant::now();
+    assert_eq!(&get(&mut send, "/slow").await[..], b"slow");
+    let answered = began.elapsed();
+    assert!(answered >= Duration::from_millis(1500), "{answered:?}");
+    assert!(!conn.is_finished(), "closed at once after a long exchange");
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("closed after the long exchange")
+        .unwrap()
+        .unwrap();
+
+    let metrics = get_metrics(&running).await;
+    assert!(
+        metrics.contains("strangler_gateway_connections_idle_closed_total{protocol=\"http2\"} 2"),
+        "{metrics}"
+    );
+    running.shutdown().await;
+}
+
+async fn get_metrics(running: &strangler::app::Running) -> String {
+    let text = get(
+        &client(),
+        &format!("http://{}/metrics", running.admin_addr),
+        &[],
+    )
+    .await
+    .body;
+    String::from_utf8_lossy(&text).into_owned()
 }

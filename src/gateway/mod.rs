@@ -3,6 +3,7 @@
 pub mod fields;
 pub mod forward;
 mod h1;
+mod h2;
 pub mod headers;
 pub mod park;
 pub mod path;

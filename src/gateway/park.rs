@@ -42,7 +42,7 @@ struct Activity {
 }
 
 /// Counts an exchange open until dropped.
-struct Open(Arc<Activity>);
+pub struct Open(Arc<Activity>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -111,7 +111,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    /// A body whose end nobody waits for (TLS and HTTP/2 connections are not parked).
+    /// A body whose end nobody waits for (HTTP/2 connections are not parked).
     pub fn new(inner: Incoming) -> ClientBody {
         let fate = (!inner.is_end_stream()).then(|| BodyFate(Arc::new(AtomicU8::new(STREAMING))));
         ClientBody {
@@ -196,13 +196,21 @@ impl Body for ClientBody {
     }
 }
 
-/// A response body that keeps its exchange open until hyper has written it and let it go.
-pub struct Watched {
+/// A response body that keeps its exchange open (the guard `G`) until hyper has written it
+/// and let it go.
+pub struct Watched<G = Open> {
     inner: ResponseBody,
-    _open: Open,
+    _open: G,
 }
 
-impl Body for Watched {
+impl<G> Watched<G> {
+    /// `inner`, holding `open` until dropped.
+    pub fn new(inner: ResponseBody, open: G) -> Watched<G> {
+        Watched { inner, _open: open }
+    }
+}
+
+impl<G: Unpin> Body for Watched<G> {
     type Data = Bytes;
     type Error = <ResponseBody as Body>::Error;
 
@@ -263,7 +271,13 @@ pub async fn serve<S: Parkable>(
             let woke = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => false,
-                r = tokio::time::timeout(wait, io.io.ready_to_read()) => matches!(r, Ok(Ok(()))),
+                r = tokio::time::timeout(wait, io.io.ready_to_read()) => match r {
+                    Ok(r) => r.is_ok(),
+                    Err(_) => {
+                        metrics::counter!(m::IDLE_CLOSED, "protocol" => "http1").increment(1);
+                        false
+                    }
+                },
             };
             if !first {
                 parked.decrement(1.0);

@@ -5,11 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -17,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::Gateway;
-use super::headers::Peer;
-use super::park::{self, ClientBody};
-use crate::conn::drive;
+use super::h2;
+use super::park;
 use crate::metrics as m;
 
 /// Settings of the listener.
@@ -125,12 +121,5 @@ async fn secure(
         // HTTP/1.1 over TLS parks like plain HTTP/1.1: hyper's buffers go while it is idle.
         return park::serve(tls, peer, gw, s, shutdown).await;
     }
-    let peer = Peer::new(peer);
-    let service = service_fn(move |req: Request<Incoming>| {
-        gw.clone().handle(req.map(ClientBody::new), peer.clone())
-    });
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .max_header_list_size(s.max_header_bytes as u32);
-    drive(b.serve_connection(TokioIo::new(tls), service), &shutdown).await;
+    h2::serve(tls, peer, gw, s, &shutdown).await;
 }
