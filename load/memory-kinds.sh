@@ -2,7 +2,8 @@
 # Idle client connection memory by kind, on the release gateway: plain HTTP/1.1, HTTP/1.1
 # over TLS and HTTP/2 over TLS, each with parking on (the default `timeouts.park`) and off
 # (`park = "1h"`). Each connection makes one proxied request and stays open; the figure is
-# the gateway's RSS growth divided by the connection count.
+# the gateway's RSS growth divided by the connection count. HTTP/2 is measured once more
+# with `header_read = "10s"`, to show its idle connections closed with GOAWAY at that limit.
 #
 #   bash load/memory-kinds.sh        # CONNECTIONS=2000
 set -euo pipefail
@@ -20,24 +21,26 @@ nginx -c "$work/upstream.conf" & pids+=($!)
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
     -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
-measure() { # KIND PARK
-    local kind=$1 park=$2 conf="$work/gw-$1-$2.toml"
+measure() { # KIND PARK [HEADER_READ]
+    local kind=$1 park=$2 limit=${3:-} conf="$work/gw-$1-$2${3:-}.toml"
     strangler_conf $STR $STR_ADMIN $UP > "$conf"
     printf '\n[gateway.timeouts]\npark = "%s"\n' "$park" >> "$conf"
+    [ -z "$limit" ] || printf 'header_read = "%ss"\n' "$limit" >> "$conf"
     if [ "$kind" != plain ]; then
         printf '\n[gateway.tls]\ncert = "%s"\nkey = "%s"\n' "$work/cert.pem" "$work/key.pem" >> "$conf"
     fi
     RUST_LOG=warn "$TARGET/release/strangler" serve --config "$conf" & local gw=$!
     for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$STR) 2>/dev/null && break; sleep 0.1; done
     sleep 1
-    python3 - "$STR" "$CONNECTIONS" "$gw" "$kind" "$park" "$STR_ADMIN" <<'PY'
+    python3 - "$STR" "$CONNECTIONS" "$gw" "$kind" "$park" "$STR_ADMIN" "$limit" <<'PY'
 import socket, ssl, struct, sys, time, urllib.request
 port, n, pid, kind, park = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-admin = int(sys.argv[6])
-def parked():
+admin, limit = int(sys.argv[6]), sys.argv[7]
+def metric(prefix):
     text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
-    return next((int(float(l.split()[1])) for l in text.splitlines()
-                 if l.startswith("strangler_gateway_connections_parked ")), 0)
+    return next((int(float(l.split()[-1])) for l in text.splitlines() if l.startswith(prefix)), 0)
+def parked():
+    return metric("strangler_gateway_connections_parked ")
 def rss():
     return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
 ctx = ssl.create_default_context()
@@ -87,6 +90,12 @@ label = {"plain": "plain HTTP/1.1", "tls": "HTTP/1.1 over TLS", "h2": "HTTP/2 ov
 state = "parked" if park != "1h" else "not parked"
 print(f"idle connection memory ({label}, park {park}, {state if kind != 'h2' else 'never parked'}): "
       f"{(after - before) / n:.1f} KiB per connection ({n} connections, {parked()} parked, RSS {before // 1024} -> {after // 1024} MB)")
+if limit:
+    time.sleep(int(limit) + 7)  # the limit, then up to 5 s for an answer to the GOAWAY
+    closed = metric('strangler_gateway_connections_idle_closed_total{protocol="http2"}')
+    print(f"idle HTTP/2 connections {int(limit) + 7}s after their last response (header_read {limit}s): "
+          f"{metric('strangler_gateway_connections ')} open, {closed} closed with GOAWAY, "
+          f"RSS {rss() // 1024} MB")
 for s in socks: s.close()
 PY
     kill "$gw"; wait "$gw" 2>/dev/null || true
@@ -95,3 +104,4 @@ for kind in plain tls h2; do
     measure "$kind" 250ms
     [ "$kind" = h2 ] || measure "$kind" 1h
 done
+measure h2 250ms 10

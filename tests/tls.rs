@@ -185,7 +185,8 @@ async fn tls_gateway(
 }
 
 /// An HTTP/2 connection with no exchange open for `timeouts.header_read` is closed with
-/// GOAWAY; one whose exchange outlasts the limit, or whose requests keep coming, is not.
+/// GOAWAY; one whose exchange outlasts the limit, or whose requests keep coming, is not; one
+/// whose client never answers the GOAWAY is closed after a grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
     use std::time::{Duration, Instant};
@@ -265,9 +266,53 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
         .unwrap()
         .unwrap();
 
+    // A client that never answers the GOAWAY (nor its ping) has its socket closed anyway,
+    // within the limit and the grace it is given to answer.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let mut tls = connector(&cert_der, &[b"h2"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    };
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, b""));
+    // GET https://localhost/ from HPACK's static table, the authority as a literal.
+    hello.extend(frame(1, 0x5, 1, b"\x82\x87\x84\x41\x09localhost"));
+    tls.write_all(&hello).await.unwrap();
+    let began = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(8), tls.read_to_end(&mut got))
+        .await
+        .expect("the socket is closed without the client's answer")
+        .ok();
+    let took = began.elapsed();
+    let mut kinds = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        kinds.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(
+        kinds.contains(&0),
+        "the response's data came first: {kinds:?}"
+    );
+    assert!(kinds.contains(&7), "a GOAWAY was sent: {kinds:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(4500),
+        "closed {took:?} after the request (limit 1 s, grace 1 s)"
+    );
+
     let metrics = get_metrics(&running).await;
     assert!(
-        metrics.contains("strangler_gateway_connections_idle_closed_total{protocol=\"http2\"} 2"),
+        metrics.contains("strangler_gateway_connections_idle_closed_total{protocol=\"http2\"} 3"),
         "{metrics}"
     );
     running.shutdown().await;

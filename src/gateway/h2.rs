@@ -75,9 +75,24 @@ enum Event {
     Ended,
     /// The gateway is draining.
     Drain,
-    /// The idle deadline passed.
-    Idle,
+    /// The timer fired.
+    Timer,
 }
+
+/// Where a connection is in its life.
+#[derive(PartialEq)]
+enum Stage {
+    /// Serving requests.
+    Serving,
+    /// Sent GOAWAY for being idle: waits for the client's ping reply, up to the grace.
+    Idled,
+    /// Sent GOAWAY for the drain: finishes its exchanges within the drain's grace.
+    Draining,
+}
+
+/// The longest an idle connection waits for its client to answer the GOAWAY before its socket
+/// is closed without it (a client that never answers would otherwise keep it forever).
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves an HTTP/2 client connection to its end: closed by the client, by the drain, or with
 /// GOAWAY once idle for `timeouts.header_read`.
@@ -112,41 +127,43 @@ pub async fn serve<S>(
     tokio::pin!(timer);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let mut closing = false;
+    let mut stage = Stage::Serving;
     loop {
         let event = std::future::poll_fn(|cx| {
             if conn.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Ended);
             }
-            if closing {
-                return Poll::Pending;
-            }
-            if cancelled.as_mut().poll(cx).is_ready() {
+            if stage == Stage::Serving && cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Drain);
             }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Idle);
+            if stage != Stage::Draining && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
             }
             Poll::Pending
         })
         .await;
-        match event {
-            Event::Ended => return,
-            Event::Drain => {
-                closing = true;
+        let now = Instant::now();
+        match (event, &stage) {
+            (Event::Ended, _) => return,
+            (Event::Drain, _) => {
+                stage = Stage::Draining;
                 conn.as_mut().graceful_shutdown();
             }
-            Event::Idle => match exchanges.idle_at(s.header_read) {
-                Some(at) if at <= Instant::now() => {
-                    closing = true;
+            (Event::Timer, Stage::Serving) => match exchanges.idle_at(s.header_read) {
+                Some(at) if at <= now => {
+                    stage = Stage::Idled;
                     metrics::counter!(m::IDLE_CLOSED, "protocol" => "http2").increment(1);
                     conn.as_mut().graceful_shutdown();
+                    timer.as_mut().reset(now + s.header_read.min(GOAWAY_GRACE));
                 }
                 Some(at) => timer.as_mut().reset(at),
                 // Looked at again a full limit later; by then an exchange that has ended
                 // says when it did, so the limit still counts from its end.
-                None => timer.as_mut().reset(Instant::now() + s.header_read),
+                None => timer.as_mut().reset(now + s.header_read),
             },
+            // The client has not answered the GOAWAY: with nothing open, the socket is closed.
+            (Event::Timer, _) if exchanges.open.load(Relaxed) == 0 => return,
+            (Event::Timer, _) => timer.as_mut().reset(now + s.header_read.min(GOAWAY_GRACE)),
         }
     }
 }
