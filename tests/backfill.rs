@@ -187,3 +187,8 @@ async fn a_killed_backfill_resumes_and_captures_nothing_twice() {
     let check = run(&cfg.sync, None, &Options::default()).await.unwrap();
     assert!(check.consistent, "{}", check.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backfill_while_writing_sqlite_to_sqlite() {
+    copy_while_writers_run(Pair::SqliteSqlite).await;
+}

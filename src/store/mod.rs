@@ -193,22 +193,20 @@ impl Store {
         self.backend.lock_keys(table, keys).await
     }
 
-    /// Inside the open transaction: changes on these (table, key text) pairs not in `seen`.
-    /// `anywhere`: also look below the highest seen sequence (changes may arrive out of order).
+    /// Inside the open transaction: changes on these (table, key text) pairs not in `seen`,
+    /// looking only above `after` when given: the highest sequence of a read that took every
+    /// change below it (`None` when changes may arrive out of order). Changes seen some other
+    /// way (taken out of order, or applied and not yet deleted) must not raise it: a change
+    /// between the read and them would be missed.
     pub async fn fetch_unseen(
         &mut self,
         keys: &HashSet<(String, String)>,
         seen: &HashSet<i64>,
-        anywhere: bool,
+        after: Option<i64>,
     ) -> Result<Vec<Change>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let after = if anywhere {
-            None
-        } else {
-            Some(seen.iter().copied().max().unwrap_or(0))
-        };
         let mut found = self.capture().fetch_keys(keys, after).await?;
         found.retain(|c| !seen.contains(&c.seq) && keys.contains(&(c.table.clone(), c.pk.clone())));
         found.sort_by_key(|c| c.seq);

@@ -188,6 +188,9 @@ impl<O: Origin> Link<O> {
             }
         }
         let mut seen: HashSet<i64> = r.changes[si].iter().map(|c| c.seq).collect();
+        // The read took every change below its last one (in changelog order); the changes in
+        // flight from the last round may lie far above it, so they do not count.
+        let read_to = r.changes[si].iter().map(|c| c.seq).max().unwrap_or(0);
         if si == 0 {
             seen.extend(self.origin.in_flight());
         }
@@ -195,6 +198,7 @@ impl<O: Origin> Link<O> {
             by_table,
             pks,
             seen,
+            read_to,
         }
     }
 }
@@ -213,7 +217,7 @@ async fn lock_and_fetch(
     timed(
         side,
         "fetch",
-        store.fetch_unseen(&work.pks, &work.seen, anywhere),
+        store.fetch_unseen(&work.pks, &work.seen, (!anywhere).then_some(work.read_to)),
     )
     .await
 }
@@ -225,6 +229,8 @@ struct LockWork {
     by_table: HashMap<String, Vec<Row>>,
     /// The same keys as (table, key text).
     pks: HashSet<(String, String)>,
-    /// Changelog rows of this side already read this round.
+    /// Changelog rows of this side already read this round, or in flight from the last.
     seen: HashSet<i64>,
+    /// The highest sequence this round's read took: every change below it was read.
+    read_to: i64,
 }
