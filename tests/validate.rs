@@ -822,3 +822,68 @@ async fn the_audit_log_chains_across_appenders_in_a_postgres_control_database() 
     let v = strangler::validate::audit::verify(&records, None);
     assert_eq!(v.broken, None);
 }
+
+/// Type modifiers are read from PostgreSQL's catalog, so a length, a scale or a time
+/// precision that differs between mapped columns is reported as drift, once per column.
+#[tokio::test]
+async fn modifier_drift_is_reported_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((left, lurl)) = fresh(Kinds::Pg, dir.path(), "monolith").await else {
+        return;
+    };
+    let Some((right, rurl)) = fresh(Kinds::Pg, dir.path(), "members").await else {
+        return;
+    };
+    left.exec(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, email VARCHAR(200), name VARCHAR(200), \
+         price NUMERIC(12,2), born TIMESTAMP(3), active BOOLEAN, note TEXT)",
+    )
+    .await;
+    right
+        .exec(
+            "CREATE TABLE members (member_id INTEGER PRIMARY KEY, mail VARCHAR(80), \
+             first_name VARCHAR(100), last_name VARCHAR(100), price NUMERIC(12,4), \
+             born TIMESTAMP(6), active BOOLEAN, note TEXT)",
+        )
+        .await;
+    fill(&left, &right, 1..=50).await;
+    let control = dir.path().join("control.db");
+    let cfg = parse(&config(&lurl, &rurl, &control, ""));
+    let report = run(&cfg.sync, None, &Options::default())
+        .await
+        .expect("validate");
+    let mut drift: Vec<(String, String, String, String)> = report.entities[0]
+        .drift
+        .iter()
+        .map(|d| {
+            (
+                d.column.clone(),
+                d.left.clone(),
+                d.right.clone(),
+                d.why.clone(),
+            )
+        })
+        .collect();
+    drift.sort();
+    let want = |c: &str, l: &str, r: &str, why: &str| {
+        (c.to_string(), l.to_string(), r.to_string(), why.to_string())
+    };
+    assert_eq!(
+        drift,
+        vec![
+            want(
+                "born",
+                "timestamp(3) without time zone",
+                "timestamp(6) without time zone",
+                "precision"
+            ),
+            want(
+                "email",
+                "character varying(200)",
+                "character varying(80)",
+                "length"
+            ),
+            want("price", "numeric(12,2)", "numeric(12,4)", "scale"),
+        ]
+    );
+}

@@ -6,11 +6,17 @@ use super::*;
 impl PgStore {
     /// A table's columns, keys, foreign keys and indexes; `None` when there is no such table.
     pub(super) async fn describe(&mut self, table: &str) -> Result<Option<TableInfo>, StoreError> {
-        let rows = self.query(
-                "SELECT column_name::text, data_type::text, is_nullable = 'YES', \
-                        column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER' \
-                 FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+        // The catalog, not information_schema: `format_type` keeps the type's modifiers
+        // (`character varying(80)`, `numeric(12,2)`, `timestamp(3) ...`), which drift
+        // detection compares, as `describe_all` reads them.
+        let rows = self
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, \
+                        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
+                 FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0 \
+                   AND NOT a.attisdropped \
+                 ORDER BY a.attnum",
                 &[&table],
             )
             .await?;
@@ -102,7 +108,8 @@ fn column(r: &tokio_postgres::Row, at: usize) -> Column {
         family: family(&declared),
         nullable: r.get(at + 2),
         has_default: r.get(at + 3),
-        form: if declared == "timestamp without time zone" {
+        // `timestamp without time zone`, with or without a precision.
+        form: if declared.starts_with("timestamp") && declared.ends_with("without time zone") {
             Form::UtcNaive
         } else {
             Form::Plain
