@@ -1,7 +1,6 @@
 //! An entity's comparison plan, made from its mapping and both live schemas: which columns
 //! each side reads, the key both sides are walked in, the rule each compared column is read
-//! with, the SQL of a key-ordered page, and the type or precision drift between mapped
-//! columns. Rows are compared in the right side's form: the left row goes through the
+//! with, the SQL of a key-ordered page, and the drift between mapped columns (`drift`). Rows are compared in the right side's form: the left row goes through the
 //! mapping's forward transforms (lower, trim, cast, split, join), which are the lossy ones.
 
 use std::cmp::Ordering;
@@ -15,6 +14,7 @@ use crate::sync::mapping::{Mapping, used_columns};
 
 use super::ValidateError;
 use super::canon::{Canon, Rule, time_precision};
+use super::drift::{Drift, drifts};
 
 /// One side of the plan.
 #[derive(Debug, Clone)]
@@ -47,19 +47,6 @@ pub struct Compared {
     pub name: String,
     /// How its values are read and compared.
     pub rule: Rule,
-}
-
-/// A mapped column whose types can lose or alter values between the sides.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Drift {
-    /// Left column.
-    pub column: String,
-    /// Left declared type.
-    pub left: String,
-    /// Right declared type.
-    pub right: String,
-    /// What differs: `family`, `precision`, `scale`, `exactness` or `length`.
-    pub why: String,
 }
 
 /// A key value, ordered the way every database's key-ordered page is read.
@@ -474,118 +461,13 @@ impl Item {
     }
 }
 
-/// Why two mapped column types can hold different values; `None` when they cannot.
-fn drifts(
-    kinds: [&str; 2],
-    ld: &str,
-    lf: TypeFamily,
-    rd: &str,
-    rf: TypeFamily,
-    cast: bool,
-) -> Option<&'static str> {
-    use TypeFamily::*;
-    let (ll, rl) = (ld.to_ascii_lowercase(), rd.to_ascii_lowercase());
-    let args = |d: &str| -> Vec<u32> {
-        d.find('(')
-            .and_then(|a| d[a + 1..].find(')').map(|b| &d[a + 1..a + 1 + b]))
-            .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    };
-    if lf != rf && !cast && !matches!((lf, rf), (Integer, Boolean) | (Boolean, Integer)) {
-        return Some("family");
-    }
-    match lf {
-        Time if time_precision(kinds[0], ld) != time_precision(kinds[1], rd)
-            && time_precision(kinds[0], ld).is_some()
-            && time_precision(kinds[1], rd).is_some() =>
-        {
-            Some("precision")
-        }
-        Real => {
-            let exact = |d: &str| d.contains("numeric") || d.contains("decimal");
-            if exact(&ll) != exact(&rl) {
-                Some("exactness")
-            } else if exact(&ll)
-                && !args(&ll).is_empty()
-                && !args(&rl).is_empty()
-                && args(&ll) != args(&rl)
-            {
-                Some("scale")
-            } else {
-                None
-            }
-        }
-        Text => {
-            let (a, b) = (args(&ll), args(&rl));
-            (!a.is_empty() && !b.is_empty() && a != b).then_some("length")
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn drift_is_what_can_change_a_value() {
+    fn values_are_read_as_the_wider_family_and_keys_in_order() {
         use TypeFamily::*;
-        let k = ["postgres", "mysql"];
-        assert_eq!(
-            drifts(
-                k,
-                "timestamp without time zone",
-                Time,
-                "datetime",
-                Time,
-                false
-            ),
-            Some("precision")
-        );
-        assert_eq!(
-            drifts(
-                k,
-                "timestamp(0) without time zone",
-                Time,
-                "datetime",
-                Time,
-                false
-            ),
-            None
-        );
-        assert_eq!(
-            drifts(k, "numeric(10,2)", Real, "decimal(10,4)", Real, false),
-            Some("scale")
-        );
-        assert_eq!(
-            drifts(k, "numeric(10,2)", Real, "decimal(10,2)", Real, false),
-            None
-        );
-        assert_eq!(
-            drifts(k, "double precision", Real, "decimal(10,2)", Real, false),
-            Some("exactness")
-        );
-        assert_eq!(
-            drifts(
-                k,
-                "character varying(200)",
-                Text,
-                "varchar(100)",
-                Text,
-                false
-            ),
-            Some("length")
-        );
-        assert_eq!(drifts(k, "text", Text, "varchar(100)", Text, false), None);
-        assert_eq!(
-            drifts(k, "integer", Integer, "double", Real, false),
-            Some("family")
-        );
-        assert_eq!(
-            drifts(k, "integer", Integer, "tinyint(1)", Boolean, false),
-            None
-        );
-        assert_eq!(drifts(k, "text", Text, "int", Integer, true), None);
         assert_eq!(read_as(Integer, Real), Real);
         assert_eq!(read_as(Text, Json), Json);
         assert_eq!(read_as(Boolean, Integer), Integer);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compare::{Example, Kind};
-use super::plan::Drift;
+use super::drift::Drift;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize)]
