@@ -145,14 +145,15 @@ pub async fn backfill(
     };
     while !progress.done {
         let after = progress.after.as_ref().map(|v| parse_after(&plan, v));
-        let (sql, params) = plan.page_sql(a, after.as_deref(), chunk);
+        // Keys only: the copy's rows are read by the statement that captures them.
+        let (sql, params) = plan.page_sql(a, after.as_deref(), chunk, true);
         let rows = stores[a]
             .statements()
             .rows(&sql, &params)
             .await
             .map_err(db(a))?;
-        let keys: Vec<Vec<KeyPart>> = rows.into_iter().map(|r| plan.item(a, r).key).collect();
-        let (sql, params) = plan.keys_sql(t, &keys);
+        let keys: Vec<Vec<KeyPart>> = rows.iter().map(|r| plan.key_of(r)).collect();
+        let (sql, params) = plan.keys_sql(t, &keys, true);
         let present: HashSet<Vec<KeyPart>> = if keys.is_empty() {
             HashSet::new()
         } else {
@@ -161,8 +162,8 @@ pub async fn backfill(
                 .rows(&sql, &params)
                 .await
                 .map_err(db(t))?
-                .into_iter()
-                .map(|r| plan.item(t, r).key)
+                .iter()
+                .map(|r| plan.key_of(r))
                 .collect()
         };
         let lacking: Vec<Row> = keys

@@ -354,15 +354,20 @@ impl Plan {
             .collect()
     }
 
+    /// The key of a row read with its key columns first (as every read of a plan is).
+    pub fn key_of(&self, values: &[Value]) -> Vec<KeyPart> {
+        values
+            .iter()
+            .zip(&self.key_kinds)
+            .map(|(v, kind)| key_part(v, *kind))
+            .collect()
+    }
+
     /// A read row of side `i` as a key and its compared values; `Err` names why the row
     /// cannot be mapped.
     pub fn item(&self, i: usize, values: Vec<Value>) -> Item {
         let s = &self.sides[i];
-        let key: Vec<KeyPart> = values
-            .iter()
-            .zip(&self.key_kinds)
-            .map(|(v, kind)| key_part(v, *kind))
-            .collect();
+        let key = self.key_of(&values);
         let key_json: Vec<Value> = values[..self.key_kinds.len()]
             .iter()
             .zip(&s.families)

@@ -80,7 +80,7 @@ pub async fn repair(
     let kinds: HashMap<&[KeyPart], Kind> =
         keys.iter().map(|(k, kind)| (k.as_slice(), *kind)).collect();
     for chunk in only.chunks(KEYS_PER_BATCH) {
-        let (sql, params) = plan.keys_sql(a, chunk);
+        let (sql, params) = plan.keys_sql(a, chunk, false);
         let rows = stores[a]
             .statements()
             .rows(&sql, &params)

@@ -144,7 +144,8 @@ async fn produce(
         Source::All => {
             let mut after: Option<Vec<KeyPart>> = None;
             loop {
-                let mut items = read(store, plan.page_sql(i, after.as_deref(), page)).await?;
+                let mut items =
+                    read(store, plan.page_sql(i, after.as_deref(), page, false)).await?;
                 let full = items.len() >= page;
                 let Some(last) = items.last().map(|it| it.key.clone()) else {
                     break;
@@ -152,7 +153,9 @@ async fn produce(
                 if full && !side.unique {
                     // Rows sharing the last key may continue past the page: read them all.
                     items.retain(|it| it.key != last);
-                    items.extend(read(store, plan.keys_sql(i, std::slice::from_ref(&last))).await?);
+                    items.extend(
+                        read(store, plan.keys_sql(i, std::slice::from_ref(&last), false)).await?,
+                    );
                 }
                 if tx.send(Ok(keep(items))).await.is_err() || !full {
                     break;
@@ -162,7 +165,7 @@ async fn produce(
         }
         Source::Keys(keys) => {
             for chunk in keys.chunks(KEYS_PER_READ) {
-                let items = read(store, plan.keys_sql(i, chunk)).await?;
+                let items = read(store, plan.keys_sql(i, chunk, false)).await?;
                 if tx.send(Ok(keep(items))).await.is_err() {
                     break;
                 }

@@ -19,18 +19,19 @@ enum Printed {
 
 impl Plan {
     /// The SELECT of one key-ordered page of side `i` (0 left, 1 right) after `after` (none:
-    /// from the start), at most `limit` rows.
+    /// from the start), at most `limit` rows; of the key columns only with `keys_only`.
     pub fn page_sql(
         &self,
         i: usize,
         after: Option<&[KeyPart]>,
         limit: usize,
+        keys_only: bool,
     ) -> (String, Vec<Param>) {
         let s = &self.sides[i];
         let mut params = Vec::new();
         let mut sql = format!(
             "SELECT {} FROM {} WHERE ",
-            self.select_list(i),
+            self.select_list(i, keys_only),
             quote_table(s.kind, &s.table)
         );
         sql.push_str(&self.not_null(i));
@@ -42,13 +43,19 @@ impl Plan {
         (sql, params)
     }
 
-    /// The SELECT of the rows of side `i` with these keys, in key order.
-    pub fn keys_sql(&self, i: usize, keys: &[Vec<KeyPart>]) -> (String, Vec<Param>) {
+    /// The SELECT of the rows of side `i` with these keys, in key order; of the key columns
+    /// only with `keys_only`.
+    pub fn keys_sql(
+        &self,
+        i: usize,
+        keys: &[Vec<KeyPart>],
+        keys_only: bool,
+    ) -> (String, Vec<Param>) {
         let s = &self.sides[i];
         let mut params = Vec::new();
         let mut sql = format!(
             "SELECT {} FROM {} WHERE ",
-            self.select_list(i),
+            self.select_list(i, keys_only),
             quote_table(s.kind, &s.table)
         );
         let mut alts = Vec::with_capacity(keys.len());
@@ -67,9 +74,15 @@ impl Plan {
         (sql, params)
     }
 
-    fn select_list(&self, i: usize) -> String {
+    /// The columns read of side `i` (the key's come first), or only the key's.
+    fn select_list(&self, i: usize, keys_only: bool) -> String {
         let s = &self.sides[i];
-        s.columns
+        let n = if keys_only {
+            s.key.len()
+        } else {
+            s.columns.len()
+        };
+        s.columns[..n]
             .iter()
             .enumerate()
             .map(|(n, c)| {
