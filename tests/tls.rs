@@ -13,6 +13,29 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
+/// A TLS connection to `addr` trusting `cert`, offering `alpn`.
+async fn tls_to(
+    addr: std::net::SocketAddr,
+    cert: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector(cert, &[alpn])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// An upstream answering every request 200 `monolith`.
+async fn monolith() -> wiremock::MockServer {
+    let mono = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
+        .mount(&mono)
+        .await;
+    mono
+}
+
 fn connector(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
@@ -28,11 +51,7 @@ fn connector(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
 
 #[tokio::test]
 async fn https_serves_http2_and_http1_with_secure_cookies() {
-    let mono = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
-        .mount(&mono)
-        .await;
+    let mono = monolith().await;
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_der = key.cert.der().clone();
     let cfg = format!(
@@ -48,11 +67,7 @@ async fn https_serves_http2_and_http1_with_secure_cookies() {
         .unwrap();
 
     // HTTP/2 over TLS.
-    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-    let tls = connector(&cert_der, &[b"h2"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_to(running.addr, &cert_der, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -79,11 +94,7 @@ async fn https_serves_http2_and_http1_with_secure_cookies() {
     );
 
     // HTTP/1.1 over TLS.
-    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-    let tls = connector(&cert_der, &[b"http/1.1"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_to(running.addr, &cert_der, b"http/1.1").await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -116,11 +127,7 @@ async fn missing_certificate_file_is_reported_by_name() {
 /// and serves its next requests when they come, over the same TLS session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
-    let mono = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
-        .mount(&mono)
-        .await;
+    let mono = monolith().await;
     let (running, cert_der, _dir) =
         tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
     let parked = || async {
@@ -130,11 +137,7 @@ async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
             .find_map(|l| l.strip_prefix("strangler_gateway_connections_parked "))
             .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
     };
-    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-    let tls = connector(&cert_der, &[b"http/1.1"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_to(running.addr, &cert_der, b"http/1.1").await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -206,11 +209,7 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
     let (running, cert_der, _dir) =
         tls_gateway("[gateway.timeouts]\nheader_read = \"1s\"\n", &mono.uri()).await;
     let h2 = || async {
-        let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-        let tls = connector(&cert_der, &[b"h2"])
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
+        let tls = tls_to(running.addr, &cert_der, b"h2").await;
         let (send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
@@ -269,11 +268,7 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
     // A client that never answers the GOAWAY (nor its ping) has its socket closed anyway,
     // within the limit and the grace it is given to answer.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-    let mut tls = connector(&cert_der, &[b"h2"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_to(running.addr, &cert_der, b"h2").await;
     let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
         let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
         f.extend([kind, flags]);

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::alarm::Alarms;
 use super::forward::Gateway;
 use super::headers::Peer;
 use super::park::{ClientBody, Watched};
@@ -127,16 +128,17 @@ pub async fn serve<S>(
     tokio::pin!(timer);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
+    let mut alarms = Alarms::new(shutdown, cancelled, timer);
     let mut stage = Stage::Serving;
     loop {
         let event = std::future::poll_fn(|cx| {
             if conn.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Ended);
             }
-            if stage == Stage::Serving && cancelled.as_mut().poll(cx).is_ready() {
+            if stage == Stage::Serving && alarms.draining(cx) {
                 return Poll::Ready(Event::Drain);
             }
-            if stage != Stage::Draining && timer.as_mut().poll(cx).is_ready() {
+            if stage != Stage::Draining && alarms.rung(cx) {
                 return Poll::Ready(Event::Timer);
             }
             Poll::Pending
@@ -154,16 +156,16 @@ pub async fn serve<S>(
                     stage = Stage::Idled;
                     metrics::counter!(m::IDLE_CLOSED, "protocol" => "http2").increment(1);
                     conn.as_mut().graceful_shutdown();
-                    timer.as_mut().reset(now + s.header_read.min(GOAWAY_GRACE));
+                    alarms.reset(now + s.header_read.min(GOAWAY_GRACE));
                 }
-                Some(at) => timer.as_mut().reset(at),
+                Some(at) => alarms.reset(at),
                 // Looked at again a full limit later; by then an exchange that has ended
                 // says when it did, so the limit still counts from its end.
-                None => timer.as_mut().reset(now + s.header_read),
+                None => alarms.reset(now + s.header_read),
             },
             // The client has not answered the GOAWAY: with nothing open, the socket is closed.
             (Event::Timer, _) if exchanges.open.load(Relaxed) == 0 => return,
-            (Event::Timer, _) => timer.as_mut().reset(now + s.header_read.min(GOAWAY_GRACE)),
+            (Event::Timer, _) => alarms.reset(now + s.header_read.min(GOAWAY_GRACE)),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The data plane: the HTTP server and forwarding to upstreams.
 
+mod alarm;
 pub mod fields;
 pub mod forward;
 mod h1;

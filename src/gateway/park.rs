@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::alarm::Alarms;
 use super::forward::{Gateway, ResponseBody};
 use super::h1;
 use super::headers::Peer;
@@ -42,7 +43,7 @@ struct Activity {
 }
 
 /// Counts an exchange open until dropped.
-pub struct Open(Arc<Activity>);
+struct Open(Arc<Activity>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -198,7 +199,7 @@ impl Body for ClientBody {
 
 /// A response body that keeps its exchange open (the guard `G`) until hyper has written it
 /// and let it go.
-pub struct Watched<G = Open> {
+pub struct Watched<G> {
     inner: ResponseBody,
     _open: G,
 }
@@ -330,7 +331,7 @@ async fn one_hyper_connection<S: Parkable>(
         // Boxed because hyper can only hand a connection back when its futures are Unpin;
         // boxed where it is made, so the large future is not moved again on its way in.
         Box::pin(gw.clone().handle(req, peer.clone()))
-            .map(move |r| r.map(|resp| resp.map(|inner| Watched { inner, _open: open })))
+            .map(move |r| r.map(|resp| resp.map(|inner| Watched::new(inner, open))))
     });
     let mut conn = http1(s).serve_connection(TokioIo::new(io), service);
     let (mut parking, mut draining) = (false, false);
@@ -339,35 +340,17 @@ async fn one_hyper_connection<S: Parkable>(
     tokio::pin!(timer);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    // The drain signal and the park timer keep the waker they were polled with, so after a
-    // first poll each later wake-up only needs a flag read, not another poll of each.
-    let (mut cancel_armed, mut timer_armed) = (false, false);
+    let mut alarms = Alarms::new(shutdown, cancelled, timer);
     let result = loop {
         let event = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                 return Poll::Ready(Event::Ended(r));
             }
-            if !draining {
-                let fired = if cancel_armed {
-                    shutdown.is_cancelled()
-                } else {
-                    cancel_armed = true;
-                    cancelled.as_mut().poll(cx).is_ready()
-                };
-                if fired {
-                    return Poll::Ready(Event::Drain);
-                }
+            if !draining && alarms.draining(cx) {
+                return Poll::Ready(Event::Drain);
             }
-            if !parking && !draining {
-                let fired = if timer_armed {
-                    timer.is_elapsed()
-                } else {
-                    timer_armed = true;
-                    timer.as_mut().poll(cx).is_ready()
-                };
-                if fired {
-                    return Poll::Ready(Event::Quiet);
-                }
+            if !parking && !draining && alarms.rung(cx) {
+                return Poll::Ready(Event::Quiet);
             }
             Poll::Pending
         })
@@ -388,8 +371,7 @@ async fn one_hyper_connection<S: Parkable>(
                     Pin::new(&mut conn).graceful_shutdown();
                 } else {
                     seen = started;
-                    timer.as_mut().reset(Instant::now() + s.park);
-                    timer_armed = false;
+                    alarms.reset(Instant::now() + s.park);
                 }
             }
         }

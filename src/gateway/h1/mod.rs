@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
+use super::alarm::Alarms;
 use super::fields::Fields;
 use super::forward::{Gateway, refuse};
 use super::headers::Peer;
@@ -73,9 +74,7 @@ pub(super) async fn serve<S: Parkable>(
     tokio::pin!(timer);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    // The drain signal and the timer keep the waker they were last polled with, the task's
-    // own: after that a flag read tells whether they fired.
-    let (mut cancel_armed, mut timer_armed) = (false, false);
+    let mut alarms = Alarms::new(shutdown, cancelled, timer);
     loop {
         match request::parse(&mut rbuf, &mut fields) {
             Parsed::Request(req, asked_close) => {
@@ -134,9 +133,8 @@ pub(super) async fn serve<S: Parkable>(
         let deadline = since + if idle { s.park } else { s.header_read };
         // The timer is moved only when it must fire sooner; one that fires before the
         // deadline is moved then. So a busy connection does not touch it per request.
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
-            timer_armed = false;
+        if deadline < alarms.deadline() {
+            alarms.reset(deadline);
         }
         if rbuf.capacity() - rbuf.len() < READ_SPARE {
             rbuf.reserve(READ_CHUNK);
@@ -145,30 +143,17 @@ pub(super) async fn serve<S: Parkable>(
             if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut io.io), cx, &mut rbuf) {
                 return Poll::Ready(Woke::Read(r));
             }
-            let drained = if cancel_armed {
-                shutdown.is_cancelled()
-            } else {
-                cancel_armed = true;
-                cancelled.as_mut().poll(cx).is_ready()
-            };
-            if drained {
+            if alarms.draining(cx) {
                 return Poll::Ready(Woke::Drain);
             }
             loop {
-                let fired = if timer_armed {
-                    timer.is_elapsed()
-                } else {
-                    timer_armed = true;
-                    timer.as_mut().poll(cx).is_ready()
-                };
-                if !fired {
+                if !alarms.rung(cx) {
                     return Poll::Pending;
                 }
                 if Instant::now() >= deadline {
                     return Poll::Ready(Woke::Timer);
                 }
-                timer.as_mut().reset(deadline);
-                timer_armed = false;
+                alarms.reset(deadline);
             }
         })
         .await;
