@@ -130,13 +130,6 @@ async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
     let mono = monolith().await;
     let (running, cert_der, _dir) =
         tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
-    let parked = || async {
-        get_metrics(&running)
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix("strangler_gateway_connections_parked "))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
-    };
     let tls = tls_to(running.addr, &cert_der, b"http/1.1").await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -155,12 +148,100 @@ async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         assert!(
-            parked().await >= 1.0,
+            parked(&running).await >= 1.0,
             "round {round}: the idle TLS connection is parked"
         );
     }
     assert_eq!(mono.received_requests().await.unwrap().len(), 3);
     running.shutdown().await;
+}
+
+/// The `strangler_gateway_connections_parked` gauge (shared by the tests of this binary,
+/// which run at once).
+async fn parked(running: &strangler::app::Running) -> f64 {
+    get_metrics(running)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("strangler_gateway_connections_parked "))
+        .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+}
+
+/// An idle HTTP/2 connection is parked and resumed, again and again, on the same TLS
+/// session: requests after each park are answered whole, with request and response bodies
+/// larger than both connection windows (so flow control carries over exactly), headers that
+/// change from one request to the next, and a drain while parked ends it with GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_parked_and_resumed_where_it_left() {
+    use std::time::Duration;
+    let mono = wiremock::MockServer::start().await;
+    let big = "b".repeat(300_000);
+    wiremock::Mock::given(wiremock::matchers::path("/big"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(big.clone()))
+        .mount(&mono)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
+        .mount(&mono)
+        .await;
+    let (running, cert_der, _dir) =
+        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
+    let tls = tls_to(running.addr, &cert_der, b"h2").await;
+    // A window of 140,000 bytes: a 300,000-byte response needs the client's updates, and
+    // what is left of it after each is still at least the 65,535 a resumed connection
+    // starts from.
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_connection_window_size(140_000)
+        .initial_stream_window_size(140_000)
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let upload = Bytes::from(vec![b'u'; 400_000]);
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(parked(&running).await >= 1.0, "round {round}: parked");
+        let req = http::Request::get("https://localhost/big")
+            .header("x-round", format!("round-{round}"))
+            .header("cookie", format!("session=abcdefghijklmnop{round}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), big.len(), "round {round}: the whole response");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(parked(&running).await >= 1.0, "round {round}: parked again");
+        // 4 uploads of 400,000 bytes pass the 1 MiB the gateway grants per connection.
+        let req = http::Request::post(format!("https://localhost/up/{round}"))
+            .header("x-round", format!("round-{round}"))
+            .body(Full::new(upload.clone()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        assert_eq!(
+            &resp.into_body().collect().await.unwrap().to_bytes()[..],
+            b"monolith"
+        );
+    }
+    assert!(!conn.is_finished(), "one connection throughout");
+    let seen = mono.received_requests().await.unwrap();
+    assert_eq!(seen.len(), 8);
+    for (i, r) in seen.iter().enumerate() {
+        let round = format!("round-{}", i / 2);
+        assert_eq!(r.headers.get("x-round").unwrap(), round.as_str());
+        if i % 2 == 1 {
+            assert_eq!(r.url.path(), format!("/up/{}", i / 2));
+            assert_eq!(r.body.len(), upload.len(), "request {i}: the whole upload");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(parked(&running).await >= 1.0);
+    running.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the drain closes the parked connection")
+        .unwrap()
+        .expect("closed with GOAWAY, not an error");
 }
 
 /// A TLS gateway in front of `upstream` with `extra` configuration, and its certificate.

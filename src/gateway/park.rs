@@ -112,7 +112,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    /// A body whose end nobody waits for (HTTP/2 connections are not parked).
+    /// A body whose end nobody waits for (HTTP/2 bodies are not watched: their stream states say when an exchange ends).
     pub fn new(inner: Incoming) -> ClientBody {
         let fate = (!inner.is_end_stream()).then(|| BodyFate(Arc::new(AtomicU8::new(STREAMING))));
         ClientBody {

@@ -31,7 +31,7 @@ pub struct ServerSettings {
     pub tls: Option<TlsAcceptor>,
     /// How long a drain may take.
     pub drain_grace: Duration,
-    /// Quiet time after which an idle plain HTTP/1.1 connection drops its HTTP state.
+    /// Quiet time after which an idle client connection drops its HTTP state.
     pub park: Duration,
 }
 

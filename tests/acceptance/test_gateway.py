@@ -2,6 +2,7 @@
 real HTTP."""
 
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -220,3 +221,35 @@ def test_idle_keep_alive_connections_are_parked_and_keep_working(upstreams, gate
         assert c.sock is sock, "the same TCP connection served the request after its park"
     for c, _ in conns:
         c.close()
+
+
+def test_idle_http2_connections_are_parked_and_resumed_by_another_client(upstreams, gateway, tmp_path):
+    """curl (nghttp2) over one TLS connection, 0.6 s between requests: the connection is
+    parked between them and resumed for each, uploads included."""
+    mono, svc = upstreams("monolith", "users")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    extra = f'[gateway.timeouts]\npark = "100ms"\n[gateway.tls]\ncert = "{cert}"\nkey = "{key}"'
+    gw = gateway(base_config(mono, svc, split="{ monolith = 100 }", gateway_extra=extra))
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"u" * 300_000)
+    url = f"https://{gw.addr}/api/users/7"
+    curl = subprocess.Popen(
+        ["curl", "-sk", "--http2", "--rate", "100/m", "-H", "x-user-id: p-7",
+         "--data-binary", f"@{upload}", "-w", "\\n%{http_version} %{num_connects} %{http_code}\\n"]
+        + [url] * 5,
+        stdout=subprocess.PIPE, text=True)
+    seen_parked = 0.0
+    while curl.poll() is None:
+        seen_parked = max(seen_parked, parked_connections(gw))
+        time.sleep(0.05)
+    lines = curl.stdout.read().splitlines()
+    assert curl.returncode == 0
+    bodies = [json.loads(b) for b in lines[0::2]]
+    outcomes = [tuple(o.split()) for o in lines[1::2]]
+    assert outcomes == [("2", "1", "200")] + [("2", "0", "200")] * 4, \
+        "five uploads over HTTP/2 on one connection"
+    assert [b["received"] for b in bodies] == [300_000] * 5, "every upload arrived whole"
+    assert seen_parked == 1.0, "the connection was parked between requests"

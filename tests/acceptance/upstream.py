@@ -42,7 +42,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             status = 200
         body = json.dumps({"served_by": self.server.name, "path": self.path,
-                           "forwarded_for": self.headers.get("x-forwarded-for")}).encode()
+                           "forwarded_for": self.headers.get("x-forwarded-for"),
+                           "received": len(raw)}).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
