@@ -16,6 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+pub mod tls;
+
 /// Makes the header value of request `i`.
 pub type KeyFn = fn(usize) -> String;
 

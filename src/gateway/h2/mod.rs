@@ -107,7 +107,8 @@ enum Stage {
     Serving,
     /// Sent GOAWAY for being idle: waits for the client's ping reply, up to the grace.
     Idled,
-    /// Sent GOAWAY for the drain: finishes its exchanges within the drain's grace.
+    /// Sent GOAWAY for the drain: finishes its exchanges within the drain's grace, and waits
+    /// for the client's ping reply up to the idle grace.
     Draining,
 }
 
@@ -232,7 +233,7 @@ async fn one_connection<S: Parkable>(
                 if stage == Stage::Serving && alarms.draining(cx) {
                     return Poll::Ready(Event::Drain);
                 }
-                if stage != Stage::Draining && alarms.rung(cx) {
+                if alarms.rung(cx) {
                     return Poll::Ready(Event::Timer);
                 }
                 Poll::Pending
@@ -244,6 +245,7 @@ async fn one_connection<S: Parkable>(
                 (Event::Drain, _) => {
                     stage = Stage::Draining;
                     conn.as_mut().graceful_shutdown();
+                    alarms.reset(now + s.header_read.min(GOAWAY_GRACE));
                 }
                 (Event::Timer, Stage::Serving) => match exchanges.idle_since() {
                     Some(idle) if now >= idle + s.header_read => {
@@ -267,8 +269,8 @@ async fn one_connection<S: Parkable>(
                     // when it did, so the limits still count from its end.
                     None => alarms.reset(now + s.park.min(s.header_read)),
                 },
-                // The client has not answered the GOAWAY: with nothing open, the socket is
-                // closed.
+                // The client has not answered the GOAWAY (idle or drained): with nothing open,
+                // the socket is closed; exchanges still open have the drain's grace.
                 (Event::Timer, _) if exchanges.open.load(Relaxed) == 0 => return Ended::Closed,
                 (Event::Timer, _) => alarms.reset(now + s.header_read.min(GOAWAY_GRACE)),
             }
