@@ -110,10 +110,13 @@ async fn secure(
     s: &ServerSettings,
     shutdown: CancellationToken,
 ) {
+    // Boxed: the stream (1.2 KB) moves from the handshake to serving and parking as a
+    // pointer; inline, each state that may hold it would reserve its own room for it in the
+    // connection's task, parked or not.
     let tls = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(s.header_read, acceptor.accept(stream)) => match r {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => Box::new(tls),
             _ => return,
         },
     };

@@ -35,6 +35,13 @@ impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// A boxed stream, moved from one serving state to the next as a pointer.
+impl<P: Parkable> Parkable for Box<P> {
+    fn ready_to_read(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        (**self).ready_to_read()
+    }
+}
+
 /// The client stream, with bytes a previous hyper connection read but did not use in front,
 /// and hyper's own bodiless refusals turned into problem+json on the way out (`refusal`).
 pub struct Prefixed<S> {
