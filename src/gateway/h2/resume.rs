@@ -12,9 +12,9 @@
 //! own entries, which are the newest in the client's decoding table and so are found at the
 //! same indexes there (RFC 7541 §2.3.3); older entries are evicted before any of them.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::frames::{END_STREAM_OR_ACK, PREFACE, Piece, Splitter, frame, increment, kind};
+use super::frames::{END_STREAM_OR_ACK, Head, PREFACE, Piece, Splitter, frame, increment, kind};
 use super::ledger::{INITIAL_WINDOW, Memory};
 
 /// What a new hyper connection reads before the client's next bytes.
@@ -99,9 +99,7 @@ impl Filter {
                     false
                 };
                 if !*dropping {
-                    out.extend_from_slice(&h.len.to_be_bytes()[1..]);
-                    out.extend_from_slice(&[h.kind, h.flags]);
-                    out.extend_from_slice(&h.stream.to_be_bytes());
+                    put_head(out, &h);
                 }
             }
             Piece::Payload(p) => match (update.as_mut(), *dropping) {
@@ -134,6 +132,63 @@ impl Filter {
     pub fn done(&self) -> bool {
         !self.settings && !self.ack && !self.window && self.split.at_boundary()
     }
+}
+
+/// Takes out of the client's bytes to a resumed connection the frames that connection would
+/// take for a protocol error: WINDOW_UPDATE and RST_STREAM frames on streams the parked
+/// connection had closed, which to the new connection are streams never opened. A
+/// connection never parked ignores them (RFC 9113 §5.1, closed streams), and so do we.
+pub(super) struct Forget {
+    split: Splitter,
+    /// The highest stream the parked connection had seen.
+    upto: u32,
+    /// The current frame is taken out.
+    dropping: bool,
+}
+
+impl Forget {
+    /// Forgets late frames on streams up to `upto`.
+    pub fn new(upto: u32) -> Forget {
+        Forget {
+            split: Splitter::default(),
+            upto,
+            dropping: false,
+        }
+    }
+
+    /// Appends what of `bytes` the new connection is to read to `out`.
+    pub fn pass(&mut self, bytes: &[u8], out: &mut BytesMut) {
+        let Forget {
+            split,
+            upto,
+            dropping,
+        } = self;
+        split.feed(bytes, |piece| match piece {
+            Piece::Head(h) => {
+                *dropping = matches!(h.kind, kind::WINDOW_UPDATE | kind::RST_STREAM)
+                    && h.stream != 0
+                    && h.stream <= *upto;
+                if !*dropping {
+                    put_head(out, &h);
+                }
+            }
+            Piece::Payload(p) if !*dropping => out.extend_from_slice(p),
+            _ => {}
+        });
+    }
+}
+
+/// Appends a frame head.
+fn put_head(out: &mut impl Extend<u8>, h: &Head) {
+    let len = h.len.to_be_bytes();
+    let stream = h.stream.to_be_bytes();
+    out.extend(
+        len[1..]
+            .iter()
+            .chain(&[h.kind, h.flags])
+            .chain(&stream)
+            .copied(),
+    );
 }
 
 #[cfg(test)]
@@ -170,6 +225,41 @@ mod tests {
         // No update when the client granted nothing beyond the initial window.
         let plain = greeting(&Memory::default());
         assert_eq!(frames(&plain[PREFACE.len()..]).len(), 2);
+    }
+
+    /// Window updates and resets on streams up to the parked connection's last are taken
+    /// out of what the client sends; everything else passes, however cut.
+    #[test]
+    fn late_frames_on_closed_streams_are_forgotten() {
+        let mut sent = Vec::new();
+        frame(&mut sent, kind::WINDOW_UPDATE, 0, 5, &100u32.to_be_bytes());
+        frame(&mut sent, kind::HEADERS, 0x5, 9, b"\x82");
+        frame(&mut sent, kind::RST_STREAM, 0, 7, &8u32.to_be_bytes());
+        frame(&mut sent, kind::WINDOW_UPDATE, 0, 0, &100u32.to_be_bytes());
+        frame(&mut sent, kind::WINDOW_UPDATE, 0, 9, &100u32.to_be_bytes());
+        frame(&mut sent, kind::DATA, 1, 9, b"body");
+        for chunk in [1, 3, 9, 10, sent.len()] {
+            let mut f = Forget::new(7);
+            let mut out = BytesMut::new();
+            for c in sent.chunks(chunk) {
+                f.pass(c, &mut out);
+            }
+            let got: Vec<(u8, u32)> = frames(&out)
+                .iter()
+                .map(|(h, _)| (h.kind, h.stream))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (kind::HEADERS, 9),
+                    (kind::WINDOW_UPDATE, 0),
+                    (kind::WINDOW_UPDATE, 9),
+                    (kind::DATA, 9)
+                ],
+                "chunks of {chunk}"
+            );
+            assert!(out.ends_with(b"body"));
+        }
     }
 
     /// The first SETTINGS, ACK and connection WINDOW_UPDATE are taken out, the update

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::frames::{Frames, PREFACE};
 use super::ledger::{Ledger, Memory};
-use super::resume::{Filter, greeting};
+use super::resume::{Filter, Forget, greeting};
 
 /// What the serving loop shares with the stream it lent to hyper.
 pub(super) struct Lent<S> {
@@ -53,6 +53,10 @@ pub(super) struct Wire<S: AsyncRead + AsyncWrite + Unpin> {
     filter: Option<Filter>,
     /// Filtered bytes not yet written.
     out: Vec<u8>,
+    /// Takes late frames on the parked connection's streams out of the client's bytes.
+    forget: Option<Forget>,
+    /// The client's bytes, sifted, not yet read.
+    inbox: BytesMut,
     /// A read held back until the filter stops holding.
     held: Option<Waker>,
     /// The last read found nothing to read.
@@ -66,14 +70,29 @@ pub(super) struct Wire<S: AsyncRead + AsyncWrite + Unpin> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     /// A new client connection, from its preface on.
     pub fn fresh(io: S) -> (Wire<S>, Arc<Lent<S>>) {
-        Wire::new(io, Ledger::default(), PREFACE.len(), Bytes::new(), None)
+        Wire::new(
+            io,
+            Ledger::default(),
+            PREFACE.len(),
+            Bytes::new(),
+            None,
+            None,
+        )
     }
 
     /// A parked connection taken up again where `memory` left it.
     pub fn resumed(io: S, memory: Memory) -> (Wire<S>, Arc<Lent<S>>) {
         let greeting = greeting(&memory);
         let filter = Filter::new(memory.recv_window);
-        Wire::new(io, Ledger::resumed(memory), 0, greeting, Some(filter))
+        let forget = Forget::new(memory.last_stream);
+        Wire::new(
+            io,
+            Ledger::resumed(memory),
+            0,
+            greeting,
+            Some(filter),
+            Some(forget),
+        )
     }
 
     fn new(
@@ -82,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         preface: usize,
         greeting: Bytes,
         filter: Option<Filter>,
+        forget: Option<Forget>,
     ) -> (Wire<S>, Arc<Lent<S>>) {
         let lent = Arc::new(Lent {
             quiet: AtomicBool::new(false),
@@ -97,6 +117,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             greeting,
             filter,
             out: Vec::new(),
+            forget,
+            inbox: BytesMut::new(),
             held: None,
             reading: false,
             writing: false,
@@ -122,6 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             && self.greeting.is_empty()
             && self.filter.is_none()
             && self.out.is_empty()
+            && self.inbox.is_empty()
             && self.read.at_boundary()
             && self.write.at_boundary()
             && self.ledger.settled();
@@ -254,21 +277,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Wire<S> {
             this.held = Some(cx.waker().clone());
             return Poll::Pending;
         }
+        if this.forget.is_some() {
+            return this.sifted(cx, buf);
+        }
         let before = buf.filled().len();
         let r = this.io().poll_read(cx, buf);
-        match &r {
+        this.read_done(&r, &buf.filled()[before..]);
+        r
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    /// Accounts for a read that returned `got`.
+    fn read_done(&mut self, r: &Poll<io::Result<()>>, got: &[u8]) {
+        match r {
             Poll::Ready(Ok(())) => {
-                this.reading = false;
-                match &buf.filled()[before..] {
-                    [] => this.ledger.close(),
-                    got => this.received(got),
+                self.reading = false;
+                match got {
+                    [] => self.ledger.close(),
+                    got => self.received(got),
                 }
             }
-            Poll::Ready(Err(_)) => this.ledger.close(),
-            Poll::Pending => this.reading = true,
+            Poll::Ready(Err(_)) => self.ledger.close(),
+            Poll::Pending => self.reading = true,
         }
-        this.note();
-        r
+        self.note();
+    }
+
+    /// Reads the client's bytes through `forget`, on a resumed connection.
+    fn sifted(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        while self.inbox.is_empty() {
+            let mut raw = [0u8; 8192];
+            let mut chunk = ReadBuf::new(&mut raw);
+            let r = self.io().poll_read(cx, &mut chunk);
+            match (&r, chunk.filled()) {
+                (Poll::Ready(Ok(())), got) if !got.is_empty() => {
+                    if let Some(f) = &mut self.forget {
+                        f.pass(got, &mut self.inbox);
+                    }
+                }
+                _ => {
+                    self.read_done(&r, &[]);
+                    return r;
+                }
+            }
+        }
+        let n = self.inbox.len().min(buf.remaining());
+        let given = self.inbox.split_to(n);
+        buf.put_slice(&given);
+        self.read_done(&Poll::Ready(Ok(())), &given);
+        Poll::Ready(Ok(()))
     }
 }
 
