@@ -97,7 +97,7 @@ async fn opened(
 async fn parked_http2_connections_frame_by_frame() {
     let mono = monolith().await;
     let (running, cert, _dir) =
-        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
+        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", "", &mono.uri()).await;
     let settle = || tokio::time::sleep(Duration::from_millis(300));
 
     // A client that grants a large connection window is parked once quiet.

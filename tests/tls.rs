@@ -12,19 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 #[tokio::test]
 async fn https_serves_http2_and_http1_with_secure_cookies() {
     let mono = monolith().await;
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_der = key.cert.der().clone();
-    let cfg = format!(
-        "{}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\nsticky = {{ cookie = \"sid\" }}\n",
-        gateway_section(),
-        mono.uri()
-    );
-    let (dir, path) = config_file(&cfg);
-    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
-    let running = strangler::app::start(strangler::config::Config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let (running, cert_der, _dir) =
+        tls_gateway("", "sticky = { cookie = \"sid\" }\n", &mono.uri()).await;
 
     // HTTP/2 over TLS.
     let tls = tls_to(running.addr, &cert_der, b"h2").await;
@@ -89,7 +78,7 @@ async fn missing_certificate_file_is_reported_by_name() {
 async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
     let mono = monolith().await;
     let (running, cert_der, _dir) =
-        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
+        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", "", &mono.uri()).await;
     let tls = tls_to(running.addr, &cert_der, b"http/1.1").await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -123,18 +112,14 @@ async fn an_idle_tls_connection_is_parked_and_serves_its_next_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_parked_and_resumed_where_it_left() {
     use std::time::Duration;
-    let mono = wiremock::MockServer::start().await;
     let big = "b".repeat(300_000);
-    wiremock::Mock::given(wiremock::matchers::path("/big"))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(big.clone()))
-        .mount(&mono)
-        .await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
-        .mount(&mono)
-        .await;
+    let mono = monolith_after(vec![
+        wiremock::Mock::given(wiremock::matchers::path("/big"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(big.clone())),
+    ])
+    .await;
     let (running, cert_der, _dir) =
-        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", &mono.uri()).await;
+        tls_gateway("[gateway.timeouts]\npark = \"50ms\"\n", "", &mono.uri()).await;
     let tls = tls_to(running.addr, &cert_der, b"h2").await;
     // A window of 140,000 bytes: a 300,000-byte response needs the client's updates, and
     // what is left of it after each is still at least the 65,535 a resumed connection
@@ -200,21 +185,20 @@ async fn an_idle_http2_connection_is_parked_and_resumed_where_it_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
     use std::time::{Duration, Instant};
-    let mono = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::path("/slow"))
-        .respond_with(
+    let mono = monolith_after(vec![
+        wiremock::Mock::given(wiremock::matchers::path("/slow")).respond_with(
             wiremock::ResponseTemplate::new(200)
                 .set_body_string("slow")
                 .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&mono)
-        .await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
-        .mount(&mono)
-        .await;
-    let (running, cert_der, _dir) =
-        tls_gateway("[gateway.timeouts]\nheader_read = \"1s\"\n", &mono.uri()).await;
+        ),
+    ])
+    .await;
+    let (running, cert_der, _dir) = tls_gateway(
+        "[gateway.timeouts]\nheader_read = \"1s\"\n",
+        "",
+        &mono.uri(),
+    )
+    .await;
     let h2 = || async {
         let tls = tls_to(running.addr, &cert_der, b"h2").await;
         let (send, conn) =

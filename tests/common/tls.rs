@@ -24,7 +24,15 @@ pub async fn tls_to(
 
 /// An upstream answering every request 200 `monolith`.
 pub async fn monolith() -> wiremock::MockServer {
+    monolith_after(Vec::new()).await
+}
+
+/// An upstream answering with `first` where they match, and 200 `monolith` otherwise.
+pub async fn monolith_after(first: Vec<wiremock::Mock>) -> wiremock::MockServer {
     let mono = wiremock::MockServer::start().await;
+    for m in first {
+        m.mount(&mono).await;
+    }
     wiremock::Mock::given(wiremock::matchers::any())
         .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("monolith"))
         .mount(&mono)
@@ -45,9 +53,11 @@ pub fn connector(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector
     TlsConnector::from(Arc::new(cfg))
 }
 
-/// A TLS gateway in front of `upstream` with `extra` configuration, and its certificate.
+/// A TLS gateway in front of `upstream` with `extra` gateway configuration and `route` extra
+/// route settings, and its certificate.
 pub async fn tls_gateway(
     extra: &str,
+    route: &str,
     upstream: &str,
 ) -> (
     strangler::app::Running,
@@ -57,7 +67,7 @@ pub async fn tls_gateway(
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_der = key.cert.der().clone();
     let cfg = format!(
-        "{}{extra}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{upstream}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n",
+        "{}{extra}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{upstream}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n{route}",
         gateway_section(),
     );
     let (dir, path) = config_file(&cfg);
