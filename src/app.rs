@@ -261,6 +261,7 @@ pub async fn start_with_rules(config: Config, rules: Rules) -> Result<Running, A
         tls,
         drain_grace: gw_cfg.drain_grace,
         park: gw_cfg.timeouts.park,
+        http2_header_table: gw_cfg.tls.as_ref().map_or(0, |t| t.http2_header_table),
     };
     let admin_addr = admin_listener
         .local_addr()

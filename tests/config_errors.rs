@@ -144,6 +144,10 @@ fn other_invalid_values() {
         error_of("[gateway]\nlisten = \"localhost\"\n"),
         "config/demo.toml: gateway: listen: \"localhost\" is not an IP:port address"
     );
+    assert_eq!(
+        error_of("[gateway.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nhttp2_header_table = 100000\n"),
+        "config/demo.toml: gateway: tls.http2_header_table: must be at most 65536 bytes"
+    );
 }
 
 #[test]

@@ -75,12 +75,13 @@ fn ends(stream: u32) -> impl Fn(&Frame) -> bool {
     move |f| f.stream == stream && (f.kind == DATA || f.kind == HEADERS) && f.flags & 1 != 0
 }
 
-/// A connection that opens with the preface, `extra` frames and one GET, read to its end.
+/// A connection that opens with the preface, `extra` frames and one GET, read to its end,
+/// with the frames read.
 async fn opened(
     addr: std::net::SocketAddr,
     cert: &rustls_pki_types::CertificateDer<'static>,
     extra: &[u8],
-) -> Tls {
+) -> (Tls, Vec<Frame>) {
     let mut tls = tls_to(addr, cert, b"h2").await;
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0xff, 0xff]));
@@ -90,7 +91,7 @@ async fn opened(
     let frames = read_until(&mut tls, ends(1)).await;
     assert!(frames.iter().any(|f| f.kind == SETTINGS && f.flags == 0));
     // The ACK of our SETTINGS may come after the response; it is read with the next exchange.
-    tls
+    (tls, frames)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +103,12 @@ async fn parked_http2_connections_frame_by_frame() {
 
     // A client that grants a large connection window is parked once quiet.
     let grant = frame(WINDOW_UPDATE, 0, 0, &1_000_000u32.to_be_bytes());
-    let mut a = opened(running.addr, &cert, &grant).await;
+    let (mut a, heard) = opened(running.addr, &cert, &grant).await;
+    let table_size_0 = |f: &Frame| f.payload.chunks(6).any(|s| s == [0, 1, 0, 0, 0, 0]);
+    assert!(
+        heard.iter().any(|f| f.kind == SETTINGS && table_size_0(f)),
+        "a request decoding table of 0 bytes is advertised"
+    );
     settle().await;
     assert_eq!(
         parked(&running).await,
@@ -125,7 +131,7 @@ async fn parked_http2_connections_frame_by_frame() {
 
     // A client whose send window has fallen below the initial 65,535 (it never sent a
     // WINDOW_UPDATE) cannot be resumed exactly, so it is served but never parked.
-    let mut b = opened(running.addr, &cert, b"").await;
+    let (mut b, _) = opened(running.addr, &cert, b"").await;
     settle().await;
     assert_eq!(
         parked(&running).await,
@@ -179,4 +185,29 @@ async fn parked_http2_connections_frame_by_frame() {
     assert!(took < Duration::from_secs(10), "drained in {took:?}");
     let rest = read_until(&mut b, |f| f.kind == 7).await;
     assert_eq!(rest.last().unwrap().kind, 7, "GOAWAY");
+
+    // With a request decoding table configured, requests may refer to earlier ones, which a
+    // new connection could not decode: connections are served, never parked.
+    let (running, cert, _dir) = tls_gateway(
+        "http2_header_table = 4096\n[gateway.timeouts]\npark = \"50ms\"\n",
+        "",
+        &mono.uri(),
+    )
+    .await;
+    let (mut c, heard) = opened(running.addr, &cert, &grant).await;
+    assert!(
+        heard
+            .iter()
+            .any(|f| f.kind == SETTINGS && f.payload.chunks(6).any(|s| s == [0, 1, 0, 0, 0x10, 0]))
+    );
+    settle().await;
+    assert_eq!(
+        parked(&running).await,
+        0.0,
+        "not parked with a request table"
+    );
+    c.write_all(&get(3)).await.unwrap();
+    read_until(&mut c, ends(3)).await;
+    drop(c);
+    running.shutdown().await;
 }

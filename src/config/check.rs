@@ -49,6 +49,10 @@ impl Ctx<'_> {
 /// Most routes one file may hold.
 pub const MAX_ROUTES: usize = 10_000;
 
+/// Largest HPACK decoding table a client connection may be given: each connection may fill
+/// its own.
+pub const MAX_HTTP2_HEADER_TABLE: u32 = 65_536;
+
 /// Validates a parsed file; `file` is the name used in messages.
 pub fn from_raw(file: &str, mut raw: RawConfig) -> Result<Config, ConfigError> {
     let services = super::services::from_raw(file, &raw.services)?;
@@ -186,6 +190,12 @@ fn gateway(ctx: &Ctx, g: &RawGateway) -> Result<GatewayConfig, ConfigError> {
     if tap_capacity == 0 {
         return Err(ctx.err("tap_capacity: must be at least 1"));
     }
+    let http2_header_table = g.tls.as_ref().and_then(|t| t.http2_header_table);
+    if http2_header_table.is_some_and(|n| n > MAX_HTTP2_HEADER_TABLE) {
+        return Err(ctx.err(format!(
+            "tls.http2_header_table: must be at most {MAX_HTTP2_HEADER_TABLE} bytes"
+        )));
+    }
     let history = g.history.unwrap_or(50).max(2);
     let threads = match g.threads {
         Some(0) => return Err(ctx.err("threads: must be at least 1")),
@@ -220,6 +230,7 @@ fn gateway(ctx: &Ctx, g: &RawGateway) -> Result<GatewayConfig, ConfigError> {
         tls: g.tls.as_ref().map(|t| TlsConfig {
             cert: PathBuf::from(&t.cert),
             key: PathBuf::from(&t.key),
+            http2_header_table: http2_header_table.unwrap_or(0),
         }),
     })
 }

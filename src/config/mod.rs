@@ -123,6 +123,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Private key.
     pub key: PathBuf,
+    /// HPACK decoding table for HTTP/2 requests, in bytes; HTTP/2 connections park only
+    /// with 0.
+    pub http2_header_table: u32,
 }
 
 /// A validated upstream.

@@ -104,6 +104,8 @@ pub struct RawTls {
     pub cert: String,
     /// PEM private key file.
     pub key: String,
+    /// HPACK decoding table for HTTP/2 requests, in bytes.
+    pub http2_header_table: Option<u32>,
 }
 
 /// `[upstreams.NAME]` as written.

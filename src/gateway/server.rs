@@ -33,6 +33,8 @@ pub struct ServerSettings {
     pub drain_grace: Duration,
     /// Quiet time after which an idle client connection drops its HTTP state.
     pub park: Duration,
+    /// HPACK decoding table for HTTP/2 requests; HTTP/2 connections park only with 0.
+    pub http2_header_table: u32,
 }
 
 /// Accepts and serves until `shutdown`, then drains in-flight requests for up to the grace

@@ -53,8 +53,8 @@ pub fn connector(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector
     TlsConnector::from(Arc::new(cfg))
 }
 
-/// A TLS gateway in front of `upstream` with `extra` gateway configuration and `route` extra
-/// route settings, and its certificate.
+/// A TLS gateway in front of `upstream` with `extra` configuration (its first lines are in
+/// `[gateway.tls]`) and `route` extra route settings, and its certificate.
 pub async fn tls_gateway(
     extra: &str,
     route: &str,
@@ -67,7 +67,7 @@ pub async fn tls_gateway(
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_der = key.cert.der().clone();
     let cfg = format!(
-        "{}{extra}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n[upstreams.monolith]\nurl = \"{upstream}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n{route}",
+        "{}[gateway.tls]\ncert = \"{{dir}}/cert.pem\"\nkey = \"{{dir}}/key.pem\"\n{extra}[upstreams.monolith]\nurl = \"{upstream}\"\n[[routes]]\nname = \"r\"\nsplit = {{ monolith = 100 }}\n{route}",
         gateway_section(),
     );
     let (dir, path) = config_file(&cfg);

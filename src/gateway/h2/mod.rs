@@ -180,15 +180,16 @@ async fn goaway<S: Parkable>(mut io: S, last_stream: u32) {
     .await;
 }
 
-/// The HTTP/2 settings every connection is served with. The decoding table of 0 bytes keeps
-/// the client's requests free of references to earlier ones, which is what lets a connection
-/// be parked; it costs request headers their compression against earlier requests (static
-/// table and Huffman coding remain), and saves the 4 KiB table each connection would hold.
+/// The HTTP/2 settings every connection is served with. A decoding table of 0 bytes (the
+/// default of `tls.http2_header_table`) keeps the client's requests free of references to
+/// earlier ones, which is what lets a connection be parked; it costs request headers their
+/// compression against earlier requests (static table and Huffman coding remain), and saves
+/// the table each connection would hold.
 fn builder(s: &ServerSettings) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(s.max_header_bytes as u32)
-        .header_table_size(0)
+        .header_table_size(s.http2_header_table)
         .initial_connection_window_size(CONN_WINDOW);
     b
 }
@@ -207,6 +208,8 @@ async fn one_connection<S: Parkable>(
         None => Wire::fresh(io),
         Some(m) => Wire::resumed(io, m),
     };
+    // Requests that may refer to earlier ones cannot be decoded by a new connection.
+    let parks = s.http2_header_table == 0;
     let exchanges = Arc::new(Exchanges::since(since));
     let seen = exchanges.clone();
     let (gw, peer) = (gw.clone(), peer.clone());
@@ -254,11 +257,13 @@ async fn one_connection<S: Parkable>(
                         conn.as_mut().graceful_shutdown();
                         alarms.reset(now + s.header_read.min(GOAWAY_GRACE));
                     }
-                    Some(idle) if now >= idle + s.park && lent.quiet() => break idle,
+                    Some(idle) if parks && now >= idle + s.park && lent.quiet() => break idle,
                     // Looked at again when the park delay has passed, or a delay later if
                     // something is still outstanding, and at the keep-alive limit.
                     Some(idle) => {
-                        let next = if idle + s.park > now {
+                        let next = if !parks {
+                            idle + s.header_read
+                        } else if idle + s.park > now {
                             idle + s.park
                         } else {
                             now + s.park.min(s.header_read)
