@@ -234,6 +234,12 @@ async fn checksum_sqlite_to_postgres() {
     planted_are_found_by_checksum(Kinds::Sqlite, Kinds::Pg).await;
 }
 
+/// Both sides PostgreSQL: PostgreSQL's own row hash instead of MD5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_postgres_to_postgres() {
+    planted_are_found_by_checksum(Kinds::Pg, Kinds::Pg).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_postgres_to_mariadb() {
     planted_are_found_by_checksum(Kinds::Pg, Kinds::My).await;
@@ -242,6 +248,31 @@ async fn checksum_postgres_to_mariadb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_mariadb_to_sqlite() {
     planted_are_found_by_checksum(Kinds::My, Kinds::Sqlite).await;
+}
+
+/// PostgreSQL's own row hash is taken over the value's bytes, not under the column's
+/// collation (the hashed text is cast to `text` and put in the "C" collation): a value that
+/// differs only in case, in a column whose collation ignores case, is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_insensitive_collation_does_not_hide_a_change_on_postgres() {
+    let Some((_left, right, text, _dir)) = pair(Kinds::Pg, Kinds::Pg, 1_000, "BIGINT").await else {
+        return;
+    };
+    right
+        .exec("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+        .await;
+    right
+        .exec("ALTER TABLE book ALTER COLUMN memo TYPE TEXT COLLATE ci")
+        .await;
+    right
+        .exec("UPDATE book SET memo = upper(memo) WHERE account_id = 15")
+        .await;
+    let report = run(&parse(&text).sync, None, &Options::default())
+        .await
+        .unwrap();
+    let e = &report.entities[0];
+    assert_eq!(e.method.by, "checksum", "{}", report.text());
+    assert_eq!(e.changed, 1, "{}", report.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ pub use capture::Capture;
 pub use change::{ApplyBatch, Change, KEY_SEPARATOR, Op, Row, Write, key_text};
 pub use error::StoreError;
 pub use instant::utc_naive;
-pub use rowhash::{Field, hash_sum_sql, row_hash, row_hash_sql};
+pub use rowhash::{Field, RowHash, hash_sum_sql, row_hash, row_hash_sql};
 pub use schema::{CaptureSpec, Catalog, Column, ForeignKey, Form, Index, TableInfo, family};
 pub use sql::{hex_bytes, quote, quote_table};
 pub use statement::{Fault, Param, Statements};

@@ -2,7 +2,7 @@
 //! in byte order on every database) and the rows of given keys.
 
 use crate::family::TypeFamily;
-use crate::store::{Field, Param, quote, quote_table};
+use crate::store::{Field, Param, RowHash, quote, quote_table};
 
 use super::plan::{KeyKind, KeyPart, Plan};
 
@@ -271,6 +271,15 @@ impl Plan {
         )
     }
 
+    /// The row hash both sides compute: PostgreSQL's own when both are PostgreSQL.
+    fn row_hash(&self) -> RowHash {
+        if self.sides.iter().all(|s| s.kind == "postgres") {
+            RowHash::Postgres
+        } else {
+            RowHash::Portable
+        }
+    }
+
     fn in_range(&self, i: usize, lo: i64, hi: i64) -> String {
         let k = self.first_key(i);
         format!("{} AND {k} >= {lo} AND {k} <= {hi}", self.not_null(i))
@@ -291,7 +300,7 @@ impl Plan {
             "SELECT {}, {}, {} FROM {} WHERE {} GROUP BY {group}",
             self.as_text(i, group.clone()),
             self.as_text(i, "count(*)".into()),
-            crate::store::hash_sum_sql(s.kind, &self.hashed(i)),
+            crate::store::hash_sum_sql(s.kind, &self.hashed(i), self.row_hash()),
             quote_table(s.kind, &s.table),
             self.in_range(i, lo, hi)
         )
@@ -317,7 +326,10 @@ impl Plan {
         let mut sql = format!(
             "SELECT {}, {} FROM {} WHERE {}",
             keys.join(", "),
-            self.as_text(i, crate::store::row_hash_sql(s.kind, &self.hashed(i))),
+            self.as_text(
+                i,
+                crate::store::row_hash_sql(s.kind, &self.hashed(i), self.row_hash()),
+            ),
             quote_table(s.kind, &s.table),
             self.in_range(i, lo, hi)
         );
