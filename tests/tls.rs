@@ -161,6 +161,22 @@ async fn an_idle_http2_connection_is_parked_and_resumed_where_it_left() {
     assert!(!conn.is_finished(), "one connection throughout");
     let seen = mono.received_requests().await.unwrap();
     assert_eq!(seen.len(), 8);
+    // 20 exchanges at once on the resumed connection, then it parks again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let many = (0..20).map(|n| {
+        let req = http::Request::get(format!("https://localhost/many/{n}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let sent = send.send_request(req);
+        async move {
+            let resp = sent.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }
+    });
+    for body in futures_util::future::join_all(many).await {
+        assert_eq!(&body[..], b"monolith");
+    }
     for (i, r) in seen.iter().enumerate() {
         let round = format!("round-{}", i / 2);
         assert_eq!(r.headers.get("x-round").unwrap(), round.as_str());
