@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side proxy comparison on this machine, in one run: the same NGINX upstream (a small
 # fixed body) is hit directly and through Strangler, NGINX as a proxy and HAProxy, with the
-# same load generator and settings. Each system is measured ROUNDS times, interleaved, and
-# the medians are reported. Then the added p99 latency of Strangler over a direct hit is
+# same load generator and settings. Each system is measured ROUNDS times, interleaved (in a
+# rotated order from round to round), and the medians are reported. Then the added p99 latency of Strangler over a direct hit is
 # measured at a fixed rate of half Strangler's throughput (oha -q), beside the gateway's own
 # added-latency histogram (time spent in Strangler, not waiting for the upstream), scraped
 # from its /metrics before and after each such run (load/added-latency.py).
@@ -118,6 +118,9 @@ if [ -n "$BASELINE_BIN" ]; then SYSTEMS+=(baseline); HALF_SYSTEMS+=(baseline); f
 to_ms() { # wrk latency value (e.g. 412.00us, 2.31ms, 1.02s) to milliseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
+# rotated K NAME...: the names starting from the K-th (mod their count), so that each round
+# measures the systems in another order and none always runs right after the same one.
+rotated() { local k=$1; shift; local a=("$@"); k=$((k % ${#a[@]})); printf '%s\n' "${a[@]:k}" "${a[@]:0:k}"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 echo "warming up"
@@ -125,7 +128,7 @@ for s in "${SYSTEMS[@]}"; do wrk -t"$THREADS" -c"$CONNS" -d2s "${URL[$s]}" >/dev
 
 echo "measuring: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, $ROUNDS rounds, interleaved"
 for r in $(seq 1 "$ROUNDS"); do
-    for s in "${SYSTEMS[@]}"; do
+    for s in $(rotated $((r - 1)) "${SYSTEMS[@]}"); do
         read -r pu0 ps0 < <(ticks ${PIDS[$s]})
         read -r uu0 us0 < <(ticks $UP_PIDS)
         children_ticks > "$work/lg0"; read -r lu0 ls0 < "$work/lg0"
@@ -177,7 +180,7 @@ half=$(awk -v r="${RPS[strangler]}" 'BEGIN { printf "%d", r / 2 }')
 echo
 echo "fixed rate $half req/s (half of Strangler's throughput): oha -z ${DURATION}s -c $CONNS -q $half"
 for r in $(seq 1 "$ROUNDS"); do
-    for s in "${HALF_SYSTEMS[@]}"; do
+    for s in $(rotated $((r - 1)) "${HALF_SYSTEMS[@]}"); do
         # Strangler's own view: its added-latency histogram, scraped before and after.
         [ "$s" = strangler ] && curl -fs "http://127.0.0.1:$STR_ADMIN/metrics" > "$work/metrics.before"
         p99=$(oha -z "${DURATION}s" -c "$CONNS" -q "$half" --no-tui --output-format json "${URL[$s]}" \
