@@ -163,17 +163,7 @@ async fn an_idle_http2_connection_is_parked_and_resumed_where_it_left() {
     assert_eq!(seen.len(), 8);
     // 20 exchanges at once on the resumed connection, then it parks again.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let many = (0..20).map(|n| {
-        let req = http::Request::get(format!("https://localhost/many/{n}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let sent = send.send_request(req);
-        async move {
-            let resp = sent.await.unwrap();
-            assert_eq!(resp.status(), 200);
-            resp.into_body().collect().await.unwrap().to_bytes()
-        }
-    });
+    let many = (0..20).map(|n| h2_get(&mut send, &format!("/many/{n}")));
     for body in futures_util::future::join_all(many).await {
         assert_eq!(&body[..], b"monolith");
     }
@@ -223,24 +213,13 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
                 .unwrap();
         (send, tokio::spawn(conn))
     };
-    let get = |send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>, path: &str| {
-        let req = http::Request::get(format!("https://localhost{path}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let sent = send.send_request(req);
-        async move {
-            let resp = sent.await.unwrap();
-            assert_eq!(resp.status(), 200);
-            resp.into_body().collect().await.unwrap().to_bytes()
-        }
-    };
 
     // Requests every 400 ms for 2.4 s keep the connection open past the 1 s limit, and it
     // closes about 1 s after the last one.
     let (mut send, conn) = h2().await;
     let began = Instant::now();
     for _ in 0..6 {
-        assert_eq!(&get(&mut send, "/x").await[..], b"monolith");
+        assert_eq!(&h2_get(&mut send, "/x").await[..], b"monolith");
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(!conn.is_finished(), "closed while requests keep coming");
     }
@@ -262,7 +241,7 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
     // limit after it ends.
     let (mut send, conn) = h2().await;
     let began = Instant::now();
-    assert_eq!(&get(&mut send, "/slow").await[..], b"slow");
+    assert_eq!(&h2_get(&mut send, "/slow").await[..], b"slow");
     let answered = began.elapsed();
     assert!(answered >= Duration::from_millis(1500), "{answered:?}");
     assert!(!conn.is_finished(), "closed at once after a long exchange");
@@ -318,4 +297,20 @@ async fn an_idle_http2_connection_is_closed_at_the_keep_alive_limit() {
         "{metrics}"
     );
     running.shutdown().await;
+}
+
+/// Sends GET `path` on an HTTP/2 connection; the future asserts a 200 and yields the body.
+fn h2_get(
+    send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> impl std::future::Future<Output = Bytes> + use<> {
+    let req = http::Request::get(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let sent = send.send_request(req);
+    async move {
+        let resp = sent.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    }
 }

@@ -45,6 +45,14 @@ impl Head {
         }
     }
 
+    /// Appends the head's 9 bytes to `out`.
+    pub fn put(&self, out: &mut impl Extend<u8>) {
+        let len = self.len.to_be_bytes();
+        let stream = self.stream.to_be_bytes();
+        let kind_flags = [self.kind, self.flags];
+        out.extend(len[1..].iter().chain(&kind_flags).chain(&stream).copied());
+    }
+
     /// Whether `flag` is set.
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
@@ -53,9 +61,14 @@ impl Head {
 
 /// Appends a whole frame with `payload` to `out`.
 pub(super) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    out.extend_from_slice(&[kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
+    let len = payload.len() as u32;
+    Head {
+        len,
+        kind,
+        flags,
+        stream,
+    }
+    .put(out);
     out.extend_from_slice(payload);
 }
 

@@ -100,18 +100,6 @@ enum Event {
     Timer,
 }
 
-/// Where a connection is in its life.
-#[derive(PartialEq)]
-enum Stage {
-    /// Serving requests.
-    Serving,
-    /// Sent GOAWAY for being idle: waits for the client's ping reply, up to the grace.
-    Idled,
-    /// Sent GOAWAY for the drain: finishes its exchanges within the drain's grace, and waits
-    /// for the client's ping reply up to the idle grace.
-    Draining,
-}
-
 /// How one hyper connection ended.
 enum Ended<S> {
     /// Parked: the stream, what the next hyper connection needs, and when the last exchange
@@ -227,13 +215,15 @@ async fn one_connection<S: Parkable>(
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         let mut alarms = Alarms::new(shutdown, cancelled, timer);
-        let mut stage = Stage::Serving;
+        // GOAWAY sent, for being idle or for the drain: the connection waits for the client's
+        // ping reply up to the grace, and its open exchanges for the drain's grace.
+        let mut closing = false;
         loop {
             let event = std::future::poll_fn(|cx| {
                 if conn.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Ended);
                 }
-                if stage == Stage::Serving && alarms.draining(cx) {
+                if !closing && alarms.draining(cx) {
                     return Poll::Ready(Event::Drain);
                 }
                 if alarms.rung(cx) {
@@ -243,16 +233,16 @@ async fn one_connection<S: Parkable>(
             })
             .await;
             let now = Instant::now();
-            match (event, &stage) {
+            match (event, closing) {
                 (Event::Ended, _) => return Ended::Closed,
                 (Event::Drain, _) => {
-                    stage = Stage::Draining;
+                    closing = true;
                     conn.as_mut().graceful_shutdown();
                     alarms.reset(now + s.header_read.min(GOAWAY_GRACE));
                 }
-                (Event::Timer, Stage::Serving) => match exchanges.idle_since() {
+                (Event::Timer, false) => match exchanges.idle_since() {
                     Some(idle) if now >= idle + s.header_read => {
-                        stage = Stage::Idled;
+                        closing = true;
                         metrics::counter!(m::IDLE_CLOSED, "protocol" => "http2").increment(1);
                         conn.as_mut().graceful_shutdown();
                         alarms.reset(now + s.header_read.min(GOAWAY_GRACE));

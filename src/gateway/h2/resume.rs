@@ -14,7 +14,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::frames::{END_STREAM_OR_ACK, Head, PREFACE, Piece, Splitter, frame, increment, kind};
+use super::frames::{END_STREAM_OR_ACK, PREFACE, Piece, Splitter, frame, increment, kind};
 use super::ledger::{INITIAL_WINDOW, Memory};
 
 /// What a new hyper connection reads before the client's next bytes.
@@ -99,7 +99,7 @@ impl Filter {
                     false
                 };
                 if !*dropping {
-                    put_head(out, &h);
+                    h.put(out);
                 }
             }
             Piece::Payload(p) => match (update.as_mut(), *dropping) {
@@ -169,26 +169,13 @@ impl Forget {
                     && h.stream != 0
                     && h.stream <= *upto;
                 if !*dropping {
-                    put_head(out, &h);
+                    h.put(out);
                 }
             }
             Piece::Payload(p) if !*dropping => out.extend_from_slice(p),
             _ => {}
         });
     }
-}
-
-/// Appends a frame head.
-fn put_head(out: &mut impl Extend<u8>, h: &Head) {
-    let len = h.len.to_be_bytes();
-    let stream = h.stream.to_be_bytes();
-    out.extend(
-        len[1..]
-            .iter()
-            .chain(&[h.kind, h.flags])
-            .chain(&stream)
-            .copied(),
-    );
 }
 
 #[cfg(test)]
