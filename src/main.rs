@@ -192,7 +192,7 @@ enum SyncAction {
         config: PathBuf,
     },
     /// Copy the authority's existing rows that the other side lacks, through the sync
-    /// engine (resumable; progress on a terminal, a JSON summary otherwise).
+    /// engine's apply path (resumable; progress on a terminal, a JSON summary otherwise).
     Backfill {
         /// Configuration file.
         #[arg(long, short)]
@@ -203,7 +203,8 @@ enum SyncAction {
         /// Rows per chunk.
         #[arg(long, default_value_t = strangler::validate::backfill::CHUNK)]
         chunk: usize,
-        /// Return once the copies are captured, without waiting for the engine to apply them.
+        /// Return once the copy is written, without waiting for the sync engine to apply the
+        /// changes made on the authority meanwhile.
         #[arg(long)]
         no_wait: bool,
     },
@@ -525,7 +526,7 @@ async fn backfill(config: PathBuf, entity: Option<String>, chunk: usize, wait: b
             if wait {
                 if tty {
                     eprintln!(
-                        "{}: waiting for the sync engine to apply the copies",
+                        "{}: waiting for the sync engine to apply the changes made meanwhile",
                         r.entity
                     );
                 }

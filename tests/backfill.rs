@@ -1,7 +1,7 @@
 //! The initial copy on real databases: 100,000 existing rows copied while four writers insert
 //! and update on both sides and the sync engine runs, then the validator finds both sides
 //! equal; a copy killed with `kill -9` halfway resumes after its last committed chunk and
-//! captures no row twice.
+//! copies no row twice.
 
 mod sync_support;
 
@@ -92,7 +92,7 @@ async fn backfill_while_writing_postgres_to_mariadb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_backfill_resumes_and_captures_nothing_twice() {
+async fn a_killed_backfill_resumes_and_copies_nothing_twice() {
     let s = Sides::new(Pair::SqliteSqlite).await.unwrap();
     existing(&s).await;
     // A tenth of the rows already made it across: those are not copied.
@@ -113,7 +113,7 @@ async fn a_killed_backfill_resumes_and_captures_nothing_twice() {
         })
         .collect();
     for chunk in rows.chunks(2_000) {
-        // Written as the engine would (uncaptured), so only the copy fills the changelog.
+        // Written as the engine would (uncaptured): the service's changelog stays empty.
         s.right
             .exec(&format!(
                 "UPDATE _strangler_guard SET applying = 1; INSERT INTO accounts (user_id, email, full_name, stock, nick, score) VALUES {}; UPDATE _strangler_guard SET applying = 0;",
@@ -138,9 +138,10 @@ async fn a_killed_backfill_resumes_and_captures_nothing_twice() {
             .spawn()
             .unwrap(),
     );
+    // The progress is stored on the target, in the transaction that writes its rows.
     let progress = || async {
         let rows = s
-            .left
+            .right
             .rows("SELECT progress FROM _strangler_backfill")
             .await;
         rows.first()
@@ -157,33 +158,27 @@ async fn a_killed_backfill_resumes_and_captures_nothing_twice() {
     child.kill();
     let halfway = progress().await.unwrap();
     assert_eq!(halfway["done"], false, "{halfway}");
-    let captured = s
-        .left
-        .count("SELECT count(*) FROM _strangler_changes")
-        .await;
-    assert_eq!(captured as u64, halfway["copied"].as_u64().unwrap());
+    let accounts = || s.right.count("SELECT count(*) FROM accounts");
+    assert_eq!(
+        accounts().await as u64,
+        ROWS as u64 / 10 + halfway["copied"].as_u64().unwrap(),
+        "{halfway}"
+    );
 
     let entity = cfg.sync.entities[0].clone();
     let report = backfill(&cfg.sync, &entity, 700, |_| {}).await.unwrap();
     assert!(report.resumed && report.progress.done, "{report:?}");
     assert_eq!(report.progress.read, ROWS as u64);
-    // Every lacking row captured once: the killed run's chunks were not read again.
+    // Every lacking row copied once: the killed run's chunks were not read again.
     assert_eq!(report.progress.copied, (ROWS - ROWS / 10) as u64);
-    assert_eq!(
-        s.left
-            .count("SELECT count(DISTINCT pk) FROM _strangler_changes")
-            .await,
-        ROWS - ROWS / 10
-    );
-    assert_eq!(
-        s.left
-            .count("SELECT count(*) FROM _strangler_changes")
-            .await,
-        ROWS - ROWS / 10
-    );
-    let engine = start(&text).await;
-    assert!(converged(&s, 120).await);
-    engine.stop().await;
+    assert_eq!(accounts().await, ROWS);
+    // Nothing was captured: the copy is not echoed back, and the monolith's log is empty.
+    for side in [&s.left, &s.right] {
+        assert_eq!(
+            side.count("SELECT count(*) FROM _strangler_changes").await,
+            0
+        );
+    }
     let check = run(&cfg.sync, None, &Options::default()).await.unwrap();
     assert!(check.consistent, "{}", check.text());
 }
@@ -191,4 +186,107 @@ async fn a_killed_backfill_resumes_and_captures_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backfill_while_writing_sqlite_to_sqlite() {
     copy_while_writers_run(Pair::SqliteSqlite).await;
+}
+
+/// Rows the copy reads are updated and deleted on the authority while it runs and the sync
+/// engine applies those changes: each ends as the authority has it. Without the target's
+/// gate, a delete the engine applied between the copy's read and its write would be undone
+/// by the copy.
+async fn churn_during_the_copy(pair: Pair) {
+    let Some(s) = Sides::new(pair).await else {
+        return;
+    };
+    existing(&s).await;
+    let text = s.config("");
+    let cfg = parse(&text);
+    let entity = cfg.sync.entities[0].clone();
+    let engine = start(&text).await;
+    let s = Arc::new(s);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut op, mut deleted) = (0i64, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Spread over the whole key range: ahead of the copy, inside it and behind it.
+                let id = 100 + (op * 7_919) % ROWS;
+                let sql = if op % 2 == 0 {
+                    format!("DELETE FROM users WHERE id = {id}")
+                } else {
+                    format!("UPDATE users SET name = 'changed {op}' WHERE id = {id}")
+                };
+                if s.left.try_exec(&sql).await.is_ok() {
+                    deleted += i64::from(op % 2 == 0);
+                    op += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (op, deleted)
+        })
+    };
+    let report = backfill(&cfg.sync, &entity, 300, |_| {}).await.unwrap();
+    assert!(report.progress.done, "{report:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ops, _) = churn.await.unwrap();
+    assert!(
+        ops >= 20,
+        "{pair:?}: only {ops} changes ran beside the copy"
+    );
+    assert!(converged(&s, 120).await, "{pair:?}: sides did not converge");
+    engine.stop().await;
+    assert_eq!(
+        s.left.count("SELECT count(*) FROM users").await,
+        s.right.count("SELECT count(*) FROM accounts").await
+    );
+    let check = run(&cfg.sync, None, &Options::default()).await.unwrap();
+    assert!(check.consistent, "{pair:?}: {}", check.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_changed_during_the_copy_end_as_the_authority_has_them_postgres_to_mariadb() {
+    churn_during_the_copy(Pair::PgMy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_changed_during_the_copy_end_as_the_authority_has_them_sqlite() {
+    churn_during_the_copy(Pair::SqliteSqlite).await;
+}
+
+/// Rows the target refuses (a CHECK constraint the monolith does not have) are left out and
+/// named, with the target's words; every other row is copied, and the validator then finds
+/// exactly the refused rows missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_target_refuses_are_left_out_and_named() {
+    let Some(s) = Sides::new(Pair::PgMy).await else {
+        return;
+    };
+    existing(&s).await;
+    // score = i % 100, stock = i % 7: one row in 700 breaks the rule.
+    s.right
+        .exec("ALTER TABLE accounts ADD CONSTRAINT no_13_3 CHECK (score <> 13 OR stock <> 3)")
+        .await;
+    let bad = (0..ROWS).filter(|i| i % 100 == 13 && i % 7 == 3).count() as u64;
+    let text = s.config("");
+    let cfg = parse(&text);
+    strangler::sync::SyncEngine::install(&cfg.sync)
+        .await
+        .unwrap();
+    let entity = cfg.sync.entities[0].clone();
+    let report = backfill(&cfg.sync, &entity, 2_000, |_| {}).await.unwrap();
+    assert!(report.progress.done, "{report:?}");
+    assert_eq!(report.progress.read, ROWS as u64);
+    assert_eq!(report.progress.refused, bad, "{report:?}");
+    assert_eq!(report.progress.copied, ROWS as u64 - bad);
+    assert_eq!(report.refusals.len(), 20, "the first 20 are listed");
+    let first = &report.refusals[0];
+    assert_eq!(first.key["id"], 313, "{first:?}");
+    assert!(first.reason.contains("no_13_3"), "{first:?}");
+    assert_eq!(
+        s.right.count("SELECT count(*) FROM accounts").await as u64,
+        ROWS as u64 - bad
+    );
+    let check = run(&cfg.sync, None, &Options::default()).await.unwrap();
+    let json = serde_json::to_value(&check).unwrap();
+    assert_eq!(json["entities"][0]["only_in"]["monolith"], bad, "{json}");
+    assert_eq!(json["entities"][0]["changed"], 0, "{json}");
 }

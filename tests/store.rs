@@ -502,3 +502,184 @@ async fn a_malformed_mysql_url_is_refused_with_its_parse_error_as_source() {
     assert!(err.to_string().starts_with("mysql URL:"), "{err}");
     assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
+
+/// The side's gate: a transaction that holds it alone keeps every engine transaction from
+/// beginning until it ends, and waits for those already open.
+async fn the_gate_holds_engine_transactions_off(url: &str) {
+    use std::time::Duration;
+    let spec = CaptureSpec {
+        table: "pairs".into(),
+        key: vec!["a".into(), "b".into()],
+    };
+    let mut alone = Store::connect(url).await.unwrap();
+    alone
+        .install(std::slice::from_ref(&spec), false)
+        .await
+        .unwrap();
+    let mut engine = Store::connect(url).await.unwrap();
+    alone.begin_alone().await.unwrap();
+    let mut begun = Box::pin(engine.begin());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut begun)
+            .await
+            .is_err(),
+        "{url}: an engine transaction began beside the gate's holder"
+    );
+    alone.finish(true).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut begun)
+        .await
+        .expect("the engine transaction begins once the holder ends")
+        .unwrap();
+    drop(begun);
+    // And the other way round: the holder waits for an engine transaction already open.
+    let mut held = Box::pin(alone.begin_alone());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut held)
+            .await
+            .is_err(),
+        "{url}: the gate was taken beside an open engine transaction"
+    );
+    engine.finish(true).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut held)
+        .await
+        .expect("the holder takes the gate once the engine transaction ends")
+        .unwrap();
+    drop(held);
+    alone.finish(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = Db::fresh_sqlite(dir.path(), "gate");
+    db.exec("CREATE TABLE pairs (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b))")
+        .await;
+    the_gate_holds_engine_transactions_off(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_gate() {
+    let Some(base) = service_url("STRANGLER_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (db, url) = Db::fresh_pg(&base).await;
+    db.exec("CREATE TABLE pairs (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b))")
+        .await;
+    the_gate_holds_engine_transactions_off(&url).await;
+}
+
+#[tokio::test]
+async fn mariadb_gate() {
+    let Some(base) = service_url("STRANGLER_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (db, url) = Db::fresh_my(&base).await;
+    db.exec("CREATE TABLE pairs (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b))")
+        .await;
+    the_gate_holds_engine_transactions_off(&url).await;
+    // An install that predates the gate row: holding the gate names the fix.
+    db.exec("DELETE FROM _strangler_fence WHERE unit = 'strangler:gate'")
+        .await;
+    let mut st = Store::connect(&url).await.unwrap();
+    let err = st.begin_alone().await.unwrap_err().to_string();
+    assert!(err.contains("strangler sync install"), "{err}");
+}
+
+/// PostgreSQL takes a run of writes that only insert absent rows as one COPY: every value
+/// arrives as the statement path (one write at a time) writes it — text with tabs, newlines
+/// and backslashes, NULLs, JSON strings and documents, bytes, decimals, date-times — and a
+/// present key falls back to the statement, which leaves that row as it was.
+#[tokio::test]
+async fn postgres_bulk_inserts_match_the_statement_path() {
+    let Some(base) = service_url("STRANGLER_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (db, url) = Db::fresh_pg(&base).await;
+    for t in ["bulk", "single"] {
+        db.exec(&format!(
+            "CREATE TABLE {t} (id bigint PRIMARY KEY, s text, j jsonb, b bytea, n numeric(12,3), \
+             at timestamp, ok boolean, f double precision)"
+        ))
+        .await;
+    }
+    // A row already there (written before capture): the bulk run falls back and leaves it.
+    db.exec("INSERT INTO bulk (id, s) VALUES (40, 'kept')")
+        .await;
+    let mut st = Store::connect(&url).await.unwrap();
+    st.install(
+        &["bulk", "single"].map(|t| CaptureSpec {
+            table: t.into(),
+            key: vec!["id".into()],
+        }),
+        false,
+    )
+    .await
+    .unwrap();
+    let texts = [
+        "a\tb",
+        "line\nnext\r",
+        "back\\slash",
+        "\\N",
+        "ünï ✓",
+        "",
+        "\\x41",
+    ];
+    let write = |table: &str, id: i64| {
+        let s = texts[id as usize % texts.len()];
+        let j = if id % 3 == 0 {
+            json!({"k": [1, "t\tx"], "n": null})
+        } else {
+            json!("just a string")
+        };
+        let rest = obj(json!({
+            "s": if id % 11 == 0 { serde_json::Value::Null } else { json!(s) },
+            "j": j,
+            "b": "\\x00ff5c0a",
+            "n": format!("{}.125", id),
+            "at": "2026-12-06 13:14:15.123456",
+            "ok": id % 2 == 0,
+            "f": 0.1 + id as f64,
+        }));
+        Write::Upsert {
+            table: table.into(),
+            key: vec!["id".into()],
+            row: obj(json!({ "id": id })),
+            insert_only: rest,
+            bytes: vec!["b".into()],
+        }
+    };
+    let batch = |writes: Vec<Write>| ApplyBatch {
+        writes,
+        source: "test".into(),
+        ..ApplyBatch::default()
+    };
+    assert!(
+        st.apply(&batch((1..=80).map(|i| write("bulk", i)).collect()))
+            .await
+            .unwrap()
+    );
+    for i in 1..=80 {
+        assert!(st.apply(&batch(vec![write("single", i)])).await.unwrap());
+    }
+    let rows = |t: &str| {
+        format!(
+            "SELECT id, s, j::text, encode(b, 'hex'), n::text, at::text, ok::text, f::text FROM {t} ORDER BY id"
+        )
+    };
+    let (bulk, single) = (db.rows(&rows("bulk")).await, db.rows(&rows("single")).await);
+    assert_eq!(bulk.len(), 80);
+    assert_eq!(bulk[39][1], "kept");
+    for (i, (b, s)) in bulk.iter().zip(&single).enumerate() {
+        if i != 39 {
+            assert_eq!(b, s, "row {}", i + 1);
+        }
+    }
+    // Now with nothing present: the COPY itself took them (no key left to fall back on).
+    db.exec("TRUNCATE bulk").await;
+    assert!(
+        st.apply(&batch((1..=80).map(|i| write("bulk", i)).collect()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.rows(&rows("bulk")).await, single);
+}

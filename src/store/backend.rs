@@ -47,8 +47,16 @@ pub trait Backend: Capture + Statements + Sync {
     /// Which of `seqs` (never empty) from `source` this side has already applied.
     async fn applied(&mut self, source: &str, seqs: &[i64]) -> Result<HashSet<i64>, StoreError>;
 
-    /// Opens the engine's transaction (its writes are not captured).
+    /// Opens the engine's transaction (its writes are not captured), sharing the side's gate
+    /// with other engine transactions: it waits while a transaction holds the gate alone.
     async fn begin(&mut self) -> Result<(), StoreError>;
+
+    /// Inside the open transaction: holds the side's gate alone, waiting for the engine
+    /// transactions that share it to end and keeping new ones waiting until this one ends.
+    async fn hold(&mut self) -> Result<(), StoreError>;
+
+    /// Inside the open transaction: stores `progress` as the backfill progress of `entity`.
+    async fn save_progress(&mut self, entity: &str, progress: &str) -> Result<(), StoreError>;
 
     /// Inside the open transaction: locks the rows with these keys (never empty) of `table`.
     async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError>;

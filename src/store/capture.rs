@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{CaptureSpec, Change, Row, StoreError};
+use super::{CaptureSpec, Change, StoreError};
 
 /// A side's source of captured changes.
 #[async_trait]
@@ -67,18 +67,6 @@ pub trait Capture: Send {
 
     /// How many changes wait unconsumed.
     async fn backlog(&mut self) -> Result<i64, StoreError>;
-
-    /// In one transaction: captures the current rows of `spec.table` with these keys (key
-    /// column → value) as inserts, exactly as the triggers would image them, and stores
-    /// `progress` as the backfill progress of `entity`. Returns the rows captured. Rows
-    /// changed later are captured later, so the engine applies the copy before the change.
-    async fn snapshot(
-        &mut self,
-        spec: &CaptureSpec,
-        keys: &[Row],
-        entity: &str,
-        progress: &str,
-    ) -> Result<u64, StoreError>;
 
     /// The backfill progress last stored for `entity`.
     async fn backfill_progress(&mut self, entity: &str) -> Result<Option<String>, StoreError>;

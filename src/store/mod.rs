@@ -184,6 +184,22 @@ impl Store {
         self.backend.begin().await
     }
 
+    /// Opens the engine's transaction on this side holding the side's gate alone: no other
+    /// engine transaction here is open until this one ends (see [`Backend::hold`]).
+    pub async fn begin_alone(&mut self) -> Result<(), StoreError> {
+        self.backend.begin().await?;
+        if let Err(e) = self.backend.hold().await {
+            let _ = self.backend.finish(false).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Inside the open transaction: stores `progress` as the backfill progress of `entity`.
+    pub async fn save_progress(&mut self, entity: &str, progress: &str) -> Result<(), StoreError> {
+        self.backend.save_progress(entity, progress).await
+    }
+
     /// Inside the open transaction: locks the rows with these keys of `table` so no other
     /// writer can change them until the transaction ends.
     pub async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {

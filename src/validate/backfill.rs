@@ -1,10 +1,17 @@
 //! The initial copy: the authority's rows that the other side lacks, read in key-ordered
-//! chunks and put into the authority's own change capture as inserts, in the transaction that
-//! reads them, with the chunk's progress. The sync engine then carries the copies in capture
-//! order: a row changed on the authority after its chunk was read is captured after its copy
-//! and applied after it; a row changed on the other side meanwhile meets the copy as a
-//! conflict, settled by the entity's policy like any other. After `kill -9` the copy resumes
-//! after the last committed chunk, and nothing is captured twice.
+//! chunks and written to the other side through the sync engine's apply path, each only
+//! where the row is still absent (a row the other side has, however it got there, is never
+//! overwritten by the copy).
+//!
+//! Every target transaction holds the target side's gate alone (see
+//! [`crate::store::Store::begin_alone`]); the sync engine's transactions there share the gate,
+//! so none commits between the copy's read of the authority and its commit. A change to a
+//! copied row that the sync engine applied before that read is in the copy; any other is
+//! applied after the copy, on top of it: a row changed or deleted on the authority meanwhile
+//! ends as the authority has it. A key with changes on the target that the sync engine has not
+//! carried yet is left to the engine (the apply path's race check finds it), so the conflict
+//! policy settles it. The chunk's progress is stored in the same target transaction: after
+//! `kill -9` the copy resumes after the last committed chunk and writes no row twice.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -13,12 +20,12 @@ use serde_json::Value;
 
 use crate::config::sync::{EntityConfig, SyncConfig};
 use crate::control::AuditEntry;
-use crate::store::{CaptureSpec, Row};
+use crate::store::{ApplyBatch, Fault, Row, Store, StoreError, Write};
 
 use super::ValidateError;
 use super::command::plan;
-use super::plan::{KeyPart, Plan, key_part};
-use super::repair::key_value;
+use super::plan::{KeyKind, KeyPart, Plan, key_part};
+use super::repair::{key_row, key_value};
 
 /// Where a backfill stands, as stored with each chunk.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -27,10 +34,22 @@ pub struct Progress {
     pub after: Option<Vec<Value>>,
     /// Authority rows read so far.
     pub read: u64,
-    /// Rows copied (captured for the other side) so far.
+    /// Rows copied (written to the other side) so far.
     pub copied: u64,
+    /// Rows the other side refused or the mapping could not carry, left out of the copy.
+    #[serde(default)]
+    pub refused: u64,
     /// Every chunk is done.
     pub done: bool,
+}
+
+/// A row left out of the copy, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    /// The row's key, in left-side column names.
+    pub key: serde_json::Map<String, Value>,
+    /// Why: the mapping's or the target database's words.
+    pub reason: String,
 }
 
 /// What a backfill of one entity did.
@@ -50,19 +69,19 @@ pub struct BackfillReport {
     pub resumed: bool,
     /// Wall time of this run.
     pub duration_ms: u64,
+    /// The first rows this run left out, and why.
+    pub refusals: Vec<Refusal>,
 }
 
 /// Rows per chunk unless told otherwise.
-pub const CHUNK: usize = 2_000;
+pub const CHUNK: usize = 5_000;
 
-fn side_key(plan: &Plan, side: usize, key: &[KeyPart]) -> Row {
-    plan.sides[side]
-        .key
-        .iter()
-        .cloned()
-        .zip(key.iter().map(key_value))
-        .collect()
-}
+/// How long one target transaction may hold the target side's gate (and so keep the sync
+/// engine waiting there, and on SQLite the application's writers too) before it commits.
+const SPAN: Duration = Duration::from_millis(25);
+
+/// Refusals a report lists.
+const LISTED: usize = 20;
 
 fn parse_after(plan: &Plan, after: &[Value]) -> Vec<KeyPart> {
     after
@@ -72,7 +91,289 @@ fn parse_after(plan: &Plan, after: &[Value]) -> Vec<KeyPart> {
         .collect()
 }
 
-/// Copies what the other side lacks of `e`, reporting progress after each chunk.
+/// An authority row read for the copy.
+struct Prepared {
+    key: Vec<KeyPart>,
+    /// Its columns as read.
+    values: Vec<Value>,
+}
+
+/// How one target transaction ended.
+enum Outcome {
+    /// Committed, with the progress stored.
+    Committed(Progress),
+    /// Rolled back: changes on the target wait on these (table, key text) pairs.
+    Raced(Vec<(String, String)>),
+    /// Rolled back: the target refused a row of the chunk read after `before` rows.
+    Refused {
+        /// Rows read in the transaction's earlier chunks, which the target took.
+        before: u64,
+        /// The progress past the refused chunk.
+        past: Progress,
+        /// The refused chunk's first key.
+        key: Vec<KeyPart>,
+        /// The target's words.
+        error: StoreError,
+    },
+}
+
+/// One entity's copy: its plan and the rows it left out.
+struct Copy<'a> {
+    plan: &'a Plan,
+    /// Authority and target side indexes.
+    a: usize,
+    t: usize,
+    chunk: usize,
+    /// Keys left to the sync engine, as (table, key text) on the target.
+    skip: HashSet<(String, String)>,
+    refusals: Vec<Refusal>,
+}
+
+impl Copy<'_> {
+    fn db(&self, side: usize) -> impl FnOnce(StoreError) -> ValidateError + use<> {
+        let (entity, name) = (
+            self.plan.entity.name.clone(),
+            self.plan.sides[side].side.clone(),
+        );
+        move |source| ValidateError::Database {
+            entity,
+            side: name,
+            source,
+        }
+    }
+
+    fn refuse(&mut self, key: &[KeyPart], reason: String) {
+        tracing::warn!(entity = %self.plan.entity.name, key = ?key_row(self.plan, key), %reason, "backfill: row left out");
+        if self.refusals.len() < LISTED {
+            self.refusals.push(Refusal {
+                key: key_row(self.plan, key),
+                reason,
+            });
+        }
+    }
+
+    /// Up to `limit` authority rows after `after`, in key order.
+    async fn read(
+        &self,
+        store: &mut Store,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Prepared>, ValidateError> {
+        let plan = self.plan;
+        let after = after.map(|v| parse_after(plan, v));
+        let (sql, params) = plan.page_sql(self.a, after.as_deref(), limit, false);
+        let rows = store
+            .statements()
+            .rows(&sql, &params)
+            .await
+            .map_err(self.db(self.a))?;
+        Ok(rows
+            .into_iter()
+            .map(|values| Prepared {
+                key: plan.key_of(&values),
+                values,
+            })
+            .collect())
+    }
+
+    /// Inside the target transaction: the writes that copy the rows the target lacks, each
+    /// only where the row is still absent, and the rows the mapping cannot carry.
+    async fn lacking(
+        &self,
+        target: &mut Store,
+        rows: Vec<Prepared>,
+    ) -> Result<(Vec<Write>, Vec<(Vec<KeyPart>, String)>), StoreError> {
+        let plan = self.plan;
+        let present: HashSet<Vec<KeyPart>> = match (rows.first(), rows.last()) {
+            (Some(first), Some(last)) => {
+                let (sql, params) = if plan.key_kinds.iter().all(|k| *k == KeyKind::Int) {
+                    plan.range_sql(self.t, &first.key, &last.key)
+                } else {
+                    let keys: Vec<Vec<KeyPart>> = rows.iter().map(|r| r.key.clone()).collect();
+                    plan.keys_sql(self.t, &keys, true)
+                };
+                target
+                    .statements()
+                    .rows(&sql, &params)
+                    .await?
+                    .iter()
+                    .map(|r| plan.key_of(r))
+                    .collect()
+            }
+            _ => HashSet::new(),
+        };
+        let (from, to) = (&plan.sides[self.a].side, &plan.sides[self.t].side);
+        let mut writes = Vec::with_capacity(rows.len());
+        let mut refused = Vec::new();
+        for p in rows {
+            if present.contains(&p.key) {
+                continue;
+            }
+            let row = plan.row(self.a, p.values);
+            let write = plan
+                .mapping
+                .to_left_form(from, &row)
+                // The key row matters to deletes only.
+                .and_then(|left| plan.mapping.write(to, Some(&left), &Row::new()));
+            match write {
+                Ok(w) => {
+                    let w = if_absent(w);
+                    if self.skip.is_empty() || !self.skip.contains(&(w.table().to_string(), w.pk()))
+                    {
+                        writes.push(w);
+                    }
+                }
+                Err(m) => refused.push((p.key, format!("cannot be mapped: {m}"))),
+            }
+        }
+        Ok((writes, refused))
+    }
+
+    /// One target transaction: chunks of up to `limit` rows after `from`, until [`SPAN`] has
+    /// passed, `max_rows` were read or the authority has no more.
+    async fn transaction(
+        &mut self,
+        stores: &mut [Store; 2],
+        from: &Progress,
+        limit: usize,
+        max_rows: u64,
+    ) -> Result<Outcome, ValidateError> {
+        let [s0, s1] = stores;
+        let (source, target) = if self.a == 0 { (s0, s1) } else { (s1, s0) };
+        target.begin_alone().await.map_err(self.db(self.t))?;
+        let started = Instant::now();
+        let mut next = from.clone();
+        let outcome = async {
+            // Read inside the gate: no sync engine transaction commits on the target until
+            // this one has.
+            let mut rows = self.read(source, next.after.as_deref(), limit).await?;
+            loop {
+                let before = next.read - from.read;
+                let first = rows.first().map(|r| r.key.clone());
+                next.read += rows.len() as u64;
+                next.done = rows.len() < limit;
+                if let Some(last) = rows.last() {
+                    next.after = Some(last.key.iter().map(key_value).collect());
+                }
+                let more =
+                    !next.done && next.read - from.read < max_rows && started.elapsed() < SPAN;
+                let after = next.after.clone();
+                let reading = async {
+                    match more {
+                        true => Some(self.read(source, after.as_deref(), limit).await),
+                        false => None,
+                    }
+                };
+                let writing = async {
+                    let (writes, refused) = self.lacking(target, rows).await?;
+                    let n = writes.len() as u64;
+                    let batch = ApplyBatch {
+                        writes,
+                        source: "strangler-backfill".into(),
+                        ..Default::default()
+                    };
+                    let ok = target.write_batch(&batch).await?;
+                    Ok::<_, StoreError>((ok, n, refused, batch))
+                };
+                // The target's statements go out first; the next chunk is read and mapped
+                // while the target works.
+                let (wrote, read) = tokio::join!(writing, reading);
+                match wrote {
+                    Ok((true, n, refused, _)) => {
+                        next.copied += n;
+                        next.refused += refused.len() as u64;
+                        for (key, reason) in refused {
+                            self.refuse(&key, reason);
+                        }
+                    }
+                    Ok((false, _, _, batch)) => {
+                        target.finish(false).await.map_err(self.db(self.t))?;
+                        let pks = batch
+                            .writes
+                            .iter()
+                            .map(|w| (w.table().to_string(), w.pk()))
+                            .collect();
+                        let found = target
+                            .fetch_unseen(&pks, &HashSet::new(), None)
+                            .await
+                            .map_err(self.db(self.t))?;
+                        return Ok(Outcome::Raced(
+                            found.into_iter().map(|c| (c.table, c.pk)).collect(),
+                        ));
+                    }
+                    Err(error) if row_fault(&error) => {
+                        target.finish(false).await.map_err(self.db(self.t))?;
+                        return Ok(Outcome::Refused {
+                            before,
+                            past: next,
+                            key: first.unwrap_or_default(),
+                            error,
+                        });
+                    }
+                    Err(e) => return Err(self.db(self.t)(e)),
+                }
+                match read {
+                    Some(r) => rows = r?,
+                    None => break,
+                }
+            }
+            let text = serde_json::to_string(&next).unwrap_or_default();
+            target
+                .save_progress(&self.plan.entity.name, &text)
+                .await
+                .map_err(self.db(self.t))?;
+            target.finish(true).await.map_err(self.db(self.t))?;
+            Ok(Outcome::Committed(next))
+        }
+        .await;
+        if outcome.is_err() {
+            let _ = target.finish(false).await;
+        }
+        outcome
+    }
+}
+
+/// A database's refusal of a row's values (rather than a failure of the database).
+fn row_fault(e: &StoreError) -> bool {
+    matches!(
+        e.fault(),
+        Fault::Unique | Fault::Reference | Fault::NotNull | Fault::Check | Fault::Value
+    )
+}
+
+/// The write as an insert of the whole row where its key is absent, changing nothing where
+/// it is present.
+fn if_absent(w: Write) -> Write {
+    match w {
+        Write::Upsert {
+            table,
+            key,
+            row,
+            mut insert_only,
+            bytes,
+        } => {
+            let mut keep = serde_json::Map::new();
+            for (c, v) in row {
+                if key.contains(&c) {
+                    keep.insert(c, v);
+                } else {
+                    insert_only.insert(c, v);
+                }
+            }
+            Write::Upsert {
+                table,
+                key,
+                row: keep,
+                insert_only,
+                bytes,
+            }
+        }
+        delete => delete,
+    }
+}
+
+/// Copies what the other side lacks of `e`, reporting progress after each target
+/// transaction.
 pub async fn backfill(
     sync: &SyncConfig,
     e: &EntityConfig,
@@ -83,32 +384,32 @@ pub async fn backfill(
     let (plan, mut stores) = plan(sync, e).await?;
     let a = usize::from(e.authority != plan.sides[0].side);
     let t = 1 - a;
-    let db = |side: usize| {
-        let (entity, name) = (e.name.clone(), plan.sides[side].side.clone());
-        move |source| ValidateError::Database {
-            entity,
-            side: name,
-            source,
-        }
+    let mut copy = Copy {
+        plan: &plan,
+        a,
+        t,
+        chunk: chunk.max(1),
+        skip: HashSet::new(),
+        refusals: Vec::new(),
     };
     for side in [a, t] {
-        if !stores[side].installed().await.map_err(db(side))? {
+        if !stores[side].installed().await.map_err(copy.db(side))? {
             return Err(ValidateError::Schema {
                 entity: e.name.clone(),
                 side: plan.sides[side].side.clone(),
-                message: "capture is not installed: the copy travels through the sync engine; run `strangler sync install` first".into(),
+                message: "capture is not installed: the copy writes through the sync engine's apply path; run `strangler sync install` first".into(),
             });
         }
     }
-    let stored = stores[a]
+    let stored = stores[t]
         .capture()
         .backfill_progress(&e.name)
         .await
-        .map_err(db(a))?;
+        .map_err(copy.db(t))?;
     let mut progress: Progress = match stored {
         Some(text) => serde_json::from_str(&text).map_err(|err| ValidateError::Schema {
             entity: e.name.clone(),
-            side: plan.sides[a].side.clone(),
+            side: plan.sides[t].side.clone(),
             message: format!("stored backfill progress is unreadable ({err}): {text}"),
         })?,
         None => Progress::default(),
@@ -122,7 +423,7 @@ pub async fn backfill(
         .statements()
         .rows(&count, &[])
         .await
-        .map_err(db(a))?
+        .map_err(copy.db(a))?
         .first()
         .and_then(|r| r.first())
         .and_then(|v| {
@@ -130,11 +431,7 @@ pub async fn backfill(
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         })
         .unwrap_or(0);
-    let spec = CaptureSpec {
-        table: plan.sides[a].table.clone(),
-        key: plan.sides[a].key.clone(),
-    };
-    let report = |p: &Progress| BackfillReport {
+    let report = |p: &Progress, refusals: &[Refusal]| BackfillReport {
         entity: e.name.clone(),
         from: plan.sides[a].side.clone(),
         to: plan.sides[t].side.clone(),
@@ -142,54 +439,48 @@ pub async fn backfill(
         progress: p.clone(),
         resumed,
         duration_ms: started.elapsed().as_millis() as u64,
+        refusals: refusals.to_vec(),
     };
+    // After the target refused a row, chunks are halved until the row is alone (and left
+    // out), then doubled back: a few bad rows cost a few transactions each.
+    let mut size = copy.chunk;
+    // Rows the next transaction may read (those before a refused chunk).
+    let mut max_rows = u64::MAX;
     while !progress.done {
-        let after = progress.after.as_ref().map(|v| parse_after(&plan, v));
-        // Keys only: the copy's rows are read by the statement that captures them.
-        let (sql, params) = plan.page_sql(a, after.as_deref(), chunk, true);
-        let rows = stores[a]
-            .statements()
-            .rows(&sql, &params)
-            .await
-            .map_err(db(a))?;
-        let keys: Vec<Vec<KeyPart>> = rows.iter().map(|r| plan.key_of(r)).collect();
-        let (sql, params) = plan.keys_sql(t, &keys, true);
-        let present: HashSet<Vec<KeyPart>> = if keys.is_empty() {
-            HashSet::new()
+        let cap = if size < copy.chunk {
+            size as u64
         } else {
-            stores[t]
-                .statements()
-                .rows(&sql, &params)
-                .await
-                .map_err(db(t))?
-                .iter()
-                .map(|r| plan.key_of(r))
-                .collect()
+            max_rows
         };
-        let lacking: Vec<Row> = keys
-            .iter()
-            .filter(|k| !present.contains(*k))
-            .map(|k| side_key(&plan, a, k))
-            .collect();
-        let mut next = progress.clone();
-        next.read += keys.len() as u64;
-        next.done = keys.len() < chunk;
-        if let Some(last) = keys.last() {
-            next.after = Some(last.iter().map(key_value).collect());
+        let held = Instant::now();
+        match copy.transaction(&mut stores, &progress, size, cap).await? {
+            Outcome::Committed(p) => {
+                if plan.sides[t].kind == "sqlite" {
+                    // SQLite's writers do not queue for its lock; they retry after sleeps of
+                    // up to 100 ms. Leaving the lock free as long as the copy held it lets
+                    // the sync engine and the application in.
+                    tokio::time::sleep(held.elapsed()).await;
+                }
+                size = (size * 2).min(copy.chunk);
+                max_rows = u64::MAX;
+                progress = p;
+                on_chunk(&report(&progress, &copy.refusals));
+            }
+            Outcome::Raced(pks) => copy.skip.extend(pks),
+            Outcome::Refused { before, .. } if before > 0 => max_rows = before,
+            Outcome::Refused { .. } if size > 1 => size /= 2,
+            Outcome::Refused {
+                past, key, error, ..
+            } => {
+                copy.refuse(&key, error.to_string());
+                progress = Progress {
+                    refused: progress.refused + 1,
+                    ..past
+                };
+            }
         }
-        let mut stored = next.clone();
-        stored.copied += lacking.len() as u64;
-        let text = serde_json::to_string(&stored).unwrap_or_default();
-        let n = stores[a]
-            .capture()
-            .snapshot(&spec, &lacking, &e.name, &text)
-            .await
-            .map_err(db(a))?;
-        next.copied += n;
-        progress = next;
-        on_chunk(&report(&progress));
     }
-    Ok(report(&progress))
+    Ok(report(&progress, &copy.refusals))
 }
 
 /// Waits until the authority's change capture has been drained by the sync engine (the
@@ -319,9 +610,42 @@ mod tests {
             after: Some(vec![Value::from(7), Value::from("x")]),
             read: 10,
             copied: 3,
+            refused: 1,
             done: false,
         };
         let text = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<Progress>(&text).unwrap(), p);
+        // Progress stored before `refused` existed still reads.
+        let old: Progress =
+            serde_json::from_str(r#"{"after":[7],"read":10,"copied":3,"done":false}"#).unwrap();
+        assert_eq!(old.refused, 0);
+    }
+
+    #[test]
+    fn a_copy_sets_every_column_but_the_key_only_on_insert() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let w = Write::Upsert {
+            table: "t".into(),
+            key: vec!["id".into()],
+            row: obj(serde_json::json!({"id": 1, "name": "a"})),
+            insert_only: obj(serde_json::json!({"created": "x"})),
+            bytes: vec![],
+        };
+        let Write::Upsert {
+            row, insert_only, ..
+        } = if_absent(w)
+        else {
+            panic!("not an upsert")
+        };
+        assert_eq!(row, obj(serde_json::json!({"id": 1})));
+        assert_eq!(
+            insert_only,
+            obj(serde_json::json!({"created": "x", "name": "a"}))
+        );
+        let d = Write::Delete {
+            table: "t".into(),
+            key: obj(serde_json::json!({"id": 1})),
+        };
+        assert_eq!(if_absent(d.clone()), d);
     }
 }

@@ -74,6 +74,24 @@ impl Plan {
         (sql, params)
     }
 
+    /// The SELECT of the keys of side `i` from `first` to `last` (inclusive, in key order):
+    /// a range the key's index serves when every key column is an integer, where a long
+    /// `IN` list may be planned as a scan of the whole table.
+    pub fn range_sql(&self, i: usize, first: &[KeyPart], last: &[KeyPart]) -> (String, Vec<Param>) {
+        let s = &self.sides[i];
+        let mut params = Vec::new();
+        let (cols, low) = self.key_tuple(i, first, &mut params);
+        let (_, high) = self.key_tuple(i, last, &mut params);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} AND ({cols}) >= ({low}) AND ({cols}) <= ({high}) ORDER BY {}",
+            self.select_list(i, true),
+            quote_table(s.kind, &s.table),
+            self.not_null(i),
+            self.order(i)
+        );
+        (sql, params)
+    }
+
     /// The columns read of side `i` (the key's come first), or only the key's.
     fn select_list(&self, i: usize, keys_only: bool) -> String {
         let s = &self.sides[i];

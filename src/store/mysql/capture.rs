@@ -9,64 +9,6 @@ impl Capture for MyStore {
         "triggers"
     }
 
-    async fn snapshot(
-        &mut self,
-        spec: &CaptureSpec,
-        keys: &[Row],
-        entity: &str,
-        progress: &str,
-    ) -> Result<u64, StoreError> {
-        let info = self.table_info(&spec.table).await?.ok_or_else(|| {
-            StoreError::Value(format!("mysql: table {:?} does not exist", spec.table))
-        })?;
-        let cols: Vec<String> = spec.key.iter().map(|k| bq(k)).collect();
-        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
-        let sql = format!(
-            "INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) \
-             SELECT {name}, 'I', NULL, {obj}, NULL, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), {pk} \
-             FROM {t} AS r WHERE ({cols}) IN ({tuples})",
-            name = lit_backslash(&spec.table),
-            obj = image_object(&info, "r"),
-            pk = key_expr(&spec.key, "r"),
-            t = bq(&spec.table),
-            cols = cols.join(", "),
-            tuples = vec![tuple; keys.len().max(1)].join(", "),
-        );
-        let params: Vec<My> = if keys.is_empty() {
-            vec![My::NULL; spec.key.len()]
-        } else {
-            keys.iter()
-                .flat_map(|k| {
-                    spec.key
-                        .iter()
-                        .map(move |c| my(k.get(c).unwrap_or(&Value::Null)))
-                })
-                .collect()
-        };
-        self.conn.query_drop(BACKFILL).await?;
-        self.conn.query_drop("START TRANSACTION").await?;
-        let run = async {
-            self.conn.exec_drop(sql, Params::Positional(params)).await?;
-            let n = self.conn.affected_rows();
-            self.conn
-                .exec_drop(
-                    "INSERT INTO _strangler_backfill (entity, progress) VALUES (?, ?) \
-                     ON DUPLICATE KEY UPDATE progress = VALUES(progress)",
-                    (entity, progress),
-                )
-                .await?;
-            self.conn.query_drop("COMMIT").await?;
-            Ok::<u64, StoreError>(n)
-        };
-        match run.await {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                let _ = self.conn.query_drop("ROLLBACK").await;
-                Err(e)
-            }
-        }
-    }
-
     async fn backfill_progress(&mut self, entity: &str) -> Result<Option<String>, StoreError> {
         self.conn.query_drop(BACKFILL).await?;
         Ok(self

@@ -24,7 +24,7 @@ pub struct MyStore {
     conn: Conn,
 }
 
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS _strangler_changes (
         seq BIGINT AUTO_INCREMENT PRIMARY KEY,
         tbl VARCHAR(64) NOT NULL, op CHAR(1) NOT NULL, old LONGTEXT, new LONGTEXT, tx VARCHAR(40),
@@ -36,7 +36,12 @@ const SCHEMA: [&str; 4] = [
         ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS _strangler_backfill (entity VARCHAR(200) PRIMARY KEY, progress LONGTEXT NOT NULL)
         ENGINE=InnoDB",
+    "INSERT IGNORE INTO _strangler_fence (unit, token) VALUES ('strangler:gate', 0)",
 ];
+
+/// The `_strangler_fence` row that is the side's gate: engine transactions lock it shared, a
+/// backfill's alone. Locking a row never writes it.
+const GATE: &str = "strangler:gate";
 
 /// Most placeholders put in one statement.
 const MAX_PARAMS: usize = 30_000;
@@ -358,7 +363,37 @@ impl Backend for MyStore {
     }
 
     async fn begin(&mut self) -> Result<(), StoreError> {
-        self.conn.query_drop("START TRANSACTION").await?;
+        self.conn
+            .query_drop(format!(
+                "START TRANSACTION; SELECT token FROM _strangler_fence WHERE unit = '{GATE}' LOCK IN SHARE MODE"
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn hold(&mut self) -> Result<(), StoreError> {
+        let gate: Option<i64> = self
+            .conn
+            .query_first(format!(
+                "SELECT token FROM _strangler_fence WHERE unit = '{GATE}' FOR UPDATE"
+            ))
+            .await?;
+        match gate {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Value(
+                "mysql: the engine's gate row is missing (installed by an older version): run `strangler sync install` again".into(),
+            )),
+        }
+    }
+
+    async fn save_progress(&mut self, entity: &str, progress: &str) -> Result<(), StoreError> {
+        self.conn
+            .exec_drop(
+                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE progress = VALUES(progress)",
+                (entity, progress),
+            )
+            .await?;
         Ok(())
     }
 

@@ -54,46 +54,6 @@ impl Capture for PgStore {
         "triggers"
     }
 
-    async fn snapshot(
-        &mut self,
-        spec: &CaptureSpec,
-        keys: &[Row],
-        entity: &str,
-        progress: &str,
-    ) -> Result<u64, StoreError> {
-        let cols: Vec<String> = spec.key.iter().map(|k| dq(k)).collect();
-        let pk: Vec<String> = spec
-            .key
-            .iter()
-            .map(|k| format!("coalesce(to_jsonb(r) ->> {}, '')", lit(k)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) \
-             SELECT $1, 'I', NULL, to_jsonb(r)::text, pg_current_xact_id()::text, \
-                    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, concat_ws(chr(31), {pk}) \
-             FROM {t} AS r WHERE ({cols}) IN \
-               (SELECT {cols} FROM json_populate_recordset(NULL::{t}, $2::text::json))",
-            pk = pk.join(", "),
-            t = dq(&spec.table),
-            cols = cols.join(", "),
-        );
-        let keys =
-            Value::from(keys.iter().cloned().map(Value::Object).collect::<Vec<_>>()).to_string();
-        let tx = self.client.transaction().await?;
-        tx.batch_execute(BACKFILL).await?;
-        let n = tx.execute(&sql, &[&spec.table, &keys]).await?;
-        tx.execute(
-            "INSERT INTO _strangler_backfill (entity, progress) VALUES ($1, $2) \
-             ON CONFLICT (entity) DO UPDATE SET progress = excluded.progress",
-            &[&entity, &progress],
-        )
-        .await?;
-        tx.execute("SELECT pg_notify('strangler_changes', $1)", &[&spec.table])
-            .await?;
-        tx.commit().await?;
-        Ok(n)
-    }
-
     async fn backfill_progress(&mut self, entity: &str) -> Result<Option<String>, StoreError> {
         self.client.batch_execute(BACKFILL).await?;
         let row = self

@@ -2,6 +2,7 @@
 //! own transactions set `strangler.applying` locally, which the trigger reads to stay silent.
 //! Each capture also sends `NOTIFY strangler_changes` so an engine can wake at once.
 
+mod bulk;
 mod capture;
 mod schema;
 mod statement;
@@ -28,6 +29,8 @@ pub struct PgStore {
     /// Each written table's row type, schema-qualified: `NULL::money` alone would name the
     /// built-in type, not a table called `money`.
     row_types: std::collections::HashMap<String, String>,
+    /// Each bulk-written table's JSON-typed columns.
+    json_columns: std::collections::HashMap<String, HashSet<String>>,
     /// Changelog rows the open transaction deletes.
     deleting: usize,
     /// Changelog rows deleted since the last vacuum, and when that was.
@@ -81,6 +84,7 @@ impl PgStore {
             notify,
             statements: std::collections::HashMap::new(),
             row_types: std::collections::HashMap::new(),
+            json_columns: std::collections::HashMap::new(),
             deleting: 0,
             deleted: 0,
             vacuumed: std::time::Instant::now(),
@@ -169,6 +173,17 @@ impl PgStore {
                 j += 1;
             }
             let run = &batch.writes[i..j];
+            if run.len() >= bulk::BULK_MIN && bulk::inserts_only(run) {
+                // In order: the statements so far first.
+                if !sql.is_empty() {
+                    self.client.batch_execute(&sql).await?;
+                    sql.clear();
+                }
+                if self.copy_run(run).await? {
+                    i = j;
+                    continue;
+                }
+            }
             let rows: Vec<Value> = run
                 .iter()
                 .map(|w| match w {
@@ -297,7 +312,27 @@ impl Backend for PgStore {
 
     async fn begin(&mut self) -> Result<(), StoreError> {
         self.client
-            .batch_execute("BEGIN; SET LOCAL strangler.applying = 'on'")
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL strangler.applying = 'on'; SELECT pg_advisory_xact_lock_shared({GATE})"
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn hold(&mut self) -> Result<(), StoreError> {
+        self.client
+            .batch_execute(&format!("SELECT pg_advisory_xact_lock({GATE})"))
+            .await?;
+        Ok(())
+    }
+
+    async fn save_progress(&mut self, entity: &str, progress: &str) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO _strangler_backfill (entity, progress) VALUES ($1, $2) \
+                 ON CONFLICT (entity) DO UPDATE SET progress = excluded.progress",
+                &[&entity, &progress],
+            )
             .await?;
         Ok(())
     }
@@ -348,6 +383,10 @@ impl Backend for PgStore {
         Ok(())
     }
 }
+
+/// The transaction-level advisory lock that is the side's gate: engine transactions take it
+/// shared, a backfill's alone. No row is written to take it.
+const GATE: i64 = 7_305_613;
 
 /// The statement applying a run of writes like `w`, their rows read from the JSON array `rows`.
 fn statement(w: &Write, rows: &str, row_type: &str) -> String {

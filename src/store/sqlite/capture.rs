@@ -9,16 +9,6 @@ impl Capture for SqliteStore {
         "triggers"
     }
 
-    async fn snapshot(
-        &mut self,
-        spec: &CaptureSpec,
-        keys: &[Row],
-        entity: &str,
-        progress: &str,
-    ) -> Result<u64, StoreError> {
-        self.snapshot_rows(spec, keys, entity, progress).await
-    }
-
     async fn backfill_progress(&mut self, entity: &str) -> Result<Option<String>, StoreError> {
         self.stored_progress(entity).await
     }
@@ -276,57 +266,6 @@ fn key_expr(key: &[String], row: &str) -> String {
 }
 
 impl SqliteStore {
-    pub(super) async fn snapshot_rows(
-        &mut self,
-        spec: &CaptureSpec,
-        keys: &[Row],
-        entity: &str,
-        progress: &str,
-    ) -> Result<u64, StoreError> {
-        let info = self.table_info(&spec.table).await?.ok_or_else(|| {
-            StoreError::Value(format!("sqlite: table {:?} does not exist", spec.table))
-        })?;
-        let cols: Vec<String> = spec.key.iter().map(|k| dq(k)).collect();
-        let tuple = format!("({})", vec!["?"; spec.key.len()].join(", "));
-        let text = format!(
-            "INSERT INTO _strangler_changes (tbl, op, old, new, tx, ts, pk) \
-             SELECT {name}, 'I', NULL, {obj}, NULL, {NOW_US}, {pk} FROM {t} AS r \
-             WHERE ({cols}) IN (VALUES {tuples})",
-            name = crate::store::sql::lit(&spec.table),
-            obj = image_object(&info, "r"),
-            pk = key_expr(&spec.key, "r"),
-            t = dq(&spec.table),
-            cols = cols.join(", "),
-            tuples = vec![tuple; keys.len().max(1)].join(", "),
-        );
-        let params: Vec<Sql> = if keys.is_empty() {
-            vec![Sql::Null; spec.key.len()]
-        } else {
-            keys.iter()
-                .flat_map(|k| {
-                    spec.key
-                        .iter()
-                        .map(move |c| sql(k.get(c).unwrap_or(&Value::Null)))
-                })
-                .collect()
-        };
-        let (entity, progress) = (entity.to_string(), progress.to_string());
-        self.with(move |c| {
-            // IMMEDIATE: the write lock is taken (waiting for it) before the rows are read.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute_batch(BACKFILL)?;
-            let n = tx.execute(&text, rusqlite::params_from_iter(params))?;
-            tx.execute(
-                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?1, ?2) \
-                 ON CONFLICT (entity) DO UPDATE SET progress = excluded.progress",
-                rusqlite::params![entity, progress],
-            )?;
-            tx.commit()?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
     pub(super) async fn stored_progress(
         &mut self,
         entity: &str,
