@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod command;
 pub mod compare;
 pub mod continuous;
+mod copy;
 pub mod drift;
 mod error;
 pub mod plan;

@@ -250,3 +250,21 @@ fn key_expr(key: &[String], row: &str) -> String {
         .collect();
     format!("CONCAT_WS(CHAR(31), {})", parts.join(", "))
 }
+
+impl MyStore {
+    /// Inside the open transaction: stores the backfill progress of `entity`.
+    pub(super) async fn store_progress(
+        &mut self,
+        entity: &str,
+        progress: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .exec_drop(
+                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE progress = VALUES(progress)",
+                (entity, progress),
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -387,14 +387,7 @@ impl Backend for MyStore {
     }
 
     async fn save_progress(&mut self, entity: &str, progress: &str) -> Result<(), StoreError> {
-        self.conn
-            .exec_drop(
-                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?, ?) \
-                 ON DUPLICATE KEY UPDATE progress = VALUES(progress)",
-                (entity, progress),
-            )
-            .await?;
-        Ok(())
+        self.store_progress(entity, progress).await
     }
 
     async fn lock_keys(&mut self, table: &str, keys: &[Row]) -> Result<(), StoreError> {

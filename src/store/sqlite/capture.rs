@@ -266,6 +266,24 @@ fn key_expr(key: &[String], row: &str) -> String {
 }
 
 impl SqliteStore {
+    /// Inside the open transaction: stores the backfill progress of `entity`.
+    pub(super) async fn store_progress(
+        &mut self,
+        entity: &str,
+        progress: &str,
+    ) -> Result<(), StoreError> {
+        let (entity, progress) = (entity.to_string(), progress.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?1, ?2) \
+                 ON CONFLICT (entity) DO UPDATE SET progress = excluded.progress",
+                rusqlite::params![entity, progress],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(super) async fn stored_progress(
         &mut self,
         entity: &str,

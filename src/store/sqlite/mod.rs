@@ -280,16 +280,7 @@ impl Backend for SqliteStore {
     }
 
     async fn save_progress(&mut self, entity: &str, progress: &str) -> Result<(), StoreError> {
-        let (entity, progress) = (entity.to_string(), progress.to_string());
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO _strangler_backfill (entity, progress) VALUES (?1, ?2) \
-                 ON CONFLICT (entity) DO UPDATE SET progress = excluded.progress",
-                rusqlite::params![entity, progress],
-            )?;
-            Ok(())
-        })
-        .await
+        self.store_progress(entity, progress).await
     }
 
     async fn lock_keys(&mut self, _table: &str, _keys: &[Row]) -> Result<(), StoreError> {
