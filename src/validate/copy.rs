@@ -152,7 +152,7 @@ impl Copy<'_> {
             let row = plan.row(self.a, p.values);
             let write = plan
                 .mapping
-                .to_left_form(from, &row)
+                .into_left_form(from, row)
                 // The key row matters to deletes only.
                 .and_then(|left| plan.mapping.write(to, Some(&left), &Row::new()));
             match write {

@@ -17,23 +17,40 @@ impl Mapping {
         }
     }
 
-    /// The columns of a left row that the mapping uses.
-    fn project_left(&self, row: &Row) -> Row {
-        let mut out = Row::new();
-        let mut take = |c: &String| {
-            out.insert(c.clone(), row.get(c).cloned().unwrap_or(Value::Null));
-        };
-        for (lc, _) in &self.entity.columns {
-            take(lc);
+    /// [`Mapping::to_left_form`] of a row handed over: a left row keeps its values and
+    /// column names instead of copying them.
+    pub fn into_left_form(&self, side: &str, mut row: Row) -> Result<Row, String> {
+        if !self.is_left(side) {
+            return self.to_left(&row);
         }
-        for t in &self.entity.transforms {
-            match t {
-                Transform::Split { column, .. } => take(column),
-                Transform::Join { columns, .. } => columns.iter().for_each(&mut take),
-                _ => {}
+        row.retain(|c, _| self.left_columns().any(|u| u == c));
+        for c in self.left_columns() {
+            if !row.contains_key(c) {
+                row.insert(c.clone(), Value::Null);
             }
         }
-        out
+        Ok(row)
+    }
+
+    /// The columns of a left row that the mapping uses.
+    fn left_columns(&self) -> impl Iterator<Item = &String> {
+        let transformed = self.entity.transforms.iter().flat_map(|t| match t {
+            Transform::Split { column, .. } => std::slice::from_ref(column),
+            Transform::Join { columns, .. } => columns.as_slice(),
+            _ => &[],
+        });
+        self.entity
+            .columns
+            .iter()
+            .map(|(lc, _)| lc)
+            .chain(transformed)
+    }
+
+    /// The columns of a left row that the mapping uses, copied.
+    fn project_left(&self, row: &Row) -> Row {
+        self.left_columns()
+            .map(|c| (c.clone(), row.get(c).cloned().unwrap_or(Value::Null)))
+            .collect()
     }
 
     /// Key text of a left-form row.
