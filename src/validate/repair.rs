@@ -1,7 +1,9 @@
 //! Repair: the authority side's rows written to the other side through the sync engine's
 //! apply path. The writes run in the engine's own transaction, so capture does not echo them
 //! back, and the apply's race check refuses a key that changed on the target since: such a
-//! key is left to the sync engine, which settles it by the entity's conflict policy.
+//! key is left to the sync engine, which settles it by the entity's conflict policy. Like the
+//! initial copy, each repair transaction holds the target's gate alone and reads the
+//! authority inside it, so a change the sync engine applies meanwhile lands after the repair.
 
 use std::collections::HashMap;
 
@@ -80,23 +82,96 @@ pub async fn repair(
     let kinds: HashMap<&[KeyPart], Kind> =
         keys.iter().map(|(k, kind)| (k.as_slice(), *kind)).collect();
     for chunk in only.chunks(KEYS_PER_BATCH) {
-        let (sql, params) = plan.keys_sql(a, chunk, false);
-        let rows = stores[a]
-            .statements()
-            .rows(&sql, &params)
-            .await
-            .map_err(db(a))?;
-        let mut found: HashMap<Vec<KeyPart>, Row> = HashMap::with_capacity(rows.len());
-        for values in rows {
-            let item_key = plan.item(a, values.clone()).key;
-            let row = plan.row(a, values);
-            found.insert(item_key, row);
+        if dry_run {
+            writes(plan, &mut stores[a], chunk, &kinds, &mut out).await?;
+            continue;
         }
-        let mut writes: Vec<(Vec<KeyPart>, Write)> = Vec::with_capacity(chunk.len());
-        for key in chunk {
-            let kind = kinds.get(key.as_slice()).copied().unwrap_or(Kind::Changed);
-            let source = found.get(key);
-            let left = match source {
+        // The authority is read inside a transaction that holds the target's gate alone: no
+        // sync engine transaction commits on the target between the read and the repair, so
+        // a change the engine applies meanwhile lands after the repair, not under it.
+        let [s0, s1] = &mut *stores;
+        let (source, target) = if a == 0 { (s0, s1) } else { (s1, s0) };
+        target.begin_alone().await.map_err(db(t))?;
+        let planned = writes(plan, source, chunk, &kinds, &mut out).await;
+        let applied = match planned {
+            Ok(w) => target.write_batch(&batch(w)).await.map_err(db(t)),
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(true) => target.finish(true).await.map_err(db(t))?,
+            Ok(false) => {
+                // A key raced: each key alone, read again, so only the raced ones wait.
+                target.finish(false).await.map_err(db(t))?;
+                for key in chunk {
+                    target.begin_alone().await.map_err(db(t))?;
+                    let mut scratch = RepairReport::default();
+                    let one = std::slice::from_ref(key);
+                    let applied = match writes(plan, source, one, &kinds, &mut scratch).await {
+                        Ok(w) => target.write_batch(&batch(w)).await.map_err(db(t)),
+                        Err(e) => Err(e),
+                    };
+                    match applied {
+                        Ok(ok) => {
+                            target.finish(ok).await.map_err(db(t))?;
+                            out.deferred += u64::from(!ok);
+                        }
+                        Err(e) => {
+                            let _ = target.finish(false).await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = target.finish(false).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A repair transaction's batch.
+fn batch(writes: Vec<Write>) -> ApplyBatch {
+    ApplyBatch {
+        writes,
+        source: "strangler-validate".into(),
+        ..Default::default()
+    }
+}
+
+/// The writes that make the target match the authority for `keys`, read from the authority
+/// now; each is counted, and the first listed, in `out`.
+async fn writes(
+    plan: &Plan,
+    source: &mut Store,
+    keys: &[Vec<KeyPart>],
+    kinds: &HashMap<&[KeyPart], Kind>,
+    out: &mut RepairReport,
+) -> Result<Vec<Write>, ValidateError> {
+    let a = usize::from(plan.entity.authority != plan.sides[0].side);
+    let target = plan.sides[1 - a].side.clone();
+    let (sql, params) = plan.keys_sql(a, keys, false);
+    let rows = source
+        .statements()
+        .rows(&sql, &params)
+        .await
+        .map_err(|source| ValidateError::Database {
+            entity: plan.entity.name.clone(),
+            side: plan.sides[a].side.clone(),
+            source,
+        })?;
+    let mut found: HashMap<Vec<KeyPart>, Row> = HashMap::with_capacity(rows.len());
+    for values in rows {
+        let item_key = plan.item(a, values.clone()).key;
+        let row = plan.row(a, values);
+        found.insert(item_key, row);
+    }
+    let mut writes = Vec::with_capacity(keys.len());
+    for key in keys {
+        let kind = kinds.get(key.as_slice()).copied().unwrap_or(Kind::Changed);
+        let left =
+            match found.get(key) {
                 Some(r) => Some(plan.mapping.to_left_form(&plan.sides[a].side, r).map_err(
                     |m| ValidateError::Schema {
                         entity: plan.entity.name.clone(),
@@ -106,63 +181,30 @@ pub async fn repair(
                 )?),
                 None => None,
             };
-            let write = plan
-                .mapping
-                .write(&target, left.as_ref(), &key_row(plan, key))
-                .map_err(|m| ValidateError::Schema {
-                    entity: plan.entity.name.clone(),
-                    side: target.clone(),
-                    message: m,
-                })?;
-            let action = if matches!(write, Write::Delete { .. }) {
-                "delete"
-            } else {
-                "upsert"
-            };
-            if action == "delete" {
-                out.deletes += 1
-            } else {
-                out.upserts += 1
-            }
-            if out.actions.len() < LISTED {
-                out.actions.push(Action {
-                    key: key_row(plan, key),
-                    action,
-                    to: target.clone(),
-                    why: kind.name(),
-                });
-            }
-            writes.push((key.clone(), write));
+        let write = plan
+            .mapping
+            .write(&target, left.as_ref(), &key_row(plan, key))
+            .map_err(|m| ValidateError::Schema {
+                entity: plan.entity.name.clone(),
+                side: target.clone(),
+                message: m,
+            })?;
+        let action = if matches!(write, Write::Delete { .. }) {
+            out.deletes += 1;
+            "delete"
+        } else {
+            out.upserts += 1;
+            "upsert"
+        };
+        if out.actions.len() < LISTED {
+            out.actions.push(Action {
+                key: key_row(plan, key),
+                action,
+                to: target.clone(),
+                why: kind.name(),
+            });
         }
-        if !dry_run {
-            out.deferred += apply(&mut stores[t], writes).await.map_err(db(t))?;
-        }
+        writes.push(write);
     }
-    Ok(out)
-}
-
-/// Applies writes in one transaction; when a key raced, each write alone. Returns how many
-/// keys were left to the sync engine.
-async fn apply(
-    store: &mut Store,
-    writes: Vec<(Vec<KeyPart>, Write)>,
-) -> Result<u64, crate::store::StoreError> {
-    let batch = |w: Vec<Write>| ApplyBatch {
-        writes: w,
-        source: "strangler-validate".into(),
-        ..Default::default()
-    };
-    if store
-        .apply(&batch(writes.iter().map(|(_, w)| w.clone()).collect()))
-        .await?
-    {
-        return Ok(0);
-    }
-    let mut deferred = 0;
-    for (_, w) in writes {
-        if !store.apply(&batch(vec![w])).await? {
-            deferred += 1;
-        }
-    }
-    Ok(deferred)
+    Ok(writes)
 }
