@@ -94,7 +94,7 @@ pub async fn backfill(
         refusals: Vec::new(),
     };
     for side in [a, t] {
-        if !stores[side].installed().await.map_err(copy.db(side))? {
+        if !stores[side].installed().await.map_err(plan.failed(side))? {
             return Err(ValidateError::Schema {
                 entity: e.name.clone(),
                 side: plan.sides[side].side.clone(),
@@ -106,7 +106,7 @@ pub async fn backfill(
         .capture()
         .backfill_progress(&e.name)
         .await
-        .map_err(copy.db(t))?;
+        .map_err(plan.failed(t))?;
     let mut progress: Progress = match stored {
         Some(text) => serde_json::from_str(&text).map_err(|err| ValidateError::Schema {
             entity: e.name.clone(),
@@ -124,7 +124,7 @@ pub async fn backfill(
         .statements()
         .rows(&count, &[])
         .await
-        .map_err(copy.db(a))?
+        .map_err(plan.failed(a))?
         .first()
         .and_then(|r| r.first())
         .and_then(|v| {
@@ -197,14 +197,7 @@ pub async fn drained(
     let mut last = i64::MAX;
     let mut since = Instant::now();
     loop {
-        let n = stores[a]
-            .backlog()
-            .await
-            .map_err(|source| ValidateError::Database {
-                entity: e.name.clone(),
-                side: side.clone(),
-                source,
-            })?;
+        let n = stores[a].backlog().await.map_err(plan.failed(a))?;
         if n == 0 {
             return Ok(());
         }

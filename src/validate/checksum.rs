@@ -84,7 +84,7 @@ pub async fn narrow(
                 s.statements()
                     .control("SET enable_sort = off")
                     .await
-                    .map_err(fail(plan, i))?;
+                    .map_err(plan.failed(i))?;
             }
         }
     }
@@ -202,15 +202,6 @@ pub async fn narrow(
     }))
 }
 
-fn fail(plan: &Plan, i: usize) -> impl FnOnce(crate::store::StoreError) -> ValidateError {
-    let (entity, side) = (plan.entity.name.clone(), plan.sides[i].side.clone());
-    move |source| ValidateError::Database {
-        entity,
-        side,
-        source,
-    }
-}
-
 /// Checksums `range` in `parts` segments and cuts differing ones again: the rows settled or
 /// to stream on each side, and the ranges to stream.
 async fn bisect(
@@ -249,8 +240,8 @@ async fn bisect(
             r.statements().rows(&q[1], &[])
         );
         let (Some(ls), Some(rs)) = (
-            sums(&ls.map_err(fail(plan, 0))?),
-            sums(&rs.map_err(fail(plan, 1))?),
+            sums(&ls.map_err(plan.failed(0))?),
+            sums(&rs.map_err(plan.failed(1))?),
         ) else {
             return Ok(Err(Fallback::Keys));
         };

@@ -13,7 +13,7 @@ use crate::store::{ApplyBatch, Fault, Row, Store, StoreError, Write};
 
 use super::ValidateError;
 use super::backfill::{Progress, Refusal};
-use super::plan::{KeyKind, KeyPart, Plan, key_part};
+use super::plan::{KeyKind, KeyPart, Plan};
 use super::repair::{key_row, key_value};
 
 /// How long one target transaction may hold the target side's gate (and so keep the sync
@@ -22,14 +22,6 @@ const SPAN: Duration = Duration::from_millis(25);
 
 /// Refusals a report lists.
 const LISTED: usize = 20;
-
-fn parse_after(plan: &Plan, after: &[Value]) -> Vec<KeyPart> {
-    after
-        .iter()
-        .zip(&plan.key_kinds)
-        .map(|(v, k)| key_part(v, *k))
-        .collect()
-}
 
 /// An authority row read for the copy.
 struct Prepared {
@@ -70,18 +62,6 @@ pub(super) struct Copy<'a> {
 }
 
 impl Copy<'_> {
-    pub(super) fn db(&self, side: usize) -> impl FnOnce(StoreError) -> ValidateError + use<> {
-        let (entity, name) = (
-            self.plan.entity.name.clone(),
-            self.plan.sides[side].side.clone(),
-        );
-        move |source| ValidateError::Database {
-            entity,
-            side: name,
-            source,
-        }
-    }
-
     pub(super) fn refuse(&mut self, key: &[KeyPart], reason: String) {
         tracing::warn!(entity = %self.plan.entity.name, key = ?key_row(self.plan, key), %reason, "backfill: row left out");
         if self.refusals.len() < LISTED {
@@ -100,13 +80,13 @@ impl Copy<'_> {
         limit: usize,
     ) -> Result<Vec<Prepared>, ValidateError> {
         let plan = self.plan;
-        let after = after.map(|v| parse_after(plan, v));
+        let after = after.map(|v| plan.key_of(v));
         let (sql, params) = plan.page_sql(self.a, after.as_deref(), limit, false);
         let rows = store
             .statements()
             .rows(&sql, &params)
             .await
-            .map_err(self.db(self.a))?;
+            .map_err(self.plan.failed(self.a))?;
         Ok(rows
             .into_iter()
             .map(|values| Prepared {
@@ -180,7 +160,10 @@ impl Copy<'_> {
     ) -> Result<Outcome, ValidateError> {
         let [s0, s1] = stores;
         let (source, target) = if self.a == 0 { (s0, s1) } else { (s1, s0) };
-        target.begin_alone().await.map_err(self.db(self.t))?;
+        target
+            .begin_alone()
+            .await
+            .map_err(self.plan.failed(self.t))?;
         let started = Instant::now();
         let mut next = from.clone();
         let outcome = async {
@@ -215,8 +198,8 @@ impl Copy<'_> {
                     let ok = target.write_batch(&batch).await?;
                     Ok::<_, StoreError>((ok, n, refused, batch))
                 };
-                // The target's statements go out first; the next chunk is read and mapped
-                // while the target works.
+                // The target's statements go out first; the next chunk is read while the
+                // target works.
                 let (wrote, read) = tokio::join!(writing, reading);
                 match wrote {
                     Ok((true, n, refused, _)) => {
@@ -227,7 +210,10 @@ impl Copy<'_> {
                         }
                     }
                     Ok((false, _, _, batch)) => {
-                        target.finish(false).await.map_err(self.db(self.t))?;
+                        target
+                            .finish(false)
+                            .await
+                            .map_err(self.plan.failed(self.t))?;
                         let pks = batch
                             .writes
                             .iter()
@@ -236,13 +222,16 @@ impl Copy<'_> {
                         let found = target
                             .fetch_unseen(&pks, &HashSet::new(), None)
                             .await
-                            .map_err(self.db(self.t))?;
+                            .map_err(self.plan.failed(self.t))?;
                         return Ok(Outcome::Raced(
                             found.into_iter().map(|c| (c.table, c.pk)).collect(),
                         ));
                     }
                     Err(error) if row_fault(&error) => {
-                        target.finish(false).await.map_err(self.db(self.t))?;
+                        target
+                            .finish(false)
+                            .await
+                            .map_err(self.plan.failed(self.t))?;
                         return Ok(Outcome::Refused {
                             before,
                             past: next,
@@ -250,7 +239,7 @@ impl Copy<'_> {
                             error,
                         });
                     }
-                    Err(e) => return Err(self.db(self.t)(e)),
+                    Err(e) => return Err(self.plan.failed(self.t)(e)),
                 }
                 match read {
                     Some(r) => rows = r?,
@@ -261,8 +250,11 @@ impl Copy<'_> {
             target
                 .save_progress(&self.plan.entity.name, &text)
                 .await
-                .map_err(self.db(self.t))?;
-            target.finish(true).await.map_err(self.db(self.t))?;
+                .map_err(self.plan.failed(self.t))?;
+            target
+                .finish(true)
+                .await
+                .map_err(self.plan.failed(self.t))?;
             Ok(Outcome::Committed(next))
         }
         .await;

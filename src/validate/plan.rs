@@ -108,6 +108,19 @@ fn read_as(a: TypeFamily, b: TypeFamily) -> TypeFamily {
 }
 
 impl Plan {
+    /// The error of a failed database call on side `i`, naming the entity and the side.
+    pub fn failed(
+        &self,
+        i: usize,
+    ) -> impl FnOnce(crate::store::StoreError) -> ValidateError + use<> {
+        let (entity, side) = (self.entity.name.clone(), self.sides[i].side.clone());
+        move |source| ValidateError::Database {
+            entity,
+            side,
+            source,
+        }
+    }
+
     /// Plans the comparison of `entity` between two live tables (`kinds`: left, right).
     pub fn new(
         entity: &EntityConfig,

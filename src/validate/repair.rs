@@ -53,16 +53,7 @@ pub async fn repair(
     let a = usize::from(plan.entity.authority != plan.sides[0].side);
     let t = 1 - a;
     let target = plan.sides[t].side.clone();
-    let db = |side: usize| {
-        let name = plan.sides[side].side.clone();
-        let entity = plan.entity.name.clone();
-        move |source| ValidateError::Database {
-            entity,
-            side: name,
-            source,
-        }
-    };
-    if !dry_run && !stores[t].installed().await.map_err(db(t))? {
+    if !dry_run && !stores[t].installed().await.map_err(plan.failed(t))? {
         return Err(ValidateError::Schema {
             entity: plan.entity.name.clone(),
             side: target,
@@ -91,28 +82,28 @@ pub async fn repair(
         // a change the engine applies meanwhile lands after the repair, not under it.
         let [s0, s1] = &mut *stores;
         let (source, target) = if a == 0 { (s0, s1) } else { (s1, s0) };
-        target.begin_alone().await.map_err(db(t))?;
+        target.begin_alone().await.map_err(plan.failed(t))?;
         let planned = writes(plan, source, chunk, &kinds, &mut out).await;
         let applied = match planned {
-            Ok(w) => target.write_batch(&batch(w)).await.map_err(db(t)),
+            Ok(w) => target.write_batch(&batch(w)).await.map_err(plan.failed(t)),
             Err(e) => Err(e),
         };
         match applied {
-            Ok(true) => target.finish(true).await.map_err(db(t))?,
+            Ok(true) => target.finish(true).await.map_err(plan.failed(t))?,
             Ok(false) => {
                 // A key raced: each key alone, read again, so only the raced ones wait.
-                target.finish(false).await.map_err(db(t))?;
+                target.finish(false).await.map_err(plan.failed(t))?;
                 for key in chunk {
-                    target.begin_alone().await.map_err(db(t))?;
+                    target.begin_alone().await.map_err(plan.failed(t))?;
                     let mut scratch = RepairReport::default();
                     let one = std::slice::from_ref(key);
                     let applied = match writes(plan, source, one, &kinds, &mut scratch).await {
-                        Ok(w) => target.write_batch(&batch(w)).await.map_err(db(t)),
+                        Ok(w) => target.write_batch(&batch(w)).await.map_err(plan.failed(t)),
                         Err(e) => Err(e),
                     };
                     match applied {
                         Ok(ok) => {
-                            target.finish(ok).await.map_err(db(t))?;
+                            target.finish(ok).await.map_err(plan.failed(t))?;
                             out.deferred += u64::from(!ok);
                         }
                         Err(e) => {
@@ -156,11 +147,7 @@ async fn writes(
         .statements()
         .rows(&sql, &params)
         .await
-        .map_err(|source| ValidateError::Database {
-            entity: plan.entity.name.clone(),
-            side: plan.sides[a].side.clone(),
-            source,
-        })?;
+        .map_err(plan.failed(a))?;
     let mut found: HashMap<Vec<KeyPart>, Row> = HashMap::with_capacity(rows.len());
     for values in rows {
         let item_key = plan.item(a, values.clone()).key;
