@@ -381,6 +381,10 @@ async fn apigen(
         }
         strangler::metrics::install();
         let shutdown = tokio_util::sync::CancellationToken::new();
+        use tokio::signal::unix::{SignalKind, signal};
+        // Handlers before the services say they listen: a stop sent on that word drains.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let running =
             strangler::apigen::command::serve_own(&cfg.services, None, &cfg.sync, &shutdown)
                 .await
@@ -388,12 +392,7 @@ async fn apigen(
         for (name, addr, _) in &running {
             println!("service {name} listening on http://{addr}");
         }
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        }
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         shutdown.cancel();
         for (_, _, task) in running {
             let _ = task.await;
@@ -653,6 +652,9 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
             let token = tokio_util::sync::CancellationToken::new();
             let engine = strangler::app::sync_engine(&cfg).await?;
             let validation = strangler::validate::continuous::Validations::new(&cfg.sync);
+            // Handlers before the admin API says it listens: a stop sent on that word drains.
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
             let admin = match admin_listen {
                 Some(addr) => {
                     let (bound, task) = strangler::app::sync_admin(
@@ -668,8 +670,6 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
             let stop = token.clone();
             tokio::spawn(async move {
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
@@ -705,10 +705,12 @@ async fn sync(action: SyncAction) -> anyhow::Result<()> {
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let cfg = strangler::config::Config::load(&path)?;
-    let running = strangler::app::start(cfg).await?;
+    // Handlers first: the gateway says it is listening once started, and a SIGHUP sent on
+    // that word must reload, not end the process by the signal's default action.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let running = strangler::app::start(cfg).await?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
