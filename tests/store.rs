@@ -6,7 +6,7 @@ mod sync_support;
 use std::collections::HashSet;
 
 use serde_json::json;
-use strangler::store::{ApplyBatch, Capture, CaptureSpec, Op, Row, Store, Write};
+use strangler::store::{Absent, ApplyBatch, Capture, CaptureSpec, Op, Row, Store, Write};
 use sync_support::*;
 
 fn obj(v: serde_json::Value) -> Row {
@@ -653,11 +653,33 @@ async fn postgres_bulk_inserts_match_the_statement_path() {
         source: "test".into(),
         ..ApplyBatch::default()
     };
-    assert!(
-        st.apply(&batch((1..=80).map(|i| write("bulk", i)).collect()))
-            .await
-            .unwrap()
-    );
+    // The same rows as absent rows, values in one column order: the COPY's input.
+    let absent = || {
+        let mut a = Absent {
+            table: "bulk".into(),
+            key: vec!["id".into()],
+            bytes: vec!["b".into()],
+            ..Absent::default()
+        };
+        for i in 1..=80 {
+            let Write::Upsert {
+                row, insert_only, ..
+            } = write("bulk", i)
+            else {
+                unreachable!()
+            };
+            let all: Vec<(String, serde_json::Value)> =
+                row.into_iter().chain(insert_only).collect();
+            a.columns = all.iter().map(|(c, _)| c.clone()).collect();
+            a.rows.push(all.into_iter().map(|(_, v)| v).collect());
+        }
+        ApplyBatch {
+            source: "test".into(),
+            absent: Some(a),
+            ..ApplyBatch::default()
+        }
+    };
+    assert!(st.apply(&absent()).await.unwrap());
     for i in 1..=80 {
         assert!(st.apply(&batch(vec![write("single", i)])).await.unwrap());
     }
@@ -676,10 +698,6 @@ async fn postgres_bulk_inserts_match_the_statement_path() {
     }
     // Now with nothing present: the COPY itself took them (no key left to fall back on).
     db.exec("TRUNCATE bulk").await;
-    assert!(
-        st.apply(&batch((1..=80).map(|i| write("bulk", i)).collect()))
-            .await
-            .unwrap()
-    );
+    assert!(st.apply(&absent()).await.unwrap());
     assert_eq!(db.rows(&rows("bulk")).await, single);
 }

@@ -132,4 +132,129 @@ pub struct ApplyBatch {
     pub seen: HashSet<i64>,
     /// Checkpoint entries for `source` to delete (their changelog rows are gone for good).
     pub unapply: Vec<i64>,
+    /// Rows inserted where their key is absent, after `writes`.
+    pub absent: Option<Absent>,
+}
+
+impl ApplyBatch {
+    /// The batch with its absent rows as writes, for a backend without a bulk path.
+    pub fn expanded(&self) -> std::borrow::Cow<'_, ApplyBatch> {
+        match &self.absent {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(a) => {
+                let mut b = self.clone();
+                b.absent = None;
+                b.writes.extend(a.writes());
+                std::borrow::Cow::Owned(b)
+            }
+        }
+    }
+}
+
+/// Rows to insert where their key is absent, leaving a present row as it is: the initial
+/// copy's writes, as values in one column order instead of a map per row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Absent {
+    /// Table.
+    pub table: String,
+    /// Key columns (a unique key of the table), each among `columns`.
+    pub key: Vec<String>,
+    /// The columns of every row, in order.
+    pub columns: Vec<String>,
+    /// Binary columns: their values are `\x`-and-hex text, written as bytes.
+    pub bytes: Vec<String>,
+    /// The rows' values, in `columns` order.
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Absent {
+    /// Positions of the key columns in `columns`.
+    fn key_at(&self) -> Vec<usize> {
+        self.key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| c == k))
+            .collect()
+    }
+
+    /// Each row as the write that sets its key and sets every other column only on insert.
+    pub fn writes(&self) -> impl Iterator<Item = Write> + '_ {
+        self.rows.iter().map(|values| {
+            let (mut row, mut insert_only) = (Row::new(), Row::new());
+            for (c, v) in self.columns.iter().zip(values) {
+                match self.key.contains(c) {
+                    true => row.insert(c.clone(), v.clone()),
+                    false => insert_only.insert(c.clone(), v.clone()),
+                };
+            }
+            Write::Upsert {
+                table: self.table.clone(),
+                key: self.key.clone(),
+                row,
+                insert_only,
+                bytes: self.bytes.clone(),
+            }
+        })
+    }
+
+    /// Each row's key text as the changelog stores it.
+    pub fn pks(&self) -> impl Iterator<Item = String> + '_ {
+        let at = self.key_at();
+        self.rows
+            .iter()
+            .map(move |values| key_text(at.iter().map(|i| values.get(*i))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn absent_rows_expand_to_writes_that_set_only_their_key_on_a_present_row() {
+        let a = Absent {
+            table: "t".into(),
+            key: vec!["b".into(), "a".into()],
+            columns: vec!["a".into(), "b".into(), "v".into()],
+            bytes: vec!["v".into()],
+            rows: vec![
+                vec![json!(1), json!("x"), json!("\\x00")],
+                vec![json!(2), json!(null), json!(null)],
+            ],
+        };
+        let pks: Vec<String> = a.pks().collect();
+        assert_eq!(
+            pks,
+            [format!("x{KEY_SEPARATOR}1"), format!("{KEY_SEPARATOR}2")]
+        );
+        let batch = ApplyBatch {
+            writes: vec![Write::Delete {
+                table: "t".into(),
+                key: json!({"a": 9, "b": "z"}).as_object().unwrap().clone(),
+            }],
+            absent: Some(a.clone()),
+            ..Default::default()
+        };
+        let expanded = batch.expanded();
+        assert_eq!(expanded.absent, None);
+        assert_eq!(expanded.writes.len(), 3);
+        assert_eq!(expanded.writes[0], batch.writes[0]);
+        let Write::Upsert {
+            key,
+            row,
+            insert_only,
+            bytes,
+            ..
+        } = &expanded.writes[1]
+        else {
+            panic!("not an upsert")
+        };
+        assert_eq!(key, &a.key);
+        assert_eq!(row, json!({"a": 1, "b": "x"}).as_object().unwrap());
+        assert_eq!(insert_only, json!({"v": "\\x00"}).as_object().unwrap());
+        assert_eq!(bytes, &a.bytes);
+        assert_eq!(expanded.writes[1].pk(), pks[0]);
+        let plain = ApplyBatch::default();
+        assert!(matches!(plain.expanded(), std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -19,7 +19,7 @@ mod statement;
 
 pub use backend::Backend;
 pub use capture::Capture;
-pub use change::{ApplyBatch, Change, KEY_SEPARATOR, Op, Row, Write, key_text};
+pub use change::{Absent, ApplyBatch, Change, KEY_SEPARATOR, Op, Row, Write, key_text};
 pub use error::StoreError;
 pub use instant::utc_naive;
 pub use rowhash::{Field, RowHash, hash_sum_sql, row_hash, row_hash_sql};

@@ -143,10 +143,15 @@ pub(super) fn raced(
 
 /// The (table, key text) pairs a batch writes.
 pub(super) fn written_keys(batch: &ApplyBatch) -> HashSet<(String, String)> {
+    let absent = batch
+        .absent
+        .iter()
+        .flat_map(|a| a.pks().map(|pk| (a.table.clone(), pk)));
     batch
         .writes
         .iter()
         .map(|w| (w.table().to_string(), w.pk()))
+        .chain(absent)
         .collect()
 }
 

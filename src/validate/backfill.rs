@@ -85,8 +85,18 @@ pub async fn backfill(
     let (plan, mut stores) = plan(sync, e).await?;
     let a = usize::from(e.authority != plan.sides[0].side);
     let t = 1 - a;
+    let map = plan
+        .mapping
+        .columnar(&plan.sides[a].side, &plan.sides[a].columns)
+        .ok_or_else(|| {
+            ValidateError::Usage(format!(
+                "entity {:?}: no side {:?}",
+                e.name, plan.sides[a].side
+            ))
+        })?;
     let mut copy = Copy {
         plan: &plan,
+        map,
         a,
         t,
         chunk: chunk.max(1),

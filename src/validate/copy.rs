@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::store::{ApplyBatch, Fault, Row, Store, StoreError, Write};
+use crate::store::{Absent, ApplyBatch, Fault, Store, StoreError};
+use crate::sync::mapping::Columnar;
 
 use super::ValidateError;
 use super::backfill::{Progress, Refusal};
@@ -52,6 +53,8 @@ pub(super) enum Outcome {
 /// One entity's copy: its plan and the rows it left out.
 pub(super) struct Copy<'a> {
     pub(super) plan: &'a Plan,
+    /// The authority's read rows mapped to the target's columns.
+    pub(super) map: Columnar<'a>,
     /// Authority and target side indexes.
     pub(super) a: usize,
     pub(super) t: usize,
@@ -96,13 +99,13 @@ impl Copy<'_> {
             .collect())
     }
 
-    /// Inside the target transaction: the writes that copy the rows the target lacks, each
-    /// only where the row is still absent, and the rows the mapping cannot carry.
+    /// Inside the target transaction: the rows the target lacks, to be inserted where still
+    /// absent, and the rows the mapping cannot carry.
     async fn lacking(
         &self,
         target: &mut Store,
         rows: Vec<Prepared>,
-    ) -> Result<(Vec<Write>, Vec<(Vec<KeyPart>, String)>), StoreError> {
+    ) -> Result<(Absent, Vec<(Vec<KeyPart>, String)>), StoreError> {
         let plan = self.plan;
         let present: HashSet<Vec<KeyPart>> = match (rows.first(), rows.last()) {
             (Some(first), Some(last)) => {
@@ -122,31 +125,34 @@ impl Copy<'_> {
             }
             _ => HashSet::new(),
         };
-        let (from, to) = (&plan.sides[self.a].side, &plan.sides[self.t].side);
-        let mut writes = Vec::with_capacity(rows.len());
+        let mut absent = Absent {
+            table: self.map.table.clone(),
+            key: self.map.key.clone(),
+            columns: self.map.columns.clone(),
+            bytes: self.map.bytes.clone(),
+            rows: Vec::with_capacity(rows.len()),
+        };
         let mut refused = Vec::new();
-        for p in rows {
+        for mut p in rows {
             if present.contains(&p.key) {
                 continue;
             }
-            let row = plan.row(self.a, p.values);
-            let write = plan
-                .mapping
-                .into_left_form(from, row)
-                // The key row matters to deletes only.
-                .and_then(|left| plan.mapping.write(to, Some(&left), &Row::new()));
-            match write {
-                Ok(w) => {
-                    let w = if_absent(w);
-                    if self.skip.is_empty() || !self.skip.contains(&(w.table().to_string(), w.pk()))
-                    {
-                        writes.push(w);
-                    }
-                }
+            plan.image(self.a, &mut p.values);
+            match self.map.map(p.values) {
+                Ok(values) => absent.rows.push(values),
                 Err(m) => refused.push((p.key, format!("cannot be mapped: {m}"))),
             }
         }
-        Ok((writes, refused))
+        if !self.skip.is_empty() {
+            let pks: Vec<String> = absent.pks().collect();
+            let mut pks = pks.into_iter();
+            let table = absent.table.clone();
+            absent.rows.retain(|_| {
+                let pk = pks.next().unwrap_or_default();
+                !self.skip.contains(&(table.clone(), pk))
+            });
+        }
+        Ok((absent, refused))
     }
 
     /// One target transaction: chunks of up to `limit` rows after `from`, until [`SPAN`] has
@@ -188,11 +194,11 @@ impl Copy<'_> {
                     }
                 };
                 let writing = async {
-                    let (writes, refused) = self.lacking(target, rows).await?;
-                    let n = writes.len() as u64;
+                    let (absent, refused) = self.lacking(target, rows).await?;
+                    let n = absent.rows.len() as u64;
                     let batch = ApplyBatch {
-                        writes,
                         source: "strangler-backfill".into(),
+                        absent: Some(absent),
                         ..Default::default()
                     };
                     let ok = target.write_batch(&batch).await?;
@@ -215,9 +221,9 @@ impl Copy<'_> {
                             .await
                             .map_err(self.plan.failed(self.t))?;
                         let pks = batch
-                            .writes
+                            .absent
                             .iter()
-                            .map(|w| (w.table().to_string(), w.pk()))
+                            .flat_map(|a| a.pks().map(|pk| (a.table.clone(), pk)))
                             .collect();
                         let found = target
                             .fetch_unseen(&pks, &HashSet::new(), None)
@@ -271,68 +277,4 @@ fn row_fault(e: &StoreError) -> bool {
         e.fault(),
         Fault::Unique | Fault::Reference | Fault::NotNull | Fault::Check | Fault::Value
     )
-}
-
-/// The write as an insert of the whole row where its key is absent, changing nothing where
-/// it is present.
-fn if_absent(w: Write) -> Write {
-    match w {
-        Write::Upsert {
-            table,
-            key,
-            row,
-            mut insert_only,
-            bytes,
-        } => {
-            let mut keep = serde_json::Map::new();
-            for (c, v) in row {
-                if key.contains(&c) {
-                    keep.insert(c, v);
-                } else {
-                    insert_only.insert(c, v);
-                }
-            }
-            Write::Upsert {
-                table,
-                key,
-                row: keep,
-                insert_only,
-                bytes,
-            }
-        }
-        delete => delete,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_copy_sets_every_column_but_the_key_only_on_insert() {
-        let obj = |v: Value| v.as_object().unwrap().clone();
-        let w = Write::Upsert {
-            table: "t".into(),
-            key: vec!["id".into()],
-            row: obj(serde_json::json!({"id": 1, "name": "a"})),
-            insert_only: obj(serde_json::json!({"created": "x"})),
-            bytes: vec![],
-        };
-        let Write::Upsert {
-            row, insert_only, ..
-        } = if_absent(w)
-        else {
-            panic!("not an upsert")
-        };
-        assert_eq!(row, obj(serde_json::json!({"id": 1})));
-        assert_eq!(
-            insert_only,
-            obj(serde_json::json!({"created": "x", "name": "a"}))
-        );
-        let d = Write::Delete {
-            table: "t".into(),
-            key: obj(serde_json::json!({"id": 1})),
-        };
-        assert_eq!(if_absent(d.clone()), d);
-    }
 }

@@ -367,6 +367,13 @@ impl Plan {
             .collect()
     }
 
+    /// A read row of side `i` in place, each value as a row image holds it.
+    pub fn image(&self, i: usize, values: &mut [Value]) {
+        for (v, f) in values.iter_mut().zip(&self.sides[i].families) {
+            *v = image_value(std::mem::take(v), *f);
+        }
+    }
+
     /// The key of a row read with its key columns first (as every read of a plan is).
     pub fn key_of(&self, values: &[Value]) -> Vec<KeyPart> {
         values
@@ -444,6 +451,9 @@ pub fn image_value(v: Value, family: TypeFamily) -> Value {
 
 /// A key value read from a row.
 pub fn key_part(v: &Value, kind: KeyKind) -> KeyPart {
+    if let (KeyKind::Int, Some(i)) = (kind, v.as_i64()) {
+        return KeyPart::Int(i.into());
+    }
     let text = match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -411,7 +411,7 @@ impl Backend for MyStore {
     }
 
     async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        self.prepare_in_tx(batch).await
+        self.prepare_in_tx(&batch.expanded()).await
     }
 
     async fn finish(&mut self, commit: bool) -> Result<(), StoreError> {

@@ -1,10 +1,11 @@
-//! Bulk inserts: a run of writes that only insert absent rows goes to the server as one
-//! `COPY … FROM STDIN`, a fifth of the server's work of the statement that reads the rows
-//! from a JSON array. It runs inside a savepoint: when a row is there after all (a unique
-//! violation), the run rolls back to the savepoint and takes the statement that skips present
-//! rows.
+//! Bulk inserts: a batch's rows to insert where absent (the initial copy's) go to the server
+//! as one `COPY … FROM STDIN`, a fifth of the server's work of the statement that reads the
+//! rows from a JSON array. It runs inside a savepoint: when a row is there after all (a unique
+//! violation), the copy rolls back to the savepoint and the rows take the statement that
+//! skips present rows.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -13,19 +14,10 @@ use serde_json::Value;
 use super::{PgStore, dq};
 use crate::family::TypeFamily;
 use crate::store::statement::Fault;
-use crate::store::{StoreError, Write};
+use crate::store::{Absent, StoreError};
 
 /// Fewer rows than this go as the statement: the savepoint and the COPY cost two round trips.
 pub(super) const BULK_MIN: usize = 32;
-
-/// Whether a run of writes only inserts absent rows: every column besides the key is set only
-/// when the row is new, so a present row would be left as it is.
-pub(super) fn inserts_only(run: &[Write]) -> bool {
-    run.iter().all(|w| match w {
-        Write::Upsert { key, row, .. } => row.keys().all(|c| key.contains(c)),
-        Write::Delete { .. } => false,
-    })
-}
 
 /// Appends a value as COPY's text format spells it, read by the column's input function as
 /// `jsonb_populate_recordset` reads it: a JSON column's value as JSON text, any other
@@ -38,11 +30,22 @@ fn copy_text(v: &Value, json: bool, out: &mut String) -> bool {
             return true;
         }
         (Value::String(s), false) => std::borrow::Cow::Borrowed(s.as_str()),
-        (Value::Number(_) | Value::Bool(_), false) | (_, true) => {
-            std::borrow::Cow::Owned(v.to_string())
+        // A number's or boolean's text has nothing to escape.
+        (Value::Number(n), false) => {
+            let _ = write!(out, "{n}");
+            return true;
         }
+        (Value::Bool(b), false) => {
+            out.push_str(if *b { "true" } else { "false" });
+            return true;
+        }
+        (_, true) => std::borrow::Cow::Owned(v.to_string()),
         (Value::Array(_) | Value::Object(_), false) => return false,
     };
+    if !text.contains(['\\', '\n', '\r', '\t']) {
+        out.push_str(&text);
+        return true;
+    }
     for ch in text.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),
@@ -75,31 +78,15 @@ impl PgStore {
         Ok(cols)
     }
 
-    /// Inside the open transaction: inserts a run of writes like one another (see
-    /// [`inserts_only`]) with COPY. `Ok(false)`: nothing written, because a value cannot go
-    /// as COPY's text or a row is present; the caller writes the run with the statement.
-    pub(super) async fn copy_run(&mut self, run: &[Write]) -> Result<bool, StoreError> {
-        let Some(Write::Upsert {
-            table,
-            row,
-            insert_only,
-            ..
-        }) = run.first()
-        else {
-            return Ok(false);
-        };
-        let json = self.json_columns(table).await?;
-        let columns: Vec<&String> = row.keys().chain(insert_only.keys()).collect();
-        let is_json: Vec<bool> = columns.iter().map(|c| json.contains(*c)).collect();
-        let mut text = String::with_capacity(run.len() * 16 * columns.len());
-        for w in run {
-            let Write::Upsert {
-                row, insert_only, ..
-            } = w
-            else {
-                return Ok(false);
-            };
-            for (at, v) in row.values().chain(insert_only.values()).enumerate() {
+    /// Inside the open transaction: inserts the rows with COPY. `Ok(false)`: nothing
+    /// written, because a value cannot go as COPY's text or a row is present; the caller
+    /// writes them with the statement.
+    pub(super) async fn copy_absent(&mut self, a: &Absent) -> Result<bool, StoreError> {
+        let json = self.json_columns(&a.table).await?;
+        let is_json: Vec<bool> = a.columns.iter().map(|c| json.contains(c)).collect();
+        let mut text = String::with_capacity(a.rows.len() * 16 * a.columns.len());
+        for values in &a.rows {
+            for (at, v) in values.iter().enumerate() {
                 if at > 0 {
                     text.push('\t');
                 }
@@ -109,10 +96,14 @@ impl PgStore {
             }
             text.push('\n');
         }
-        let target = self.row_type(table).await?;
+        let target = self.row_type(&a.table).await?;
         let statement = format!(
             "COPY {target} ({}) FROM STDIN",
-            columns.iter().map(|c| dq(c)).collect::<Vec<_>>().join(", ")
+            a.columns
+                .iter()
+                .map(|c| dq(c))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         self.client
             .batch_execute("SAVEPOINT strangler_bulk")
@@ -173,25 +164,5 @@ mod tests {
         );
         assert_eq!(text(json!([1, 2]), false), None);
         assert_eq!(text(json!({"a": 1}), false), None);
-    }
-
-    #[test]
-    fn only_runs_that_insert_absent_rows_go_in_bulk() {
-        let upsert = |row: Value| Write::Upsert {
-            table: "t".into(),
-            key: vec!["id".into()],
-            row: row.as_object().unwrap().clone(),
-            insert_only: json!({"v": 1}).as_object().unwrap().clone(),
-            bytes: vec![],
-        };
-        assert!(inserts_only(&[
-            upsert(json!({"id": 1})),
-            upsert(json!({"id": 2}))
-        ]));
-        assert!(!inserts_only(&[upsert(json!({"id": 1, "v": 2}))]));
-        assert!(!inserts_only(&[Write::Delete {
-            table: "t".into(),
-            key: json!({"id": 1}).as_object().unwrap().clone(),
-        }]));
     }
 }

@@ -160,6 +160,22 @@ impl PgStore {
     /// as literals: one round trip, where a statement per step (each prepared, then run) took
     /// a dozen. The server runs the statements in order and stops at the first error.
     async fn prepare_in_tx(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        let expanded;
+        let batch = match &batch.absent {
+            // Alone in the batch, many absent rows go as COPY (they come after the writes).
+            Some(a)
+                if batch.writes.is_empty()
+                    && a.rows.len() >= bulk::BULK_MIN
+                    && self.copy_absent(a).await? =>
+            {
+                batch
+            }
+            Some(_) => {
+                expanded = batch.expanded();
+                &*expanded
+            }
+            None => batch,
+        };
         for w in &batch.writes {
             self.row_type(w.table()).await?;
         }
@@ -173,17 +189,6 @@ impl PgStore {
                 j += 1;
             }
             let run = &batch.writes[i..j];
-            if run.len() >= bulk::BULK_MIN && bulk::inserts_only(run) {
-                // In order: the statements so far first.
-                if !sql.is_empty() {
-                    self.client.batch_execute(&sql).await?;
-                    sql.clear();
-                }
-                if self.copy_run(run).await? {
-                    i = j;
-                    continue;
-                }
-            }
             let rows: Vec<Value> = run
                 .iter()
                 .map(|w| match w {
@@ -238,16 +243,14 @@ impl PgStore {
         let written = written_keys(batch);
         if !written.is_empty() {
             let tables: HashSet<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
-            let text_array = |v: &mut dyn Iterator<Item = &str>| {
-                format!(
-                    "ARRAY[{}]::text[]",
-                    v.map(lit).collect::<Vec<_>>().join(",")
-                )
-            };
+            // One array literal each, and the keys as a set the changelog's rows are looked up
+            // in: a copy's 5,000 keys as `ARRAY[…]` of literals took the server 4–6 ms to parse
+            // and plan, as this 0.7 ms.
             sql.push_str(&format!(
-                "SELECT seq, tbl, pk FROM _strangler_changes WHERE tbl = ANY({}) AND pk = ANY({})",
-                text_array(&mut tables.into_iter()),
-                text_array(&mut written.iter().map(|(_, p)| p.as_str()))
+                "SELECT seq, tbl, pk FROM _strangler_changes c WHERE tbl = ANY({}) \
+                 AND EXISTS (SELECT 1 FROM unnest({}) w(pk) WHERE w.pk = c.pk)",
+                text_array(tables.into_iter()),
+                text_array(written.iter().map(|(_, p)| p.as_str()))
             ));
         }
         if sql.is_empty() {
@@ -450,7 +453,43 @@ fn key_match(row_type: &str, cols: &[String], json: &str) -> String {
 }
 
 /// A `bigint[]` literal.
+/// Strings as one `text[]` literal.
+fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("{");
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in s.chars() {
+            if ch == '"' || ch == '\\' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    format!("{}::text[]", lit(&out))
+}
+
 fn int_array(v: &[i64]) -> String {
     let items: Vec<String> = v.iter().map(i64::to_string).collect();
     format!("ARRAY[{}]::bigint[]", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_as_one_text_array_literal() {
+        let v = ["a", "b\"c", "d\\e", "x'y", "{,}", "k\u{1f}2", ""];
+        assert_eq!(
+            text_array(v.into_iter()),
+            r#"'{"a","b\"c","d\\e","x''y","{,}","k\u{1f}2",""}'::text[]"#
+                .replace("\\u{1f}", "\u{1f}")
+        );
+        assert_eq!(text_array(std::iter::empty()), "'{}'::text[]");
+    }
 }

@@ -289,7 +289,7 @@ impl Backend for SqliteStore {
     }
 
     async fn write_batch(&mut self, batch: &ApplyBatch) -> Result<bool, StoreError> {
-        let batch = batch.clone();
+        let batch = batch.expanded().into_owned();
         self.with(move |c| prepare(c, &batch)).await
     }
 

@@ -44,6 +44,7 @@ impl<O: Origin> Link<O> {
                 .chain(self.origin.in_flight())
                 .collect(),
             unapply: unapply_b,
+            absent: None,
         };
         let mut consumed_b = g.processed[1].clone();
         consumed_b.extend(&g.consumed[1]);
@@ -55,6 +56,7 @@ impl<O: Origin> Link<O> {
             consumed: consumed_b,
             seen: seen(rb),
             unapply: unapply_a,
+            absent: None,
         };
         // Both transactions are open and hold their locks.
         self.writing = true;

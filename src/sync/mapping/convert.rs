@@ -113,26 +113,46 @@ impl Mapping {
             .collect())
     }
 
+    /// Mapped column `i`'s left value on its way right: its transforms, then the change of
+    /// type family.
+    pub(super) fn right_value(&self, i: usize, mut v: Value) -> Result<Value, String> {
+        let (lc, _) = &self.entity.columns[i];
+        let (lf, rf, casted) = self.pairs[i];
+        for t in &self.entity.transforms {
+            v = match t {
+                Transform::Lower(c) if c == lc => map_str(v, |s| s.to_lowercase()),
+                Transform::Upper(c) if c == lc => map_str(v, |s| s.to_uppercase()),
+                Transform::Trim(c) if c == lc => map_str(v, |s| s.trim().to_string()),
+                Transform::Cast(c, f) if c == lc => {
+                    cast(&v, *f).map_err(|m| format!("column {lc:?}: {m}"))?
+                }
+                _ => v,
+            };
+        }
+        if !casted {
+            v = between(v, lf, rf).map_err(|m| format!("column {lc:?}: {m}"))?;
+        }
+        Ok(v)
+    }
+
+    /// Mapped column `i`'s right value on its way left.
+    pub(super) fn left_value(&self, i: usize, v: Value) -> Result<Value, String> {
+        let (_, rc) = &self.entity.columns[i];
+        let (lf, rf, casted) = self.pairs[i];
+        if casted {
+            cast(&v, lf)
+        } else {
+            between(v, rf, lf)
+        }
+        .map_err(|m| format!("column {rc:?}: {m}"))
+    }
+
     fn to_right(&self, left: &Row) -> Result<(Row, Row), String> {
         let mut out = Row::new();
         let mut insert_only = Row::new();
-        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
-            let mut v = left.get(lc).cloned().unwrap_or(Value::Null);
-            for t in &self.entity.transforms {
-                v = match t {
-                    Transform::Lower(c) if c == lc => map_str(v, |s| s.to_lowercase()),
-                    Transform::Upper(c) if c == lc => map_str(v, |s| s.to_uppercase()),
-                    Transform::Trim(c) if c == lc => map_str(v, |s| s.trim().to_string()),
-                    Transform::Cast(c, f) if c == lc => {
-                        cast(&v, *f).map_err(|m| format!("column {lc:?}: {m}"))?
-                    }
-                    _ => v,
-                };
-            }
-            if !casted {
-                v = between(v, lf, rf).map_err(|m| format!("column {lc:?}: {m}"))?;
-            }
-            out.insert(rc.clone(), v);
+        for (i, (lc, rc)) in self.entity.columns.iter().enumerate() {
+            let v = left.get(lc).cloned().unwrap_or(Value::Null);
+            out.insert(rc.clone(), self.right_value(i, v)?);
         }
         for t in &self.entity.transforms {
             match t {
@@ -166,15 +186,9 @@ impl Mapping {
 
     fn to_left(&self, right: &Row) -> Result<Row, String> {
         let mut out = Row::new();
-        for ((lc, rc), &(lf, rf, casted)) in self.entity.columns.iter().zip(&self.pairs) {
-            let mut v = right.get(rc).cloned().unwrap_or(Value::Null);
-            v = if casted {
-                cast(&v, lf)
-            } else {
-                between(v, rf, lf)
-            }
-            .map_err(|m| format!("column {rc:?}: {m}"))?;
-            out.insert(lc.clone(), v);
+        for (i, (lc, rc)) in self.entity.columns.iter().enumerate() {
+            let v = right.get(rc).cloned().unwrap_or(Value::Null);
+            out.insert(lc.clone(), self.left_value(i, v)?);
         }
         for t in &self.entity.transforms {
             match t {

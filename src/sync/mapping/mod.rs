@@ -1,9 +1,11 @@
 //! An entity's column map applied to row images: left → right with the configured transforms,
 //! right → left with their inverses, and the checks of a mapping against the real schemas.
 
+mod columnar;
 mod convert;
 mod value;
 
+pub use columnar::Columnar;
 pub use value::cast;
 
 use crate::config::sync::{EntityConfig, EntityTable, Transform, TypeFamily};
