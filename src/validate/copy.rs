@@ -27,8 +27,8 @@ const LISTED: usize = 20;
 /// An authority row read for the copy.
 struct Prepared {
     key: Vec<KeyPart>,
-    /// Its columns as read.
-    values: Vec<Value>,
+    /// Its values in the target's columns, or why the mapping cannot carry it.
+    mapped: Result<Vec<Value>, String>,
 }
 
 /// How one target transaction ended.
@@ -75,7 +75,8 @@ impl Copy<'_> {
         }
     }
 
-    /// Up to `limit` authority rows after `after`, in key order.
+    /// Up to `limit` authority rows after `after`, in key order, mapped (while the target
+    /// writes the chunk before).
     async fn read(
         &self,
         store: &mut Store,
@@ -92,9 +93,13 @@ impl Copy<'_> {
             .map_err(self.plan.failed(self.a))?;
         Ok(rows
             .into_iter()
-            .map(|values| Prepared {
-                key: plan.key_of(&values),
-                values,
+            .map(|mut values| {
+                let key = plan.key_of(&values);
+                plan.image(self.a, &mut values);
+                Prepared {
+                    key,
+                    mapped: self.map.map(values),
+                }
             })
             .collect())
     }
@@ -133,12 +138,11 @@ impl Copy<'_> {
             rows: Vec::with_capacity(rows.len()),
         };
         let mut refused = Vec::new();
-        for mut p in rows {
+        for p in rows {
             if present.contains(&p.key) {
                 continue;
             }
-            plan.image(self.a, &mut p.values);
-            match self.map.map(p.values) {
+            match p.mapped {
                 Ok(values) => absent.rows.push(values),
                 Err(m) => refused.push((p.key, format!("cannot be mapped: {m}"))),
             }
