@@ -270,7 +270,7 @@ columns_from = "m"
             &m.entity.left
         };
         let row: Row = read.iter().cloned().zip(values).collect();
-        let left = m.into_left_form(from, row)?;
+        let left = m.to_left_form(from, &row)?;
         match m.write(&to.side, Some(&left), &Row::new())? {
             Write::Upsert {
                 mut insert_only,

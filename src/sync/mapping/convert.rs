@@ -17,21 +17,6 @@ impl Mapping {
         }
     }
 
-    /// [`Mapping::to_left_form`] of a row handed over: a left row keeps its values and
-    /// column names instead of copying them.
-    pub fn into_left_form(&self, side: &str, mut row: Row) -> Result<Row, String> {
-        if !self.is_left(side) {
-            return self.to_left(&row);
-        }
-        row.retain(|c, _| self.left_columns().any(|u| u == c));
-        for c in self.left_columns() {
-            if !row.contains_key(c) {
-                row.insert(c.clone(), Value::Null);
-            }
-        }
-        Ok(row)
-    }
-
     /// The columns of a left row that the mapping uses.
     fn left_columns(&self) -> impl Iterator<Item = &String> {
         let transformed = self.entity.transforms.iter().flat_map(|t| match t {
