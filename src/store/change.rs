@@ -137,6 +137,19 @@ pub struct ApplyBatch {
 }
 
 impl ApplyBatch {
+    /// The (table, key text) pairs the batch writes, its absent rows' included.
+    pub fn written_keys(&self) -> HashSet<(String, String)> {
+        let absent = self
+            .absent
+            .iter()
+            .flat_map(|a| a.pks().map(|pk| (a.table.clone(), pk)));
+        self.writes
+            .iter()
+            .map(|w| (w.table().to_string(), w.pk()))
+            .chain(absent)
+            .collect()
+    }
+
     /// The batch with its absent rows as writes, for a backend without a bulk path.
     pub fn expanded(&self) -> std::borrow::Cow<'_, ApplyBatch> {
         match &self.absent {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::{ApplyBatch, Change, Op, Row, StoreError, Write};
+use super::{Change, Op, Row, StoreError, Write};
 
 /// Bytes from the `\x`-and-hex text of a binary value, if `v` is that.
 pub fn hex_bytes(v: &Value) -> Option<Vec<u8>> {
@@ -139,20 +139,6 @@ pub(super) fn raced(
     found
         .into_iter()
         .any(|(seq, tbl, pk)| !seen.contains(&seq) && written.contains(&(tbl, pk)))
-}
-
-/// The (table, key text) pairs a batch writes.
-pub(super) fn written_keys(batch: &ApplyBatch) -> HashSet<(String, String)> {
-    let absent = batch
-        .absent
-        .iter()
-        .flat_map(|a| a.pks().map(|pk| (a.table.clone(), pk)));
-    batch
-        .writes
-        .iter()
-        .map(|w| (w.table().to_string(), w.pk()))
-        .chain(absent)
-        .collect()
 }
 
 /// A string as a standard SQL literal (PostgreSQL, SQLite).

@@ -224,13 +224,8 @@ impl Copy<'_> {
                             .finish(false)
                             .await
                             .map_err(self.plan.failed(self.t))?;
-                        let pks = batch
-                            .absent
-                            .iter()
-                            .flat_map(|a| a.pks().map(|pk| (a.table.clone(), pk)))
-                            .collect();
                         let found = target
-                            .fetch_unseen(&pks, &HashSet::new(), None)
+                            .fetch_unseen(&batch.written_keys(), &HashSet::new(), None)
                             .await
                             .map_err(self.plan.failed(self.t))?;
                         return Ok(Outcome::Raced(

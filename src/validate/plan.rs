@@ -357,14 +357,9 @@ impl Plan {
     }
 
     /// A read row of side `i` as a row image (column → value, as capture would carry it).
-    pub fn row(&self, i: usize, values: Vec<Value>) -> Row {
-        let s = &self.sides[i];
-        s.columns
-            .iter()
-            .zip(values)
-            .zip(&s.families)
-            .map(|((c, v), f)| (c.clone(), image_value(v, *f)))
-            .collect()
+    pub fn row(&self, i: usize, mut values: Vec<Value>) -> Row {
+        self.image(i, &mut values);
+        self.sides[i].columns.iter().cloned().zip(values).collect()
     }
 
     /// A read row of side `i` in place, each value as a row image holds it.

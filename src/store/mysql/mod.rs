@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params, Value as My};
 use serde_json::Value;
 
-use super::sql::{ChangeRow, bq, changes, hex_bytes, lit_backslash, raced, same_run, written_keys};
+use super::sql::{ChangeRow, bq, changes, hex_bytes, lit_backslash, raced, same_run};
 use super::{
     ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index,
     Row, StoreError, TableInfo, Write, family,
@@ -159,7 +159,7 @@ impl MyStore {
             )
             .await?;
         }
-        let written: Vec<(String, String)> = written_keys(batch).into_iter().collect();
+        let written: Vec<(String, String)> = batch.written_keys().into_iter().collect();
         let set: HashSet<(String, String)> = written.iter().cloned().collect();
         for chunk in written.chunks(MAX_PARAMS / 2) {
             let marks = vec!["(?, ?)"; chunk.len()].join(",");

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
-use super::sql::{decoded, dq, lit, raced, same_run, written_keys};
+use super::sql::{decoded, dq, lit, raced, same_run};
 use super::{
     ApplyBatch, Backend, Capture, CaptureSpec, Catalog, Change, Column, ForeignKey, Form, Index,
     Row, StoreError, TableInfo, Write, family,
@@ -240,7 +240,7 @@ impl PgStore {
             ));
         }
         // Last: changes on the written keys this round did not see (a race).
-        let written = written_keys(batch);
+        let written = batch.written_keys();
         if !written.is_empty() {
             let tables: HashSet<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
             // One array literal each, and the keys as a set the changelog's rows are looked up
@@ -452,7 +452,6 @@ fn key_match(row_type: &str, cols: &[String], json: &str) -> String {
     parts.join(" AND ")
 }
 
-/// A `bigint[]` literal.
 /// Strings as one `text[]` literal.
 fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::from("{");
@@ -473,6 +472,7 @@ fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
     format!("{}::text[]", lit(&out))
 }
 
+/// A `bigint[]` literal.
 fn int_array(v: &[i64]) -> String {
     let items: Vec<String> = v.iter().map(i64::to_string).collect();
     format!("ARRAY[{}]::bigint[]", items.join(","))
